@@ -1,0 +1,173 @@
+"""``python -m studio COMMAND``: the headless twin of the UI.
+
+Every command takes the same RunConfig (a preset YAML plus ``--set section.key=value``) the UI builds.
+Bad input ends the command with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from studio.config import ConfigError, RunConfig
+
+__all__ = ["main", "build_parser", "load_run_config"]
+
+
+def load_run_config(args: argparse.Namespace) -> RunConfig:
+    """The preset named on the command line with its ``--set`` overrides applied."""
+    cfg = RunConfig.load(args.preset) if getattr(args, "preset", None) else RunConfig()
+    return cfg.with_overrides(getattr(args, "set", None) or [])
+
+
+def _add_config_args(p: argparse.ArgumentParser, preset_required: bool = True) -> None:
+    p.add_argument("preset", nargs=None if preset_required else "?", help="a RunConfig YAML file (see presets/)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", default=[],
+                   help="override one setting, typed by the config, e.g. --set train.max_steps=20 (repeatable)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = load_run_config(args)
+    from studio import training
+
+    if args.output:
+        cfg.train.output_dir = args.output
+    run_dir = training.run_headless(cfg, quiet=args.quiet)
+    print(run_dir)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from studio import chat
+
+    for piece in chat.answer_once(args.target, args.prompt, base=args.base, max_new_tokens=args.max_new_tokens):
+        print(piece, end="", flush=True)
+    print()
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from studio import methods
+
+    items = [m.to_dict() for m in methods.all_methods()]
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return 0
+    for m in items:
+        knobs = ", ".join(f"{k['name']}={k['default']}" for k in m["knobs"]) or "no settings"
+        print(f"{m['name']:<10} {m['summary']}\n{'':<10} {knobs}")
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from studio import memory
+
+    return memory.cli_estimate(load_run_config(args), gpu=args.gpu, as_json=args.json)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from studio import export
+
+    out = export.export_run(args.run_dir, args.out, merge=args.merge, dtype=args.dtype)
+    print(out)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from studio import evaluate
+
+    return evaluate.cli_eval(args.run_dir, args.prompts, max_new_tokens=args.max_new_tokens)
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from studio import distributed
+
+    return distributed.cli_launch(load_run_config(args), args)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from studio import runs
+
+    for run in runs.list_runs(args.root):
+        print(run.summary_line())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m studio", description="PEFT Studio, headless.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a preset and write a run folder (prints its path last)")
+    _add_config_args(p)
+    p.add_argument("--output", help="folder that holds the run folder (default: train.output_dir, runs/)")
+    p.add_argument("--quiet", action="store_true", help="print only the run folder")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("chat", help="one answer from a run's tuned model (or its base with --base)")
+    p.add_argument("target", help="a run folder, a model folder, or 'embedded'")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--base", action="store_true", help="answer with the base model (adapter off)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("methods", help="list every fine-tuning method with its settings")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("estimate", help="VRAM breakdown and fit verdict, from the config alone")
+    _add_config_args(p)
+    p.add_argument("--gpu", help="plan for this GPU from the catalog (default: the one here)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser("export", help="export a run's adapter, or the model merged with it")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--merge", action="store_true", help="merge into the base (LoRA family, IA3)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("eval", help="answer a prompt set with base and tuned, with loss and ROUGE-L")
+    p.add_argument("run_dir")
+    p.add_argument("--prompts", required=True, help="a .txt (one prompt per line) or .jsonl file")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("launch", help="write an accelerate config and run the preset on several GPUs")
+    _add_config_args(p)
+    p.add_argument("--gpus", type=int, default=1)
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--node-rank", type=int, default=0)
+    p.add_argument("--main-address", default="127.0.0.1")
+    p.add_argument("--dry-run", action="store_true", help="print the config and command, run nothing")
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("runs", help="list run folders")
+    p.add_argument("--root", default="runs")
+    p.set_defaults(func=cmd_runs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        for line in err.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug or an environment fault: one line, the traceback only when asked
+        if os.environ.get("STUDIO_DEBUG"):
+            raise
+        print(f"error: {type(err).__name__}: {err} (set STUDIO_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""Full fine-tuning: every weight trains."""
+
+from studio.methods import Method, register
+
+
+def _apply(model, spec, ctx):
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def _trainable(arch, spec) -> int:
+    return arch.num_parameters
+
+
+register(Method(
+    name="full", title="Full fine-tuning", summary="every weight trains; most memory, most capacity",
+    knobs=(), apply=_apply, trainable=_trainable, family="weights", can_merge=False, learning_rate=2e-5,
+    merge_refusal="full fine-tuning already changed the weights: there is no adapter to merge",
+))

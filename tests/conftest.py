@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny random models built in-process from configs (no download), and a tmp runs folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(family: str):
+    """A config for a tiny model of the given family (llama, gpt2, qwen2): 2 blocks, hidden 64."""
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=512, tie_word_embeddings=family != "llama")
+    if family == "llama":
+        return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=256, **common)
+    if family == "gpt2":
+        return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=1, eos_token_id=2, **common)
+    if family == "qwen2":
+        return Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=256, **common)
+    raise ValueError(family)
+
+
+def tiny_model(family: str, seed: int = 0):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_config(family)).eval()
+
+
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """A small word-level tokenizer (built in-process) with a chat template and pad/eos tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+    words = [chr(c) for c in range(32, 127)]
+    vocab = {t: i for i, t in enumerate(specials + words)}
+    tk = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", max_input_chars_per_word=1000))
+    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>", eos_token="<|end|>",
+                                  unk_token="<unk>", additional_special_tokens=specials[4:])
+    tok.chat_template = _CHAT_TEMPLATE
+    return tok
+
+
+def save_tiny(family: str, folder: Path, seed: int = 0) -> Path:
+    """Write a tiny model and tokenizer as a Hugging Face folder (safetensors) and return it."""
+    model = tiny_model(family, seed)
+    model.save_pretrained(folder, safe_serialization=True)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny llama / gpt2 / qwen2 model folders, made once per test session."""
+    base = tmp_path_factory.mktemp("tiny-models")
+    return {f: save_tiny(f, base / f) for f in ("llama", "gpt2", "qwen2")}
+
+
+@pytest.fixture
+def identity_rows() -> list[dict]:
+    path = ROOT / "presets" / "data" / "identity.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(monkeypatch, tmp_path_factory):
+    # The converted embedded model is shared across tests (it is read-only); everything else is per test.
+    shared = Path(os.environ.get("STUDIO_CACHE", Path.home() / ".cache" / "peft-studio"))
+    monkeypatch.setenv("STUDIO_CACHE", str(shared))
