@@ -125,6 +125,9 @@ def resolve(spec: ModelSpec) -> Source:
     if ident.endswith(".gguf"):
         if not path.is_file():
             raise ModelError(f"model.id: no such .gguf file: {path}")
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise ModelError(f"model.id: {path} is not a readable GGUF model (it lacks the GGUF header)")
         return Source("gguf", str(path.parent), path.name)
     if path.exists() or ident.startswith((".", "/", "~")) or ident.count("/") > 1:
         if not path.is_dir():
