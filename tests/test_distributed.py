@@ -1,0 +1,168 @@
+"""studio.distributed: accelerate configs for every strategy, the launch command, and a 2-process DDP run on CPU."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from studio import distributed
+from studio.config import ConfigError, RunConfig
+
+from conftest import ROOT, save_tiny
+
+STRATEGIES = ("none", "ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
+
+
+def _cfg(tmp_path: Path, *sets: str) -> RunConfig:
+    return RunConfig().with_overrides([f"train.output_dir={tmp_path / 'runs'}", *sets])
+
+
+def _accelerate_args(config_path: Path):
+    """Parse and check a config the way `accelerate launch --config_file` does, without launching."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    args = launch_command_parser().parse_args(["--config_file", str(config_path), "-m", "studio", "train", "x.yaml"])
+    args, _, _ = _validate_launch_command(args)
+    return args
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "studio", *argv], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_config_loads_in_accelerate(tmp_path, strategy):
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.utils import prepare_multi_gpu_env
+
+    cfg = _cfg(tmp_path, f"train.distributed.strategy={strategy}", "train.run_name=r1")
+    plan = distributed.write_launch(cfg, gpus=2)
+    assert plan.config_path == tmp_path / "runs" / "r1" / "launch" / "accelerate.yaml"
+    loaded = ClusterConfig.from_yaml_file(str(plan.config_path))  # rejects keys accelerate does not know
+    assert loaded.num_processes == 2 and loaded.num_machines == 1
+    expected = {"fsdp": "FSDP", "deepspeed-zero2": "DEEPSPEED", "deepspeed-zero3": "DEEPSPEED"}.get(strategy, "MULTI_GPU")
+    assert loaded.distributed_type.value == expected
+    args = _accelerate_args(plan.config_path)
+    if strategy == "fsdp":
+        env = prepare_multi_gpu_env(args)  # accelerate's own checks of the FSDP settings
+        assert env["ACCELERATE_USE_FSDP"] == "true"
+        assert env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
+        assert env["FSDP_USE_ORIG_PARAMS"] == "false"  # LoRA: PEFT's documented setting
+        assert env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true" and env["FSDP_SYNC_MODULE_STATES"] == "true"
+    elif strategy.startswith("deepspeed"):
+        from accelerate.utils import prepare_deepspeed_cmd_env
+
+        assert args.use_deepspeed and args.zero_stage == int(strategy[-1])
+        args.deepspeed_fields_from_accelerate_config = []  # set by accelerate's launcher just before this call
+        env = prepare_deepspeed_cmd_env(args)[1]
+        assert env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == strategy[-1]
+        assert env["ACCELERATE_DEEPSPEED_ZERO3_INIT"] == str(strategy.endswith("3")).lower()
+    else:
+        env = prepare_multi_gpu_env(args)
+        assert args.multi_gpu and "ACCELERATE_USE_FSDP" not in env and env["ACCELERATE_MIXED_PRECISION"] == "bf16"
+
+
+def test_offload_and_full_finetune_settings(tmp_path):
+    cfg = _cfg(tmp_path, "train.distributed.strategy=fsdp", "train.distributed.offload=true", "method.name=full")
+    fsdp = distributed.accelerate_config(cfg, gpus=8)["fsdp_config"]
+    assert fsdp["fsdp_offload_params"] is True
+    assert fsdp["fsdp_use_orig_params"] is True  # not a PEFT tuner: frozen and trainable share layers
+    cfg = _cfg(tmp_path, "train.distributed.strategy=deepspeed-zero3", "train.distributed.offload=true",
+               "train.grad_accum=4")
+    ds = distributed.accelerate_config(cfg, gpus=8)["deepspeed_config"]
+    assert ds["offload_param_device"] == "cpu" and ds["offload_optimizer_device"] == "cpu"
+    assert ds["gradient_accumulation_steps"] == 4 and ds["zero3_init_flag"] is True
+    cfg = _cfg(tmp_path, "train.distributed.strategy=deepspeed-zero2", "train.distributed.offload=true")
+    ds = distributed.accelerate_config(cfg, gpus=8)["deepspeed_config"]
+    assert ds["offload_optimizer_device"] == "cpu" and ds["offload_param_device"] == "none"
+
+
+def test_multi_node(tmp_path):
+    cfg = _cfg(tmp_path, "train.distributed.strategy=fsdp", "train.run_name=big")
+    text, cmd = distributed.render_launch(cfg, 8, nodes=2, node_rank=1, main_address="10.0.0.5")
+    conf = yaml.safe_load(text)
+    assert conf["num_processes"] == 16 and conf["num_machines"] == 2 and conf["machine_rank"] == 1
+    assert conf["main_process_ip"] == "10.0.0.5" and conf["main_process_port"] == distributed.DEFAULT_PORT
+    assert cmd[:3] == ["accelerate", "launch", "--config_file"] and cmd[3].endswith("accelerate-node1.yaml")
+    with pytest.raises(ConfigError, match="run_name"):  # nodes must agree on the run folder
+        distributed.render_launch(_cfg(tmp_path), 8, nodes=2)
+    with pytest.raises(ConfigError, match="node-rank"):
+        distributed.render_launch(cfg, 8, nodes=2, node_rank=2)
+
+
+def test_bad_combinations(tmp_path):
+    with pytest.raises(ConfigError, match="8-bit"):
+        distributed.render_launch(_cfg(tmp_path, "train.distributed.strategy=fsdp", "model.quantization=8bit"), 2)
+    with pytest.raises(ConfigError, match="offload"):
+        distributed.render_launch(_cfg(tmp_path, "train.distributed.strategy=ddp", "train.distributed.offload=true"), 2)
+    with pytest.raises(ConfigError, match="gpus"):
+        distributed.render_launch(_cfg(tmp_path), 0)
+
+
+def test_render_for_the_ui_trains_the_runs_own_copy(tmp_path):
+    cfg = _cfg(tmp_path, "train.distributed.strategy=ddp")
+    text, cmd = distributed.render_launch(cfg, 4)
+    assert yaml.safe_load(text)["num_processes"] == 4
+    run_name = cmd[-1].split("=", 1)[1]
+    assert cmd[4:8] == ["-m", "studio", "train", str(tmp_path / "runs" / run_name / "launch" / "run.yaml")]
+    assert not (tmp_path / "runs").exists()  # rendering writes nothing
+    plan = distributed.write_launch(cfg, 4)
+    saved = RunConfig.load(plan.command[7])
+    assert saved.train.run_name == plan.command[-1].split("=", 1)[1]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_cli_dry_run_prints_config_and_command(tmp_path, strategy):
+    out = _cli("launch", "presets/quickstart.yaml", "--gpus", "2", "--dry-run",
+               "--set", f"train.distributed.strategy={strategy}", "--set", f"train.output_dir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    head, _, tail = out.stdout.partition("\n")
+    conf_text, _, command = tail.rstrip().rpartition("\n")
+    assert head.startswith("# ") and "accelerate.yaml" in head
+    assert yaml.safe_load(conf_text)["num_processes"] == 2
+    assert command.startswith("accelerate launch --config_file ") and " -m studio train presets/quickstart.yaml " in command
+    assert f"--set train.distributed.strategy={strategy}" in command and "--set train.run_name=" in command
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
+    if strategy.startswith("deepspeed") and not distributed.deepspeed_available():
+        assert "DeepSpeed is not installed" in out.stderr
+
+
+def test_cli_launch_runs_accelerate(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(distributed.subprocess, "run",
+                        lambda cmd, env: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    args = argparse.Namespace(preset="presets/quickstart.yaml", set=["train.max_steps=3"], gpus=2, nodes=1,
+                              node_rank=0, main_address="127.0.0.1", dry_run=False)
+    cfg = _cfg(tmp_path, "train.run_name=go")
+    assert distributed.cli_launch(cfg, args) == 0
+    (cmd,) = calls
+    assert Path(cmd[0]).name == "accelerate" and cmd[1] == "launch"
+    assert (tmp_path / "runs" / "go" / "launch" / "accelerate.yaml").is_file()
+    assert capsys.readouterr().out.strip().endswith("--set train.max_steps=3 --set train.run_name=go")
+
+
+def test_deepspeed_missing_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(distributed, "deepspeed_available", lambda: False)
+    args = argparse.Namespace(preset=None, set=[], gpus=2, nodes=1, node_rank=0, main_address="127.0.0.1",
+                              dry_run=False)
+    with pytest.raises(ConfigError, match="needs DeepSpeed, which is not installed"):
+        distributed.cli_launch(_cfg(tmp_path, "train.distributed.strategy=deepspeed-zero2"), args)
+
+
+def test_rank_helpers_without_a_launcher(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert distributed.rank() == 0 and distributed.world_size() == 1 and distributed.is_main_process()
+    assert distributed.all_reduce_sum(3.5) == 3.5 and distributed.all_reduce_mean(2.0) == 2.0
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert distributed.fsdp_active() and distributed.sharded_loading()
