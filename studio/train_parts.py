@@ -1,0 +1,213 @@
+"""The pieces TrainingJob puts around transformers' Trainer: its arguments, callbacks and token counting.
+
+Kept apart from training.py so the job itself reads as setup, train, save, cleanup.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from studio import runs
+from studio.config import ConfigError, RunConfig
+
+__all__ = ["OPTIMIZERS", "build_args", "cpu_has_bf16", "memory_now", "resolve_precision", "Progress", "EarlyStop",
+           "StudioTrainer", "TokenCountingCollator"]
+
+OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
+              "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd"}
+"""TrainSpec.optimizer -> TrainingArguments.optim."""
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX), where bf16 autocast pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str) -> str:
+    """'auto' -> bf16 on GPUs and CPUs that have it, fp16 on older GPUs, else fp32.
+
+    Raises:
+        ConfigError: fp16 asked for on a CPU (autocast there has no fp16 path worth using).
+    """
+    cuda = torch.cuda.is_available()
+    if name == "auto":
+        if cuda:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_bf16() else "fp32"
+    if name == "fp16" and not cuda:
+        raise ConfigError("train.precision: fp16 needs a GPU; use bf16 (or fp32) on a CPU")
+    return name
+
+
+def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int, has_eval: bool) -> TrainingArguments:
+    """TrainingArguments from the TrainSpec. Final saving is the studio's own (methods.save_result)."""
+    t = cfg.train
+    precision = resolve_precision(t.precision)
+    eval_steps = t.eval_steps or max(1, total_steps // 5)
+    # Periodic checkpoints make resume (and recovery from a crash) possible; two are kept so a
+    # save cut short leaves the one before intact.
+    save_steps = t.save_steps or max(10, math.ceil(total_steps / 4))
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.micro_batch_size,
+        per_device_eval_batch_size=t.micro_batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        learning_rate=lr,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=float(t.warmup_ratio),  # a float below 1 is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=OPTIMIZERS[t.optimizer],
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        seed=t.seed,
+        logging_steps=t.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_steps if has_eval else None,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to=[],
+        disable_tqdm=True,
+        remove_unused_columns=False,  # the collator's rows are exactly what the model takes
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        log_level="warning",
+    )
+
+
+def memory_now() -> dict:
+    """Memory in bytes: CUDA allocated/reserved/peak with a GPU, else the process's resident set."""
+    if torch.cuda.is_available():
+        return {"memory_bytes": torch.cuda.memory_allocated(), "memory_reserved_bytes": torch.cuda.memory_reserved(),
+                "peak_memory_bytes": torch.cuda.max_memory_allocated()}
+    import psutil
+
+    return {"memory_bytes": psutil.Process().memory_info().rss}
+
+
+class TokenCountingCollator:
+    """Wraps the data collator and adds the batch's real (non-pad) token count as ``real_tokens``.
+
+    The rows handed in carry no padding (packed rows are full, unpacked rows are unpadded), so their
+    lengths are the real tokens; counting before padding is exact even when pad == eos.
+    """
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.collator(features)
+        batch["real_tokens"] = sum(len(f["input_ids"]) for f in features)
+        return batch
+
+
+class StudioTrainer(Trainer):
+    """Trainer that takes the real-token count out of each batch (the model must not see it)."""
+
+    studio_tokens: int = 0
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.studio_tokens += int(inputs.pop("real_tokens", 0))
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def prediction_step(self, model, inputs, *args, **kwargs):
+        inputs.pop("real_tokens", None)
+        return super().prediction_step(model, inputs, *args, **kwargs)
+
+
+class Progress(TrainerCallback):
+    """Publishes progress to the job (snapshot, events, metrics.jsonl) and reads its stop flag."""
+
+    def __init__(self, job):
+        self.job = job
+        self.t0 = self.last_t = 0.0
+        self.step0 = 0
+        self.last_tokens = 0
+        self.peak = 0
+
+    def _trainer_tokens(self) -> int:
+        trainer = self.job._trainer
+        return trainer.studio_tokens if trainer is not None else 0
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.t0 = self.last_t = time.perf_counter()
+        self.step0 = state.global_step
+        self.last_tokens = self._trainer_tokens()
+        self.job._update(total=state.max_steps, step=state.global_step)
+
+    def on_step_end(self, args, state, control, **kw):
+        now = time.perf_counter()
+        done = state.global_step - self.step0
+        eta = (now - self.t0) / done * (state.max_steps - state.global_step) if done else None
+        self.job._update(step=state.global_step, total=state.max_steps, epoch=round(state.epoch or 0, 4),
+                         eta_seconds=eta, train_seconds=round(now - self.t0, 3), tokens=self._trainer_tokens())
+        if self.job._stop.is_set():
+            control.should_training_stop = True
+            control.should_save = True  # a checkpoint at the stop point, so Resume starts exactly here
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = logs or {}
+        if "train_runtime" in logs:  # the summary Trainer logs at the very end
+            return
+        now = time.perf_counter()
+        mem = memory_now()
+        self.peak = max(self.peak, mem.get("peak_memory_bytes", mem["memory_bytes"]))
+        row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
+        if "eval_loss" in logs:
+            row["eval_loss"] = logs["eval_loss"]
+            self.job._update(eval_loss=logs["eval_loss"])
+            self.job._event("eval", **row)
+        if "loss" in logs:
+            tokens = self._trainer_tokens()
+            rate = (tokens - self.last_tokens) / max(now - self.last_t, 1e-9)
+            self.last_t, self.last_tokens = now, tokens
+            row.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
+                       tokens_per_second=round(rate, 2), tokens=tokens, **mem, time=round(time.time(), 3))
+            snap = self.job.snapshot()
+            self.job._update(loss=logs["loss"], learning_rate=logs.get("learning_rate"),
+                             tokens_per_second=round(rate, 2), memory_bytes=mem["memory_bytes"],
+                             peak_memory_bytes=self.peak)
+            self.job._event("log", total=state.max_steps, eta_seconds=snap.get("eta_seconds"), **row)
+        if len(row) > 2 and state.is_world_process_zero:
+            runs.append_metrics(self.job.run_dir, row)
+            if "loss" in row:
+                runs.write_state(self.job.run_dir, step=state.global_step, total_steps=state.max_steps,
+                                 peak_memory_bytes=self.peak)
+
+
+class EarlyStop(TrainerCallback):
+    """Stops when the eval loss has not improved for ``patience`` evaluations (no best-model reload needed)."""
+
+    def __init__(self, patience: int, job=None):
+        self.patience, self.job = patience, job
+        self.best, self.bad = float("inf"), 0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        loss = (metrics or {}).get("eval_loss")
+        if loss is None:
+            return
+        if loss < self.best:
+            self.best, self.bad = loss, 0
+            return
+        self.bad += 1
+        if self.bad >= self.patience:
+            control.should_training_stop = True
+            if self.job is not None:
+                self.job._event("message", text=f"early stop: eval loss has not improved for {self.bad} evaluations")

@@ -1,0 +1,431 @@
+"""TrainingJob: a transformers Trainer in a background thread, with a progress snapshot, events, stop and resume.
+
+The shape is small on purpose: setup (model, method, data), train, save, cleanup. The UI and the CLI
+only start a job and read what it publishes::
+
+    job = TrainingJob(cfg).start()
+    seen = 0
+    while not job.wait(1.0):
+        for event in job.events(seen):      # never blocks the trainer
+            seen = event["index"] + 1
+        print(job.snapshot())                # a small dict: state, step, total, eta, loss, tokens/s, memory
+    job.stop()                               # ends at the next step; what was trained is saved
+    TrainingJob.resume(job.run_dir)          # continues from the last checkpoint
+
+One job runs per process at a time. The thread is not a daemon, so a process (the UI server) keeps
+it going when the browser that started it goes away.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PrinterCallback
+
+from studio import runs
+from studio.config import ConfigError, RunConfig
+from studio.train_parts import (
+    EarlyStop,
+    StudioTrainer,
+    TokenCountingCollator,
+    build_args,
+    cpu_has_bf16,
+    memory_now,
+)
+
+__all__ = ["STATES", "TrainingError", "OutOfMemory", "TrainingJob", "current_job", "run_headless",
+           "cpu_has_bf16"]
+
+STATES = ("queued", "loading", "training", "saving", "done", "stopped", "failed")
+
+
+class TrainingError(ConfigError):
+    """A run that ended as failed for a reason the person can act on (the message says how)."""
+
+
+class OutOfMemory(TrainingError):
+    """The run ran out of memory; the message says what to change, and ``retry_smaller()`` offers a retry."""
+
+
+_slot = threading.Lock()
+_current: "TrainingJob | None" = None
+
+
+def current_job() -> "TrainingJob | None":
+    """The process's most recent job (running or finished), or None."""
+    return _current
+
+
+def _is_main_process() -> bool:
+    # Under accelerate/torchrun only rank 0 writes the run folder.
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, ConfigError):
+        return "; ".join(err.problems)
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[0][:400]}" if lines else type(err).__name__
+
+
+def _is_oom(err: BaseException) -> bool:
+    text = str(err).lower()
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+class TrainingJob:
+    """One training run of a RunConfig, in a background thread.
+
+    Args:
+        cfg: the run's configuration (validated here).
+        callbacks: extra transformers TrainerCallbacks (the UI and tests hook in here).
+        run_dir: an existing run folder to continue (set by ``resume``).
+    """
+
+    def __init__(self, cfg: RunConfig, *, callbacks: tuple = (), run_dir: str | Path | None = None):
+        self.cfg = cfg.validate()
+        self.name = runs.sanitize_name(cfg.train.run_name or f"{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.run_dir: Path | None = Path(run_dir) if run_dir else None
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.error: BaseException | None = None
+        self.result: dict = {}
+        self._resume = run_dir is not None
+        self._callbacks = tuple(callbacks)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._events: list[dict] = []
+        self._progress: dict = {"state": "queued", "step": 0, "total": None, "epoch": 0.0, "eta_seconds": None,
+                                "loss": None, "eval_loss": None, "learning_rate": None, "tokens_per_second": None,
+                                "memory_bytes": None, "message": "", "run_dir": None, "name": self.name}
+        self._thread: threading.Thread | None = None
+        self._trainer: Any = None
+
+    # ---- public surface -------------------------------------------------------------------------
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, *, start: bool = True, callbacks: tuple = ()) -> "TrainingJob":
+        """A job that continues ``run_dir`` from its last checkpoint (optimizer and scheduler state too).
+
+        Raises:
+            ConfigError: the folder has no config.yaml or no complete checkpoint.
+        """
+        run_dir = Path(run_dir)
+        cfg = RunConfig.load(run_dir / "config.yaml")
+        if runs.last_checkpoint(run_dir) is None:
+            raise ConfigError(f"{run_dir}: no checkpoint to resume from (train.save_steps sets how often one is made)")
+        job = cls(cfg, callbacks=callbacks, run_dir=run_dir)
+        job.name = run_dir.name
+        return job.start() if start else job
+
+    def start(self) -> "TrainingJob":
+        """Start the background thread; refuses while another job in this process is going."""
+        global _current
+        with _slot:
+            if _current is not None and _current.running:
+                raise ConfigError(f"a run is already going: {_current.name}")
+            if self._thread is not None:
+                raise ConfigError(f"this job was started already: {self.name}")
+            self._prepare_folder()
+            _current = self
+            self._thread = threading.Thread(target=self._run, name=f"train-{self.name}", daemon=False)
+            self._set_state("queued", "waiting to load the model")
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the run to end after the current step; the adapter trained so far is saved."""
+        self._stop.set()
+        self._event("message", text="stop requested")
+
+    @property
+    def state(self) -> str:
+        return self._progress["state"]
+
+    @property
+    def running(self) -> bool:
+        """True while the thread is alive or the job has not finished yet."""
+        return (self._thread is not None and self._thread.is_alive()) or self.state in runs.ACTIVE[1:]
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the job to end; True when it has."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def snapshot(self) -> dict:
+        """A copy of the small progress dict (cheap; never waits on the trainer)."""
+        with self._lock:
+            return dict(self._progress)
+
+    def events(self, since: int = 0) -> list[dict]:
+        """Events with index >= ``since``: {"index", "type", "time", ...}. Many readers may follow one job."""
+        with self._lock:
+            return list(self._events[max(0, since):])
+
+    def retry_smaller(self, *, start: bool = True) -> "TrainingJob":
+        """A new job with half the micro-batch and double the accumulation (same tokens per step).
+
+        Raises:
+            ConfigError: the micro-batch is 1 already.
+        """
+        t = self.cfg.train
+        if t.micro_batch_size <= 1:
+            raise ConfigError("train.micro_batch_size is 1 already: shorten train.max_seq_len or turn on "
+                              "train.gradient_checkpointing")
+        cfg = RunConfig.from_dict(self.cfg.to_dict())
+        cfg.train.micro_batch_size = t.micro_batch_size // 2
+        cfg.train.grad_accum = t.grad_accum * 2
+        cfg.train.run_name = f"{self.name}-retry"
+        job = TrainingJob(cfg, callbacks=self._callbacks)
+        return job.start() if start else job
+
+    # ---- publishing -----------------------------------------------------------------------------
+
+    def _event(self, kind: str, **data: Any) -> None:
+        with self._lock:
+            self._events.append({"index": len(self._events), "type": kind, "time": round(time.time(), 3), **data})
+
+    def _update(self, **values: Any) -> None:
+        with self._lock:
+            self._progress.update(values)
+
+    def _set_state(self, state: str, message: str = "", **extra: Any) -> None:
+        self._update(state=state, message=message)
+        self._event("state", state=state, message=message)
+        self._log(f"{state}: {message}" if message else state)
+        self._write_state(status=state, message=message, **extra)
+
+    def _write_state(self, **values: Any) -> None:
+        if self.run_dir is not None and _is_main_process():
+            runs.write_state(self.run_dir, **values)
+
+    def _log(self, line: str) -> None:
+        if self.run_dir is None or not _is_main_process():
+            return
+        with open(self.run_dir / "train.log", "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+    # ---- the run --------------------------------------------------------------------------------
+
+    def _prepare_folder(self) -> None:
+        if self.run_dir is None:
+            self.run_dir = runs.new_run_dir(self.cfg.train.output_dir, self.name) if _is_main_process() else \
+                Path(self.cfg.train.output_dir) / self.name
+            self.name = self.run_dir.name
+        if _is_main_process():
+            self.cfg.save(self.run_dir / "config.yaml")
+        self._update(run_dir=str(self.run_dir), name=self.name)
+        started = runs.read_state(self.run_dir).get("started") if self._resume else None
+        self._write_state(started=started or runs.now(), finished=None, pid=os.getpid(),
+                          world_size=int(os.environ.get("WORLD_SIZE", "1")))
+
+    def _run(self) -> None:
+        try:
+            self._set_state("loading", "loading the model and the data")
+            trainer, checkpoint = self._setup()
+            if self._stop.is_set():
+                self._set_state("stopped", "stopped before training began", finished=runs.now())
+                return
+            self._set_state("training", f"resuming from {checkpoint.name}" if checkpoint else "")
+            out = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            stopped = self._stop.is_set()
+            self._set_state("saving", "writing the adapter")
+            self._save(trainer, out)
+            final = "stopped" if stopped else "done"
+            self._set_state(final, "stopped by request; what was trained is saved" if stopped else "finished",
+                            finished=runs.now())
+        except BaseException as err:  # noqa: BLE001 - the thread must end every failure as a state
+            self._fail(err)
+        finally:
+            self._trainer = None
+            if self.state == "failed":
+                self._release()
+
+    def _setup(self):
+        from studio import data, methods, models
+
+        cfg, t = self.cfg, self.cfg.train
+        method = methods.get(cfg.method.name)
+        model_spec = methods.model_spec_for(cfg.model, cfg.method)  # QLoRA asks for a 4-bit base here
+        tokenizer = models.load_tokenizer(model_spec)
+        prepared = data.build(cfg, tokenizer)
+        total = _total_steps(cfg, len(prepared.train))
+        self._update(total=total)
+        self._write_state(total_steps=total)
+        model, tokenizer = models.load(model_spec)
+        ctx = methods.Context(tokenizer=tokenizer, total_steps=total, model_spec=model_spec,
+                              gradient_checkpointing=t.gradient_checkpointing)
+        model = method.apply(model, cfg.method, ctx)
+        if prepared.stats.packing:
+            prepared = _unpack_if_needed(cfg, tokenizer, model, prepared)
+        self.model, self.tokenizer = model, tokenizer
+        lr = t.learning_rate if t.learning_rate is not None else method.learning_rate
+        has_eval = bool(prepared.eval)
+        args = build_args(cfg, self.run_dir / "checkpoints", lr=lr, total_steps=total, has_eval=has_eval)
+        from studio.train_parts import Progress
+
+        callbacks = [Progress(self), *methods.trainer_callbacks(method), *self._callbacks]
+        if has_eval and t.early_stopping_patience:
+            callbacks.append(EarlyStop(t.early_stopping_patience, self))
+        trainer = StudioTrainer(model=model, args=args, train_dataset=prepared.train,
+                                eval_dataset=prepared.eval or None,
+                                data_collator=TokenCountingCollator(data.Collator(tokenizer.pad_token_id)),
+                                processing_class=tokenizer, callbacks=callbacks)
+        trainer.remove_callback(PrinterCallback)  # progress goes out as events, not printed dicts
+        self._trainer = trainer
+        self._event("setup", rows=len(prepared.train), eval_rows=len(prepared.eval), total_steps=total,
+                    learning_rate=lr, stats=_stats_dict(prepared))
+        checkpoint = runs.last_checkpoint(self.run_dir) if self._resume else None
+        return trainer, checkpoint
+
+    def _save(self, trainer, out) -> None:
+        from studio import methods
+
+        snap = self.snapshot()
+        final_eval = snap.get("eval_loss")
+        if trainer.eval_dataset is not None and not self._stop.is_set():
+            final_eval = trainer.evaluate().get("eval_loss", final_eval)
+        self.result = {"training_loss": out.training_loss, "final_loss": snap.get("loss"),
+                       "final_eval_loss": final_eval, "train_seconds": snap.get("train_seconds"),
+                       "tokens": snap.get("tokens"), "global_step": out.global_step}
+        if not trainer.is_world_process_zero():
+            return
+        adapter = self.run_dir / "adapter"
+        _replace_folder(adapter, lambda tmp: methods.save_result(trainer.model, self.cfg.method, tmp))
+        _replace_folder(self.run_dir / "tokenizer", lambda tmp: self.tokenizer.save_pretrained(tmp))
+        size = runs.folder_bytes(adapter)
+        self._write_state(step=out.global_step, final_loss=snap.get("loss"), final_eval_loss=final_eval,
+                          train_seconds=snap.get("train_seconds"), adapter_bytes=size,
+                          peak_memory_bytes=snap.get("peak_memory_bytes"), training_loss=out.training_loss)
+        runs.write_model_card(self.run_dir, self.cfg, runs.read_state(self.run_dir))
+
+    def _fail(self, err: BaseException) -> None:
+        t = self.cfg.train
+        if _is_oom(err):
+            err = OutOfMemory(
+                f"out of memory at train.micro_batch_size={t.micro_batch_size}, train.max_seq_len={t.max_seq_len}: "
+                "use a smaller micro-batch, shorter sequences, train.gradient_checkpointing: true, or QLoRA "
+                "(4-bit base); Retry smaller halves the micro-batch and doubles train.grad_accum")
+        message = _one_line(err)
+        self._log("".join(traceback.format_exception(err)) if not isinstance(err, ConfigError) else message)
+        err.__traceback__ = None  # frames hold the model; dropping them lets its memory go
+        self.error = err
+        self._set_state("failed", message, finished=runs.now())
+
+    def _release(self) -> None:
+        """Drop every reference to the model so its memory goes back (the process stays usable)."""
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+def _unpack_if_needed(cfg: RunConfig, tokenizer, model, prepared):
+    """Packing is only safe where the adapted model keeps packed examples apart; else pad instead."""
+    from studio import data
+
+    problem = data.check_packing(model)
+    if problem is None:
+        return prepared
+    plain = RunConfig.from_dict(cfg.to_dict())
+    plain.data.packing = False
+    prepared = data.build(plain, tokenizer)
+    prepared.stats.notes.append(f"packing turned off: {problem}; batches are padded instead")
+    return prepared
+
+
+def _stats_dict(prepared) -> dict:
+    stats = prepared.stats
+    return stats.to_dict() if hasattr(stats, "to_dict") else dict(stats or {})
+
+
+def _total_steps(cfg: RunConfig, rows: int) -> int:
+    """Optimizer steps the run will take, computed the way Trainer does."""
+    t = cfg.train
+    if t.max_steps:
+        return t.max_steps
+    if t.epochs <= 0:
+        raise TrainingError("train.epochs is 0 and train.max_steps is not set: nothing to train")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    batches = math.ceil(rows / (t.micro_batch_size * world))
+    per_epoch = max(1, math.ceil(batches / t.grad_accum))
+    return max(1, math.ceil(per_epoch * t.epochs))
+
+
+def _replace_folder(target: Path, write) -> None:
+    """Write a folder under a temporary name, then swap it in, so a crash never leaves half a folder."""
+    import shutil
+
+    tmp = target.with_name(target.name + ".tmp")
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run_headless(cfg: RunConfig, quiet: bool = False) -> Path:
+    """Train ``cfg`` in this process, printing a progress line per log unless ``quiet``; returns the run folder.
+
+    Ctrl-C stops the run cleanly (what was trained is saved). Raises the job's error when it fails:
+    a ConfigError subclass for failures the person can fix, TrainingFailed otherwise.
+    """
+    job = TrainingJob(cfg).start()
+    seen = 0
+    try:
+        while True:
+            finished = job.wait(0.5)
+            for event in job.events(seen):
+                seen = event["index"] + 1
+                if not quiet and _is_main_process():
+                    line = _progress_line(event)
+                    if line:
+                        print(line, flush=True)
+            if finished:
+                break
+    except KeyboardInterrupt:
+        job.stop()
+        job.wait()
+    if job.state == "failed":
+        err = job.error
+        if isinstance(err, ConfigError):
+            raise err
+        raise TrainingFailed(f"{job.snapshot()['message']} (see {job.run_dir / 'train.log'})")
+    return job.run_dir
+
+
+class TrainingFailed(RuntimeError):
+    """A run that failed for a reason that is not the configuration's (details in train.log)."""
+
+
+def _progress_line(event: dict) -> str | None:
+    kind = event["type"]
+    if kind == "log":
+        parts = [f"step {event['step']}/{event.get('total') or '?'}", f"loss {event['loss']:.4f}"]
+        if event.get("tokens_per_second"):
+            parts.append(f"{event['tokens_per_second']:.0f} tok/s")
+        if event.get("eta_seconds") is not None:
+            parts.append(f"eta {int(event['eta_seconds'])}s")
+        return "  ".join(parts)
+    if kind == "eval":
+        return f"step {event['step']}  eval_loss {event['eval_loss']:.4f}"
+    if kind == "state" and event["state"] in ("loading", "training", "saving", "done", "stopped"):
+        return f"[{event['state']}] {event['message']}".rstrip()
+    if kind == "setup":
+        return f"{event['rows']} training rows, {event['eval_rows']} eval rows, {event['total_steps']} steps"
+    return None
