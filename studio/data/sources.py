@@ -20,7 +20,14 @@ from studio.config import ConfigError
 
 __all__ = ["DataError", "Record", "Skips", "MAX_BYTES", "SUFFIXES", "read_records"]
 
-MAX_BYTES = int(os.environ.get("STUDIO_MAX_DATA_BYTES", 1 << 30))
+def _limit_from_env(default: int = 1 << 30) -> int:
+    try:
+        return int(float(os.environ.get("STUDIO_MAX_DATA_BYTES", default)))
+    except ValueError:
+        return default
+
+
+MAX_BYTES = _limit_from_env()
 """Largest dataset (sum of its files) the studio reads; bigger ones are refused before reading."""
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
@@ -169,7 +176,7 @@ def _read_json(path: Path, text: str, skips: Skips) -> list[Record]:
 
 
 def _read_csv(path: Path, text: str, delimiter: str) -> list[Record]:
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     out: list[Record] = []
     try:
         names = reader.fieldnames
@@ -205,15 +212,36 @@ _OFFLINE_WORDS = ("offline", "connection", "network", "max retries", "couldn't r
                   "timed out", "temporary failure", "couldn't find", "cannot find", "not find")
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe, so an offline machine gets its answer in seconds, not after minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or \
+            os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+_UNREACHABLE = ("the dataset hub is not reachable from here; download the data on a machine with internet "
+                "and give its file or folder as data.path")
+
+
 def _read_hub(name: str, config: str | None, split: str) -> list[Record]:
+    if not _hub_reachable():
+        raise DataError(f"{name}: {_UNREACHABLE}")
     try:
         import datasets
 
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as err:  # the hub client raises many types; each becomes one line
         text = _first_line(err)
-        if any(w in text.lower() for w in _OFFLINE_WORDS) or os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise DataError(f"{name}: the dataset hub is not reachable from here (or has no such dataset); "
-                            "download the data and give its file or folder as data.path") from None
+        if any(w in text.lower() for w in _OFFLINE_WORDS):
+            raise DataError(f"{name}: no such dataset on the hub, or the hub is not reachable ({text})") from None
         raise DataError(f"{name}: cannot load the hub dataset ({type(err).__name__}: {text})") from None
     return [Record(f"{name} row {i}", row) for i, row in enumerate(ds, 1)]
