@@ -1,0 +1,183 @@
+"""Widgets generated from the config's field metadata and the registry's knobs, and the Form that
+turns their values into a RunConfig (and a RunConfig back into widget values).
+
+Every number is a slider or a number field built from the field's own range, and every tooltip is the
+field's own help text: the config and the method registry are the one source of both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from studio import methods
+from studio.config import ConfigError, RunConfig, TrainSpec
+from studio.methods import Knob
+
+__all__ = ["Form", "field_widget", "knob_widget", "OPTIONAL_ZERO"]
+
+# A slider is only useful when its whole range is a few thousand steps; wider ranges get a number field.
+_MAX_SLIDER_STEPS = 2000
+OPTIONAL_ZERO = "0: not set"
+
+
+def _field(section: type, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(section) if f.name == name)
+
+
+def _base_type(hint: Any) -> type:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _number_widget(kind: type, value: Any, lo: float | None, hi: float | None, step: float | None,
+                   **kw) -> gr.components.Component:
+    precision = 0 if kind is int else None
+    if lo is not None and hi is not None:
+        # floats without a declared step slide only over short ranges (fractions); alpha 0..4096 gets a field
+        step = step or (1 if kind is int else ((hi - lo) / 100 if hi - lo <= 1 else None))
+        if step and (hi - lo) / step <= _MAX_SLIDER_STEPS:
+            return gr.Slider(lo, hi, value=value, step=step, precision=precision, **kw)
+    return gr.Number(value=value, minimum=lo, maximum=hi, step=step or (1 if kind is int else None),
+                     precision=precision, **kw)
+
+
+def field_widget(section: type, name: str, value: Any = None, **kw) -> gr.components.Component:
+    """A widget for one config field, typed and ranged by the field's metadata.
+
+    Optional numbers (``int | None``) show 0 for "not set"; ``Form.to_config`` maps 0 back to None.
+    """
+    f = _field(section, name)
+    hint = typing.get_type_hints(section)[name]
+    kind, meta = _base_type(hint), f.metadata
+    value = f.default if value is None else value
+    optional = type(None) in typing.get_args(hint)
+    kw.setdefault("label", name.replace("_", " "))
+    kw.setdefault("info", meta.get("help") + (f" ({OPTIONAL_ZERO})" if optional and kind in (int, float) else ""))
+    if kind is bool:
+        return gr.Checkbox(value=value, **kw)
+    if meta.get("choices"):
+        return gr.Dropdown(list(meta["choices"]), value=value, **kw)
+    if kind in (int, float):
+        lo = 0 if optional else meta.get("min")
+        return _number_widget(kind, 0 if value is None else value, lo, meta.get("max"), None, **kw)
+    return gr.Textbox(value=value or "", **kw)
+
+
+def knob_widget(knob: Knob, target_choices: list[str] | None = None, **kw) -> gr.components.Component:
+    """A widget for one method knob: checkbox, dropdown, slider/number, or target-module checkboxes."""
+    kw.setdefault("label", knob.name.replace("_", " "))
+    kw.setdefault("info", knob.help)
+    if knob.type is bool:
+        return gr.Checkbox(value=knob.default, **kw)
+    if knob.type is list:
+        # a list knob picks names: from its own choices, or (targets) from what the model has
+        choices = list(knob.choices) if knob.choices else list(target_choices or [])
+        choices += [v for v in knob.default or [] if v not in choices]
+        return gr.CheckboxGroup(choices, value=list(knob.default or []), **kw)
+    if knob.choices:
+        return gr.Dropdown(list(knob.choices), value=knob.default, **kw)
+    if knob.type in (int, float):
+        return _number_widget(knob.type, knob.default, knob.min, knob.max, knob.step, **kw)
+    return gr.Textbox(value="" if knob.default is None else str(knob.default), **kw)
+
+
+@dataclass
+class Form:
+    """The ordered widgets that make up a RunConfig.
+
+    Keys are ``section.field`` (``train.distributed.strategy`` for nested ones) or ``knob:METHOD:NAME``
+    for a method knob; only the selected method's knobs go into the config.
+    """
+
+    keys: list[str] = field(default_factory=list)
+    components: list = field(default_factory=list)
+
+    def add(self, key: str, component) -> Any:
+        self.keys.append(key)
+        self.components.append(component)
+        return component
+
+    def index(self, key: str) -> int:
+        return self.keys.index(key)
+
+    def to_config(self, *values) -> RunConfig:
+        """A validated RunConfig from the widget values, in ``components`` order (ConfigError if bad)."""
+        if len(values) != len(self.keys):
+            raise ConfigError(f"the form has {len(self.keys)} settings, got {len(values)} values")
+        data: dict = {"model": {}, "method": {}, "data": {}, "train": {}}
+        method = values[self.index("method.name")] if "method.name" in self.keys else "lora"
+        for key, value in zip(self.keys, values):
+            if key.startswith("knob:"):
+                _, owner, name = key.split(":", 2)
+                if owner == method:
+                    data["method"][name] = _clean_knob(methods.get(owner).knob(name), value)
+                continue
+            path = key.split(".")
+            node = data
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = _clean_field(path, value)
+        return RunConfig.from_dict(data)
+
+    def from_config(self, cfg: RunConfig) -> list:
+        """Widget values for ``cfg``, in ``components`` order (knobs of other methods are left alone)."""
+        flat = cfg.to_dict()
+        out = []
+        for key in self.keys:
+            if key.startswith("knob:"):
+                _, owner, name = key.split(":", 2)
+                if owner == cfg.method.name:
+                    out.append(methods.get(owner).values(cfg.method)[name])
+                else:
+                    out.append(gr.update())
+                continue
+            node: Any = flat
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            out.append(_show(node))
+        return out
+
+
+def _show(value: Any) -> Any:
+    """A config value as its widget shows it (None as 0 or empty)."""
+    if value is None:
+        return 0
+    return value
+
+
+def _optional_hint(path: list[str]) -> tuple[bool, type | None]:
+    from studio.config import DataSpec, DistributedSpec, ModelSpec
+
+    sections = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec, "distributed": DistributedSpec}
+    section = sections.get(path[-2]) if len(path) >= 2 else None
+    if section is None:
+        return False, None
+    hint = typing.get_type_hints(section).get(path[-1])
+    return type(None) in typing.get_args(hint), _base_type(hint)
+
+
+def _clean_field(path: list[str], value: Any) -> Any:
+    """Widget value -> config value: 0 or empty means None for optional fields; ints stay ints."""
+    optional, kind = _optional_hint(path)
+    if optional and (value in (0, "", None)):
+        return None
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        return value.strip()
+    return value
+
+
+def _clean_knob(knob: Knob, value: Any) -> Any:
+    if knob.type is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if knob.type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if knob.type is list:
+        return list(value or [])
+    return value

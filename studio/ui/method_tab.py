@@ -1,0 +1,143 @@
+"""Method tab: the method picker, its knobs generated from the registry, the training shape, and beside
+them the trainable-parameter count, the VRAM breakdown and the fit verdict, redrawn on every move."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import plotly.graph_objects as go
+
+from studio import methods, models, targets
+from studio.config import ConfigError, RunConfig, TrainSpec
+from studio.ui import plots, state
+from studio.ui.form import Form, field_widget, knob_widget
+from studio.ui.model_tab import HERE
+
+__all__ = ["MethodTab", "build_method_tab", "method_groups", "estimate_view", "target_choices", "trainable_text"]
+
+# Training settings that change the memory picture sit beside the estimate, not on the Train tab.
+SHAPE_FIELDS = ("micro_batch_size", "grad_accum", "max_seq_len", "gradient_checkpointing", "optimizer", "precision")
+
+
+@dataclass
+class MethodTab:
+    method: gr.Dropdown
+    groups: list  # one gr.Group per registered method, in registry order
+    target_widgets: list  # list-knobs that pick the model's modules (choices follow the model)
+    trainable: gr.Markdown
+    plot: gr.Plot
+    verdict: gr.Markdown
+
+
+def method_groups(name: str) -> list:
+    """Visibility updates: only the chosen method's knobs show."""
+    return [gr.update(visible=m.name == name) for m in methods.all_methods()]
+
+
+def target_choices(model_id: str) -> list[str]:
+    """Groups and module names the model's layers offer, from its architecture alone."""
+    try:
+        arch = models.read_arch(models.ModelSpec(id=(model_id or "embedded").strip()))
+        found = targets.for_arch(arch.model_type)
+    except ConfigError:
+        found = targets.for_arch("llama")
+    return list(targets.GROUPS) + [n for n in found["all-linear"]]
+
+
+def trainable_text(cfg: RunConfig) -> str:
+    """'N trainable parameters (x% of M)' for the config's method on its model."""
+    arch = models.read_arch(cfg.model)
+    method = methods.get(cfg.method.name)
+    n, total = method.trainable(arch, cfg.method), arch.num_parameters
+    # methods that add weights (LoRA...) grow the model; weight methods (full, bitfit) train a part of it
+    whole = total if method.family == "weights" else total + n
+    return f"**{n:,}** trainable parameters ({100 * n / max(whole, 1):.3g}% of {whole:,})"
+
+
+def _fit_text(memory, hardware, breakdown, gpu: str, arch, cfg) -> tuple[str, float | None]:
+    if hardware is None:
+        return "", None
+    target = None if gpu in (None, "", HERE) else gpu
+    verdict = hardware.fit(breakdown, target, arch, cfg)
+    text = getattr(verdict, "message", None) or str(verdict)
+    capacity = getattr(verdict, "capacity_bytes", None) or getattr(verdict, "total_bytes", None)
+    return text, capacity
+
+
+def estimate_view(cfg: RunConfig, gpu: str = HERE) -> tuple[str, go.Figure, str]:
+    """Trainable count, VRAM breakdown figure and fit verdict for ``cfg`` (pure and fast)."""
+    try:
+        trainable = trainable_text(cfg)
+    except ConfigError as err:
+        return "**Cannot read the model:** " + "; ".join(err.problems), plots.empty("VRAM estimate"), ""
+    memory, hardware = state.core("memory"), state.core("hardware")
+    if memory is None:
+        return trainable, plots.empty("VRAM estimate"), state.missing("The VRAM estimate")
+    arch = models.read_arch(cfg.model)
+    breakdown = memory.estimate(arch, cfg)
+    verdict, capacity = _fit_text(memory, hardware, breakdown, gpu, arch, cfg)
+    peak = breakdown.peak_bytes / 1024**3
+    fig = plots.memory_bar(dict(breakdown.parts), capacity, title=f"VRAM estimate: {peak:.2f} GB peak")
+    return trainable, fig, f"**Peak {peak:.2f} GB.** {verdict}".strip()
+
+
+def estimate_event(form: Form):
+    """The event function: widget values (+ GPU picked) -> estimate view, problems shown as text."""
+    def _run(*values):
+        try:
+            cfg = form.to_config(*values[:-1])
+        except ConfigError as err:
+            return "", plots.empty("VRAM estimate"), "**Check the settings:**\n" + "\n".join(
+                f"- {p}" for p in err.problems)
+        return estimate_view(cfg, values[-1])
+    return _run
+
+
+def build_method_tab(form: Form, model_id: str) -> MethodTab:
+    """Method dropdown, generated knob widgets and training shape (left); estimate (right)."""
+    all_methods = methods.all_methods()
+    choices = [(f"{m.title}: {m.summary}", m.name) for m in all_methods]
+    module_choices = target_choices(model_id)
+    groups, target_widgets = [], []
+    with gr.Row():
+        with gr.Column(scale=3):
+            method = form.add("method.name", gr.Dropdown(choices, value="lora", label="method", elem_id="method"))
+            for m in all_methods:
+                with gr.Group(visible=m.name == "lora") as group:
+                    for knob in m.knobs:
+                        widget = knob_widget(knob, module_choices, elem_id=f"knob-{m.name}-{knob.name}")
+                        form.add(f"knob:{m.name}:{knob.name}", widget)
+                        if knob.type is list and not knob.choices:
+                            target_widgets.append(widget)
+                groups.append(group)
+            gr.Markdown("### Training shape (changes memory)")
+            with gr.Row():
+                for name in SHAPE_FIELDS[:3]:
+                    form.add(f"train.{name}", field_widget(TrainSpec, name, elem_id=f"train-{name}"))
+            with gr.Row():
+                for name in SHAPE_FIELDS[3:]:
+                    form.add(f"train.{name}", field_widget(TrainSpec, name, elem_id=f"train-{name}"))
+        with gr.Column(scale=2):
+            trainable = gr.Markdown(elem_id="trainable")
+            plot = gr.Plot(plots.empty("VRAM estimate"), elem_id="estimate-plot", show_label=False)
+            verdict = gr.Markdown(elem_id="estimate-text")
+    return MethodTab(method, groups, target_widgets, trainable, plot, verdict)
+
+
+def wire_method_tab(tab: MethodTab, form: Form, model_id: gr.Dropdown, gpu: gr.Dropdown, demo: gr.Blocks) -> None:
+    """Show the picked method's knobs; redraw the estimate on every setting move (cheap: < 10 ms)."""
+    tab.method.change(method_groups, tab.method, tab.groups, show_progress="hidden", concurrency_limit=None,
+                      api_visibility="private")
+    if tab.target_widgets:
+        def _targets(mid):
+            return [gr.update(choices=target_choices(mid)) for _ in tab.target_widgets]
+        model_id.change(_targets, model_id, tab.target_widgets, show_progress="hidden", concurrency_limit=None,
+                        api_visibility="private")
+    outputs = [tab.trainable, tab.plot, tab.verdict]
+    inputs = form.components + [gpu]
+    fn = estimate_event(form)
+    for component in inputs:
+        component.change(fn, inputs, outputs, show_progress="hidden", concurrency_limit=None,
+                         trigger_mode="always_last", api_visibility="private")
+    demo.load(fn, inputs, outputs, show_progress="hidden", concurrency_limit=None, api_name="estimate")
