@@ -185,7 +185,7 @@ def _read_csv(path: Path, text: str, delimiter: str) -> list[Record]:
         for row in reader:
             out.append(Record(f"{path.name} line {reader.line_num}", row))
     except csv.Error as err:
-        raise DataError(f"{path}: not valid CSV (line {reader.line_num}: {err})") from None
+        raise DataError(f"{path}: not valid CSV (line {reader.line_num + 1}: {err})") from None
     if not out:
         raise DataError(f"{path}: the CSV has a header but no rows")
     return out
