@@ -1,0 +1,453 @@
+"""Chat with a base model and its tuned versions side by side, from one copy of the base weights.
+
+``ChatEngine`` holds ONE base model and any number of named adapters loaded from run folders.
+LoRA-family adapters answer together with the base in one ``generate`` call (a mixed batch:
+``adapter_names=["__base__", "tuned"]``); adapters that cannot share a batch answer one after the
+other on the same weights, with the adapter switched off for the base. Only results that are
+whole changed models (full fine-tuning) need a second copy, and ``note(name)`` says what it costs.
+
+    engine = ChatEngine(ModelSpec())
+    engine.add_adapter("tuned", "runs/lora-identity")
+    for texts in engine.stream([{"role": "user", "content": "Who are you?"}], panes=[None, "tuned"]):
+        print(texts[None], "|", texts["tuned"])
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from studio.config import ConfigError, ModelSpec, RunConfig
+
+__all__ = ["GenSettings", "ChatEngine", "answer_once", "read_run", "training_busy_message", "BASE"]
+
+BASE = None  # the pane key of the base model
+_MIXED_BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
+
+
+@dataclass
+class GenSettings:
+    """How answers are generated."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float = 1.0
+    greedy: bool = False  # true: always the most likely token, reproducible
+
+    def __post_init__(self):
+        problems = []
+        if not 1 <= self.max_new_tokens <= 8192:
+            problems.append(f"max_new_tokens: {self.max_new_tokens} is outside 1..8192")
+        if not self.greedy and not 0.0 < self.temperature <= 5.0:
+            problems.append(f"temperature: {self.temperature} is outside (0, 5]; tick greedy for temperature 0")
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append(f"top_p: {self.top_p} is outside (0, 1]")
+        if self.top_k < 0:
+            problems.append(f"top_k: {self.top_k} is below 0")
+        if not 0.5 <= self.repetition_penalty <= 3.0:
+            problems.append(f"repetition_penalty: {self.repetition_penalty} is outside 0.5..3")
+        if problems:
+            raise ConfigError(problems)
+
+    def generate_kwargs(self) -> dict:
+        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
+        if self.greedy:
+            return {**kw, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        return {**kw, "do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
+
+
+def read_run(run_dir: str | Path) -> tuple[RunConfig, Any, Path]:
+    """A run folder's config, its Method and its adapter folder; ConfigError when it is not usable."""
+    from studio import methods
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir}: not a run folder (it has no config.yaml)")
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    folder = run_dir / "adapter"
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise ConfigError(f"{run_dir}: the run has no trained result yet (adapter/ is missing or empty)")
+    return cfg, methods.get(cfg.method.name), folder
+
+
+def training_busy_message() -> str | None:
+    """A readable line when a training run in this process is using the model, else None."""
+    try:
+        from studio import training
+    except ImportError:
+        return None
+    current = getattr(training, "current_job", None)
+    job = current() if current else None
+    if job is None:
+        return None
+    try:
+        state = job.snapshot().get("state")
+    except Exception:  # a job half set up must not break chat
+        return None
+    if state in ("loading", "training"):
+        return ("A training run is using the model right now; chat will answer again when it finishes "
+                "or is stopped (this keeps the two from fighting over memory).")
+    return None
+
+
+@dataclass
+class _Slot:
+    """One named adapter. kind: 'mixed' (rides in a batch with the base), 'switch' (same PEFT model,
+    selected with set_adapter), 'prompt' (a prompt-learning wrapper on the same weights) or 'copy'
+    (a separate model)."""
+
+    name: str
+    run_dir: Path
+    method: Any
+    kind: str
+    model: Any = None
+    note: str = ""
+
+
+@dataclass
+class _Call:
+    """One ``generate`` call: which panes it answers, on which model, inside which adapter setting."""
+
+    panes: list
+    model: Any
+    context: Callable[[], Any] = nullcontext
+    extra: dict = field(default_factory=dict)
+
+
+class _StopOnEvent:
+    """StoppingCriteria that ends every row as soon as ``event`` is set (read once per token)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _RowStreamer:
+    """Routes each batch row's new tokens to its own pane and stops a row at its end of sequence."""
+
+    def __init__(self, tokenizer, panes: list, eos_ids: set[int], out: queue.Queue):
+        self.tok, self.panes, self.eos, self.out = tokenizer, panes, eos_ids, out
+        self.tokens: list[list[int]] = [[] for _ in panes]
+        self.done = [False] * len(panes)
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # generate pushes the prompt first
+            self._prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(len(self.panes), -1)[:, -1].tolist()):
+            if self.done[row]:
+                continue  # finished rows receive padding from here on
+            if token in self.eos:
+                self.done[row] = True
+                continue
+            self.tokens[row].append(token)
+            text = self.tok.decode(self.tokens[row], skip_special_tokens=True)
+            if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                self.out.put(("text", self.panes[row], text))
+
+    def end(self) -> None:
+        pass
+
+
+def _mixes(method, spec, peft_config) -> bool:
+    """Whether rows of this adapter may share one batch with base rows (PEFT's ``adapter_names``)."""
+    ask = getattr(method, "mixed_batch", None)
+    ok = ask(spec) if callable(ask) else method.family == "lora"
+    return bool(ok) and not getattr(peft_config, "use_dora", False)  # PEFT refuses DoRA in mixed batches
+
+
+class ChatEngine:
+    """One base model, many named adapters, streaming answers pane by pane.
+
+    Args:
+        model_spec: the base model to load (``studio.models.load``).
+        model: an already loaded base model (e.g. the one a training run just trained on); skips loading.
+        tokenizer: its tokenizer (needed with ``model``).
+        system_prompt: a system message put before every conversation that has none.
+    """
+
+    def __init__(self, model_spec: ModelSpec | None = None, *, model=None, tokenizer=None,
+                 system_prompt: str | None = None):
+        from studio import models
+
+        self.spec = model_spec or ModelSpec()
+        if model is None:
+            model, tokenizer = models.load(self.spec)
+        self._hf = model.eval()
+        self.tokenizer = tokenizer
+        self.system_prompt = system_prompt
+        self._peft = None  # the one PeftModel holding every injected adapter
+        self._slots: dict[str, _Slot] = {}
+        self._lock = threading.Lock()  # disable_adapter/set_adapter switch the whole model: one generation at a time
+        self._stop = threading.Event()
+        self.last_tokens: dict = {}  # pane -> token ids of its latest answer (for tests and benchmarks)
+
+    # ---- adapters -------------------------------------------------------------------------------------
+
+    def adapters(self) -> list[str]:
+        """Names of the loaded adapters, in the order they were added."""
+        return list(self._slots)
+
+    def note(self, name: str) -> str:
+        """What answering with ``name`` costs beyond the shared weights ('' when nothing)."""
+        return self._slots[name].note
+
+    def can_batch(self, name: str) -> bool:
+        """Whether ``name`` answers in one batch with the base (else it answers after it)."""
+        return self._slots[name].kind == "mixed"
+
+    def add_adapter(self, name: str, run_dir: str | Path) -> str:
+        """Load a run's trained result under ``name``; returns its note (what it costs, '' if nothing)."""
+        if not name or name == _MIXED_BASE or name in self._slots:
+            raise ConfigError(f"adapter name {name!r} is empty, reserved or already loaded")
+        cfg, method, folder = read_run(run_dir)
+        self._check_same_base(cfg, Path(run_dir))
+        with self._lock:
+            slot = self._load_slot(name, Path(run_dir), method, cfg.method, folder)
+        self._slots[name] = slot
+        return slot.note
+
+    def remove_adapter(self, name: str) -> None:
+        """Unload ``name`` (its memory is freed once nothing else refers to it)."""
+        with self._lock:
+            slot = self._slots.pop(name)
+            if slot.kind in ("mixed", "switch"):
+                self._peft.delete_adapter(name)
+
+    def _check_same_base(self, cfg: RunConfig, run_dir: Path) -> None:
+        from studio import models
+
+        if models.resolve(cfg.model) != models.resolve(self.spec):
+            raise ConfigError(f"{run_dir}: trained on model {cfg.model.id!r}, but this chat holds "
+                              f"{self.spec.id!r}; open a chat on that model to compare")
+
+    def _load_slot(self, name: str, run_dir: Path, method, spec, folder: Path) -> _Slot:
+        if not (folder / "adapter_config.json").is_file():
+            return self._load_copy(name, run_dir, method, folder)
+        from peft import PeftConfig, PeftModel
+
+        config = PeftConfig.from_pretrained(str(folder))
+        if config.is_prompt_learning:
+            # Prompt methods add virtual tokens in front and leave the layers alone: they wrap the same weights.
+            model = PeftModel.from_pretrained(self._hf, str(folder), adapter_name=name).eval()
+            return _Slot(name, run_dir, method, "prompt", model)
+        if self._peft is not None and self._peft.peft_type != config.peft_type:
+            why = f"PEFT cannot hold {config.peft_type} beside {self._peft.peft_type} adapters on one model"
+            return self._load_copy(name, run_dir, method, folder, why)
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(self._hf, str(folder), adapter_name=name).eval()
+        else:
+            self._peft.load_adapter(str(folder), adapter_name=name)
+            self._peft.eval()
+        return _Slot(name, run_dir, method, "mixed" if _mixes(method, spec, config) else "switch")
+
+    def _load_copy(self, name: str, run_dir: Path, method, folder: Path, why: str = "") -> _Slot:
+        from studio import methods, models
+
+        base, _ = models.load(self.spec)
+        loader = getattr(methods, "load_result", None)
+        if loader is not None:
+            model = loader(base, folder)
+        elif (folder / "config.json").is_file():
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=base.dtype, use_safetensors=True)
+        else:
+            raise ConfigError(f"{run_dir}: cannot load a {method.name} result here")
+        mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        why = why or (f"{method.title} changes the weights themselves, so the base and the tuned model "
+                      "cannot share one copy")
+        note = f"{name} runs on a second copy of the model (+{mb:,.0f} MB of memory): {why}."
+        return _Slot(name, run_dir, method, "copy", model.eval(), note)
+
+    # ---- generation ------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """End the generation under way (every pane) at the next token."""
+        self._stop.set()
+
+    def stream(self, messages: list[dict] | dict, panes: list | None = None,
+               gen: GenSettings | None = None) -> Iterator[dict]:
+        """Answer ``messages`` in every pane, yielding ``{pane: text_so_far}`` as tokens arrive.
+
+        Args:
+            messages: the conversation ([{"role", "content"}...]), or a dict of one conversation per pane
+                (each pane keeps its own earlier answers).
+            panes: ``None`` for the base model and adapter names, e.g. ``[None, "tuned"]``.
+            gen: generation settings (default: GenSettings()).
+        """
+        panes = list(panes) if panes is not None else [BASE] + self.adapters()
+        gen = gen or GenSettings()
+        unknown = [p for p in panes if p is not BASE and p not in self._slots]
+        if unknown:
+            raise ConfigError(f"no adapter named {unknown[0]!r} is loaded (loaded: {', '.join(self._slots) or 'none'})")
+        busy = training_busy_message()
+        if busy:
+            yield {p: busy for p in panes}
+            return
+        texts = {p: "" for p in panes}
+        events: queue.Queue = queue.Queue()
+        with self._lock:
+            self._stop.clear()
+            self.last_tokens = {}
+            worker = threading.Thread(target=self._run_calls, args=(self._plan(panes), messages, gen, events),
+                                      daemon=True, name="chat-generate")
+            worker.start()
+            try:
+                yield from self._drain(events, texts)
+            finally:
+                self._stop.set()  # the consumer went away early: end the generation
+                worker.join()
+
+    def _drain(self, events: queue.Queue, texts: dict) -> Iterator[dict]:
+        while True:
+            item = events.get()
+            changed = False
+            while True:  # take everything queued so the UI gets one update per batch of tokens
+                if item is None:
+                    if changed:
+                        yield dict(texts)
+                    return
+                if item[0] == "error":
+                    raise item[1]
+                texts[item[1]], changed = item[2], True
+                try:
+                    item = events.get_nowait()
+                except queue.Empty:
+                    break
+            yield dict(texts)
+
+    def _plan(self, panes: list) -> list[_Call]:
+        """Split the panes into generate calls: the base and mixable adapters in one batch, the rest alone."""
+        mixed = [p for p in panes if p is not BASE and self._slots[p].kind == "mixed"]
+        calls = []
+        if mixed:
+            rows = ([BASE] if BASE in panes else []) + mixed
+            names = [_MIXED_BASE if r is BASE else r for r in rows]
+            calls.append(_Call(rows, self._peft, self._enabled, {"adapter_names": names}))
+        elif BASE in panes:
+            calls.append(_Call([BASE], self._hf, self._base_only))
+        for p in panes:
+            if p is not BASE and self._slots[p].kind != "mixed":
+                calls.append(self._single_call(self._slots[p]))
+        return calls
+
+    def _single_call(self, slot: _Slot) -> _Call:
+        if slot.kind == "switch":
+            return _Call([slot.name], self._peft, lambda: self._switched(slot.name))
+        if slot.kind == "prompt":
+            return _Call([slot.name], slot.model, self._base_only)
+        return _Call([slot.name], slot.model)
+
+    def _base_only(self):
+        # Injected adapters must be off for the base and for prompt methods (which sit on the base weights).
+        return self._peft.disable_adapter() if self._peft is not None else nullcontext()
+
+    def _enabled(self):
+        self._peft.base_model.enable_adapter_layers()
+        return nullcontext()
+
+    def _switched(self, name: str):
+        self._peft.base_model.enable_adapter_layers()
+        self._peft.set_adapter(name)
+        return nullcontext()
+
+    def _run_calls(self, calls: list[_Call], messages, gen: GenSettings, events: queue.Queue) -> None:
+        try:
+            for call in calls:
+                if self._stop.is_set():
+                    break
+                self._generate(call, messages, gen, events)
+        except Exception as err:  # handed to the consuming thread, which raises it
+            events.put(("error", err))
+        finally:
+            events.put(None)
+
+    def _generate(self, call: _Call, messages, gen: GenSettings, events: queue.Queue) -> None:
+        from transformers import StoppingCriteriaList
+
+        input_ids, attention = self._batch([self._conversation(messages, p) for p in call.panes])
+        eos = self._eos_ids()
+        streamer = _RowStreamer(self.tokenizer, call.panes, set(eos), events)
+        with call.context(), torch.no_grad():
+            call.model.generate(input_ids=input_ids.to(self._hf.device), attention_mask=attention.to(self._hf.device),
+                                streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopOnEvent(self._stop)]),
+                                eos_token_id=eos, pad_token_id=self._pad_id(), **gen.generate_kwargs(), **call.extra)
+        self.last_tokens.update(zip(call.panes, streamer.tokens))
+
+    # ---- prompts ----------------------------------------------------------------------------------------
+
+    def _conversation(self, messages, pane) -> list[dict]:
+        msgs = list(messages[pane] if isinstance(messages, dict) else messages)
+        if self.system_prompt and not (msgs and msgs[0].get("role") == "system"):
+            msgs.insert(0, {"role": "system", "content": self.system_prompt})
+        return msgs
+
+    def encode(self, messages: list[dict]) -> list[int]:
+        """Token ids of a conversation rendered with the chat template, ready for the assistant's answer."""
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:  # base models without a template: a plain transcript
+            text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    def _batch(self, conversations: list[list[dict]]) -> tuple[torch.Tensor, torch.Tensor]:
+        # Left padding: every row's next token then sits in the same (last) column.
+        rows = [self.encode(c) for c in conversations]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad_id(), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        return ids, mask
+
+    def _eos_ids(self) -> list[int]:
+        found = getattr(self._hf.generation_config, "eos_token_id", None)
+        ids = set(found if isinstance(found, list) else [found] if found is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return sorted(ids)
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else self._eos_ids()[0]
+
+
+def answer_once(target: str, prompt: str, base: bool = False, max_new_tokens: int = 128) -> Iterator[str]:
+    """Answer one prompt greedily (reproducible), yielding pieces of text as they come.
+
+    Args:
+        target: a run folder (its config's model plus its adapter), a model folder, a .gguf file or 'embedded'.
+        prompt: the user's message.
+        base: answer with the run's base model (adapter off) instead of the tuned one.
+        max_new_tokens: longest answer, in tokens.
+    """
+    path = Path(target)
+    if (path / "config.yaml").is_file():
+        cfg = RunConfig.load(path / "config.yaml")
+        engine = ChatEngine(cfg.model, system_prompt=cfg.data.system_prompt)
+        pane = BASE
+        if not base:
+            engine.add_adapter("tuned", path)
+            pane = "tuned"
+    else:
+        engine, pane = ChatEngine(ModelSpec(id=target)), BASE
+    sent = ""
+    gen = GenSettings(max_new_tokens=max_new_tokens, greedy=True)
+    for texts in engine.stream([{"role": "user", "content": prompt}], panes=[pane], gen=gen):
+        text = texts[pane]
+        yield text[len(sent):] if text.startswith(sent) else "\n" + text
+        sent = text
