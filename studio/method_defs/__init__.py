@@ -1,3 +1,7 @@
-"""The method entries. Each module registers its methods with studio.methods.register on import."""
+"""The method entries. Each module registers its methods with studio.methods.register on import.
 
-from studio.method_defs import full, lora  # noqa: F401
+The import order is the order the UI and ``python -m studio methods`` list them in.
+"""
+
+# isort: off
+from studio.method_defs import full, freeze, lora, adalora, ia3, prompts, adapter, bitfit  # noqa: F401

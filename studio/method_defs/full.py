@@ -1,11 +1,14 @@
 """Full fine-tuning: every weight trains."""
 
+from studio.method_defs._weights import WEIGHTS_STORAGE
 from studio.methods import Method, register
 
 
 def _apply(model, spec, ctx):
     for p in model.parameters():
         p.requires_grad_(True)
+    if ctx.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
@@ -15,6 +18,7 @@ def _trainable(arch, spec) -> int:
 
 register(Method(
     name="full", title="Full fine-tuning", summary="every weight trains; most memory, most capacity",
-    knobs=(), apply=_apply, trainable=_trainable, family="weights", can_merge=False, learning_rate=2e-5,
+    knobs=(), apply=_apply, trainable=_trainable, learning_rate=2e-5,
     merge_refusal="full fine-tuning already changed the weights: there is no adapter to merge",
+    **WEIGHTS_STORAGE,
 ))

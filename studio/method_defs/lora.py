@@ -1,9 +1,14 @@
-"""LoRA and its variants (rsLoRA, DoRA) through PEFT: low-rank updates beside chosen linear layers."""
+"""LoRA and its variants through PEFT: plain LoRA (with rsLoRA and DoRA toggles), QLoRA on a 4-bit base,
+and LoRA on an 8-bit base. All three save in plain PEFT format and merge into an unquantised base."""
 
 from __future__ import annotations
 
 from studio import targets as tg
-from studio.methods import Knob, Method, register
+from studio.config import ConfigError
+from studio.method_defs._peft import MERGEABLE, PEFT_STORAGE, prepare, wrap
+from studio.methods import Knob, Method, get, register
+
+__all__ = ["LORA_KNOBS", "QLORA_KNOBS", "resolve_targets", "lora_config", "linear_shapes", "lora_trainable"]
 
 TARGET_CHOICES = None  # names come from the model; groups 'attention', 'mlp', 'all-linear' are allowed too
 
@@ -18,10 +23,27 @@ LORA_KNOBS = (
     Knob("use_dora", bool, False, "split weights into magnitude and direction (DoRA, Liu et al. 2024); slower"),
 )
 
+QLORA_KNOBS = LORA_KNOBS + (
+    Knob("quant_type", str, "nf4", "4-bit data type of the frozen base: nf4 (normal-float, the QLoRA paper's) or fp4",
+         choices=("nf4", "fp4")),
+    Knob("double_quant", bool, True, "quantise the quantisation constants too: ~0.4 bit/param less"),
+    Knob("compute_dtype", str, "auto", "dtype the 4-bit layers compute in (auto: bf16 where supported)",
+         choices=("auto", "bf16", "fp16", "fp32")),
+    Knob("gradient_checkpointing", bool, True, "recompute activations in backward: much less memory, ~30% slower"),
+)
+
+KBIT_KNOBS = LORA_KNOBS + (QLORA_KNOBS[-1],)
+
 
 def resolve_targets(model, wanted: list[str]) -> list[str]:
     """Module names for PEFT, groups expanded from what the model really has."""
-    return tg.expand(wanted, tg.discover(model))
+    found = tg.discover(model)
+    names = tg.expand(wanted, found)
+    unknown = [n for n in names if n not in found["all-linear"]]
+    if unknown:
+        raise ConfigError(f"method.targets: {', '.join(unknown)} not in this model "
+                          f"(it has: {', '.join(found['all-linear'])}; or use attention / mlp / all-linear)")
+    return names
 
 
 def lora_config(model, values: dict, task_type: str = "CAUSAL_LM"):
@@ -32,36 +54,65 @@ def lora_config(model, values: dict, task_type: str = "CAUSAL_LM"):
                       use_rslora=values["use_rslora"], use_dora=values["use_dora"], task_type=task_type)
 
 
-def _apply(model, spec, ctx):
-    from peft import get_peft_model
-
-    values = LORA.values(spec)
-    return get_peft_model(model, lora_config(model, values))
-
-
 def linear_shapes(arch, wanted: list[str]) -> list[tuple[int, int]]:
     """(in, out) features of every adapted layer in the whole model, from the architecture alone."""
-    h, q = arch.hidden_size, arch.num_heads * arch.head_dim
-    kv, ff = arch.num_kv_heads * arch.head_dim, arch.intermediate_size
-    shapes = {
-        "q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-        "gate_proj": (h, ff), "up_proj": (h, ff), "down_proj": (ff, h),
-        "c_attn": (h, q + 2 * kv), "attn.c_proj": (q, h), "c_fc": (h, ff), "mlp.c_proj": (ff, h),
-    }
+    shapes = tg.linear_shapes(arch)
     names = tg.expand(wanted, tg.for_arch(arch.model_type))
-    return [shapes[n] for n in names if n in shapes] * arch.num_layers
+    return [shapes[n][:2] for n in names if n in shapes] * arch.num_layers
 
 
-def _trainable(arch, spec) -> int:
-    v = LORA.values(spec)
-    shapes = linear_shapes(arch, v["targets"])
-    n = sum(v["r"] * (i + o) for i, o in shapes)
+def lora_trainable(arch, v: dict) -> int:
+    """LoRA A and B (r x in + out x r per layer), DoRA magnitudes, and the biases the bias knob frees."""
+    shapes = tg.linear_shapes(arch)
+    names = [n for n in tg.expand(v["targets"], tg.for_arch(arch.model_type)) if n in shapes]
+    per_block = sum(v["r"] * (shapes[n][0] + shapes[n][1]) for n in names)
     if v["use_dora"]:
-        n += sum(o for _, o in shapes)  # one magnitude per output feature
-    return n
+        per_block += sum(shapes[n][1] for n in names)  # one magnitude per output feature
+    if v["bias"] == "lora_only":
+        per_block += sum(shapes[n][2] for n in names)
+    n = per_block * arch.num_layers
+    return n + (tg.bias_total(arch) if v["bias"] == "all" else 0)
 
+
+def _apply(model, spec, ctx):
+    values = LORA.values(spec)
+    return wrap(prepare(model, ctx), lora_config(model, values))
+
+
+def _apply_kbit(model, spec, ctx):
+    values = get(spec.name).values(spec)
+    if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
+        raise ConfigError(f"{spec.name} needs the base loaded quantised: load it with "
+                          "methods.model_spec_for(model_spec, method_spec)")
+    model = prepare(model, ctx, checkpointing=values["gradient_checkpointing"], kbit=True)
+    return wrap(model, lora_config(model, values))
+
+
+def _no_dora(v: dict) -> bool:
+    # PEFT refuses adapter_names (mixed base/tuned batches) when DoRA is on
+    return not v["use_dora"]
+
+
+def _four_bit(v: dict) -> dict:
+    return {"quantization": v["quant_type"], "double_quant": v["double_quant"], "compute_dtype": v["compute_dtype"]}
+
+
+_LORA_COMMON = dict(family="lora", learning_rate=2e-4, mixed_ok=_no_dora, **MERGEABLE, **PEFT_STORAGE)
 
 LORA = register(Method(
     name="lora", title="LoRA", summary="low-rank updates beside chosen layers; small, fast, mergeable",
-    knobs=LORA_KNOBS, apply=_apply, trainable=_trainable, family="lora", can_merge=True, learning_rate=2e-4,
+    knobs=LORA_KNOBS, apply=_apply, trainable=lambda arch, spec: lora_trainable(arch, LORA.values(spec)),
+    **_LORA_COMMON,
+))
+
+QLORA = register(Method(
+    name="qlora", title="QLoRA", summary="LoRA on a frozen 4-bit (NF4/FP4) base: the least memory for a big model",
+    knobs=QLORA_KNOBS, apply=_apply_kbit, trainable=lambda arch, spec: lora_trainable(arch, QLORA.values(spec)),
+    quantized="4bit", overrides=_four_bit, **_LORA_COMMON,
+))
+
+LORA8 = register(Method(
+    name="lora_8bit", title="LoRA on an 8-bit base", summary="LoRA on a frozen LLM.int8() base: half the base memory",
+    knobs=KBIT_KNOBS, apply=_apply_kbit, trainable=lambda arch, spec: lora_trainable(arch, LORA8.values(spec)),
+    quantized="8bit", overrides=lambda v: {"quantization": "8bit"}, **_LORA_COMMON,
 ))
