@@ -1,0 +1,482 @@
+"""VRAM estimate from a model config and the run settings alone: a breakdown in bytes, pure and fast.
+
+The model follows what PyTorch autograd really keeps for a Hugging Face decoder (Llama / Mistral / Qwen2
+style) trained through the studio: which tensors each op saves for backward depends on which weights
+train, so a frozen base with LoRA on q,v saves much less than full fine-tuning. Terms are named like the
+parts a person can change (weights, optimizer, activations, logits) and each cites its source.
+
+    bd = estimate(arch, cfg)                # Breakdown, bytes
+    bd.peak_bytes, bd.to_dict()
+
+Peak is the maximum over the phases of a step (end of forward, start and end of backward, optimizer
+step), never the sum of every part. ``allocated_peak_bytes`` is what ``torch.cuda.max_memory_allocated``
+reports; ``peak_bytes`` adds the framework margin and the CUDA context (which the allocator never sees).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+from studio import methods
+from studio.config import ConfigError, RunConfig
+from studio.models import ArchSpec
+
+__all__ = ["Breakdown", "estimate", "cli_estimate", "resolve_arch", "format_bytes", "PARTS"]
+
+GiB = 1024 ** 3
+_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+# bitsandbytes 4-bit: 4-bit codes (0.5 B) + one fp32 absmax per 64-weight block (4/64 B). With double
+# quantisation the absmax are themselves 8-bit (1/64 B) plus one fp32 constant per 256 blocks.
+# Source: Dettmers et al. 2023, "QLoRA", section 3 (0.5 + 32/64 bits -> 0.127 bit/param with DQ).
+_NF4_BYTES = 0.5 + 4 / 64
+_NF4_DQ_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
+# LLM.int8(): int8 weights plus one fp32 scale per output row (Dettmers et al. 2022), per-row term added below.
+_INT8_BYTES = 1.0
+# bitsandbytes 8-bit optimizers: two uint8 states + one fp32 absmax per 256-value block each
+# (Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization"). Tensors < 4096 values stay 32-bit.
+_ADAM8_BYTES = 2 * (1 + 4 / 256)
+# CUDA context (driver, kernels, cuBLAS handles): 300-800 MiB depending on GPU and driver; the caching
+# allocator does not see it (PyTorch docs, "CUDA semantics > memory management").
+CUDA_CONTEXT_BYTES = 512 * 1024 ** 2
+# Caching-allocator rounding and fragmentation: reserved exceeds allocated by a few percent in steady
+# training (PyTorch docs, torch.cuda.memory_reserved). A planning margin, not measured on this machine.
+_FRAMEWORK_FRACTION = 0.05
+
+PARTS = ("weights", "quant_constants", "upcast_fp32", "trainable", "gradients", "optimizer",
+         "activations", "logits", "step_transient", "framework", "cuda_context")
+
+
+@dataclass
+class Breakdown:
+    """Bytes per part of a training step's memory, per GPU, and the peak over its phases."""
+
+    weights: int = 0
+    quant_constants: int = 0
+    upcast_fp32: int = 0
+    trainable: int = 0
+    gradients: int = 0
+    optimizer: int = 0
+    activations: int = 0
+    logits: int = 0
+    step_transient: int = 0
+    framework: int = 0
+    cuda_context: int = 0
+    allocated_peak_bytes: int = 0
+    peak_bytes: int = 0
+    peak_phase: str = ""
+    phases: dict = field(default_factory=dict)
+    trainable_params: int = 0
+    total_params: int = 0
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Every part in bytes, the phases and the peak, JSON-ready."""
+        return asdict(self)
+
+    @property
+    def static_bytes(self) -> int:
+        """What stays resident between steps: weights, adapters, optimizer state."""
+        return self.weights + self.quant_constants + self.upcast_fp32 + self.trainable + self.optimizer
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The run settings the formulas read, resolved once (dtypes, method facts, shapes)."""
+
+    batch: int
+    virtual: int  # prompt-learning virtual tokens
+    seq: int  # tokens per row the layers see (virtual tokens included)
+    kv_seq: int  # tokens attention keys/values span
+    w_bytes: int  # base weight dtype
+    c_bytes: int  # activation / compute dtype
+    autocast: bool
+    quant: str | None  # 'nf4', 'fp4', '8bit' or None
+    double_quant: bool
+    upcast: bool  # prepare_model_for_kbit_training casts the 16-bit leftovers to fp32
+    trainable: int
+    base_trains: bool  # the base weights themselves train (full / freeze / bitfit)
+    trained_layers: int  # layers whose linear weights train
+    grad_layers: int  # layers gradient flows through
+    embed_trains: bool
+    adapted: frozenset  # linear names whose input an adapter branch saves
+    adapter_dropout: float
+    adapter_sites: int  # bottleneck adapter sites per layer
+    adapter_dim: int
+    eager: bool
+    checkpointing: bool
+    device: str
+    optimizer: str
+    world: int
+    strategy: str
+    offload: bool
+    grad_accum: int
+
+
+def _dtype_bytes(name: str, device: str, auto: str) -> int:
+    return _DTYPE_BYTES[auto if name == "auto" else name]
+
+
+def _quant(cfg: RunConfig, method) -> str | None:
+    if cfg.model.quantization != "none":
+        return cfg.model.quantization
+    return {"4bit": "nf4", "8bit": "8bit"}.get(method.quantized or "", None)
+
+
+def _layer_params(arch: ArchSpec) -> int:
+    h, q, kv, ff = arch.hidden_size, arch.num_heads * arch.head_dim, arch.num_kv_heads * arch.head_dim, \
+        arch.intermediate_size
+    return 2 * h * q + 2 * h * kv + (3 if arch.gated_mlp else 2) * h * ff
+
+
+def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _Run:
+    method = methods.get(cfg.method.name)
+    values = method.values(cfg.method)
+    trainable = int(method.trainable(arch, cfg.method))
+    base_trains = method.family == "weights"
+    per_layer = max(1, _layer_params(arch))
+    if base_trains:
+        trained_layers = min(arch.num_layers, int(round(trainable / per_layer)))
+        embed_trains = trainable >= arch.num_parameters * 0.999
+        # freezing the bottom layers stops gradient there; bias/norm-only training still flows through all
+        grad_layers = trained_layers if trained_layers else arch.num_layers
+    else:
+        trained_layers, embed_trains, grad_layers = 0, False, arch.num_layers
+    targets = values.get("targets")
+    adapted: frozenset = frozenset()
+    if isinstance(targets, list):
+        from studio import targets as tg
+
+        adapted = frozenset(n.split(".")[-1] for n in tg.expand(targets, tg.for_arch(arch.model_type)))
+    virtual = int(values.get("num_virtual_tokens") or 0)
+    at = method.extra.get("virtual_tokens", "input")  # 'kv' for prefix tuning: keys/values only grow
+    seq = min(cfg.train.max_seq_len, 10 ** 9)
+    quant = _quant(cfg, method)
+    auto_w = "bf16" if device == "cuda" else "fp32"
+    w_bytes = _dtype_bytes(cfg.model.dtype, device, auto_w)
+    p = cfg.train.precision
+    c_name = ("bf16" if device == "cuda" else "fp32") if p == "auto" else p
+    if quant in ("nf4", "fp4"):
+        cd = cfg.model.compute_dtype
+        c_name = "bf16" if cd == "auto" else cd
+    c_bytes = min(_DTYPE_BYTES[c_name], w_bytes) if quant is None else _DTYPE_BYTES[c_name]
+    dist = cfg.train.distributed
+    return _Run(
+        batch=cfg.train.micro_batch_size, virtual=virtual, seq=seq + (virtual if at == "input" else 0), kv_seq=seq + virtual,
+        w_bytes=w_bytes, c_bytes=c_bytes, autocast=_DTYPE_BYTES[c_name] < w_bytes and quant is None,
+        quant=quant, double_quant=cfg.model.double_quant, upcast=bool(quant) and method.extra.get("upcast", True),
+        trainable=trainable, base_trains=base_trains, trained_layers=trained_layers, grad_layers=grad_layers,
+        embed_trains=embed_trains, adapted=adapted, adapter_dropout=float(values.get("dropout") or 0.0),
+        adapter_sites=int(method.extra.get("adapter_sites", 2)) if method.family == "adapter" else 0,
+        adapter_dim=int(values.get("bottleneck") or values.get("r") or 64),
+        eager=cfg.model.attn_implementation == "eager", checkpointing=cfg.train.gradient_checkpointing,
+        device=device, optimizer=cfg.train.optimizer, world=max(1, world_size),
+        strategy=dist.strategy if world_size > 1 else "none", offload=dist.offload, grad_accum=cfg.train.grad_accum,
+    )
+
+
+# ---------------------------------------------------------------- static parts
+
+def _weights(arch: ArchSpec, r: _Run) -> tuple[int, int, int]:
+    """(weights, quantisation constants, fp32 upcast) in bytes.
+
+    bitsandbytes quantises only the Linear layers inside the blocks; embeddings, LM head, norms and biases
+    stay at the load dtype (transformers `replace_with_bnb_linear` skips `lm_head`). PEFT's
+    `prepare_model_for_kbit_training` then casts those 16-bit leftovers to fp32 (peft/utils/other.py).
+    """
+    total = arch.num_parameters
+    if r.quant is None:
+        return total * r.w_bytes, 0, 0
+    linear = arch.num_layers * _layer_params(arch)
+    rest = total - linear
+    if r.quant == "8bit":
+        rows = arch.num_layers * _layer_rows(arch)
+        codes, consts = linear * _INT8_BYTES, rows * 4
+    else:
+        per = _NF4_DQ_BYTES if r.double_quant else _NF4_BYTES
+        codes, consts = linear * 0.5, linear * (per - 0.5)
+    rest_bytes = rest * r.w_bytes
+    upcast = rest * (4 - r.w_bytes) if r.upcast and r.w_bytes < 4 else 0
+    return int(codes + rest_bytes), int(consts), int(upcast)
+
+
+def _layer_rows(arch: ArchSpec) -> int:
+    h, q, kv, ff = arch.hidden_size, arch.num_heads * arch.head_dim, arch.num_kv_heads * arch.head_dim, \
+        arch.intermediate_size
+    return q + 2 * kv + h + (2 if arch.gated_mlp else 1) * ff + h
+
+
+def _trainable_bytes(r: _Run) -> int:
+    # PEFT keeps adapter weights in fp32 even on a 16-bit base (autocast_adapter_dtype=True, peft docs);
+    # weight-training methods train the base weights, already counted in `weights`.
+    return 0 if r.base_trains else r.trainable * 4
+
+
+def _param_bytes(r: _Run) -> int:
+    return r.w_bytes if r.base_trains else 4
+
+
+def _optimizer(r: _Run) -> int:
+    """Optimizer state. AdamW keeps exp_avg and exp_avg_sq like the parameter (torch.optim.AdamW docs)."""
+    n, pb = r.trainable, _param_bytes(r)
+    return int({
+        "adamw": 2 * n * pb, "paged_adamw_32bit": 2 * n * 4,
+        "adamw_8bit": n * _ADAM8_BYTES, "paged_adamw_8bit": n * _ADAM8_BYTES,
+        "sgd": 0,  # torch.optim.SGD with momentum=0 (the Trainer's default) keeps no state
+    }[r.optimizer])
+
+
+def _step_transient(arch: ArchSpec, r: _Run) -> int:
+    """Temporaries of optimizer.step(). torch's foreach AdamW (default on CUDA) makes one sqrt(exp_avg_sq)
+    buffer over all parameters; the single-tensor loop (CPU) one per parameter (torch/optim/adamw.py)."""
+    if r.optimizer == "sgd" or r.optimizer.endswith("8bit"):
+        return 0
+    pb = 4 if r.optimizer == "paged_adamw_32bit" else _param_bytes(r)
+    if r.device == "cuda":
+        return r.trainable * pb
+    biggest = arch.vocab_size * arch.hidden_size if r.embed_trains else (
+        arch.hidden_size * arch.intermediate_size if r.base_trains else r.trainable // max(1, arch.num_layers))
+    return min(r.trainable, biggest) * pb
+
+
+# ---------------------------------------------------------------- activations
+
+def _saves_input(r: _Run, name: str, layer_trains: bool) -> bool:
+    """Whether the linear `name` keeps its input for backward: its weight trains (grad_W = grad^T x), an
+    adapter branch reads it, or it is a bitsandbytes layer (MatMul4Bit/8bit save the input: bnb autograd)."""
+    return layer_trains or name in r.adapted or r.quant is not None
+
+
+def _layer_activations(arch: ArchSpec, r: _Run, trains: bool, x_grad: bool) -> float:
+    """Bytes saved for backward by one decoder layer, per token (sdpa/flash or eager attention).
+
+    Traced from autograd's saved tensors of transformers' Llama/Qwen2 layers (measured here with
+    torch.autograd.graph.saved_tensors_hooks): RMSNorm keeps its input in fp32 and the normalised
+    input when its weight trains; sdpa keeps q, k, v, the output and a logsumexp per head (FlashAttention,
+    Dao 2022); eager keeps the fp32 softmax over heads x kv_seq per token (Korthikanti et al. 2022, eq. 2).
+    """
+    h, c = arch.hidden_size, r.c_bytes
+    q, kv, ff, a = arch.num_heads * arch.head_dim, arch.num_kv_heads * arch.head_dim, arch.intermediate_size, \
+        arch.num_heads
+    save = lambda name: _saves_input(r, name, trains)  # noqa: E731
+    norm_x = (c if arch.norm_bias else 4) * h + 4  # LayerNorm keeps x; RMSNorm an fp32 copy, + rsqrt
+    total = 0.0
+    # attention half
+    total += norm_x if x_grad else 0
+    total += c * h if trains else 0
+    total += c * h if any(save(n) for n in ("q_proj", "k_proj", "v_proj", "c_attn")) else 0
+    kv_saved = q if r.eager else kv  # eager repeats k/v to every head (repeat_kv)
+    kv_ratio = r.kv_seq / r.seq
+    total += c * (2 * q + 2 * kv_saved * kv_ratio) + 4 * a
+    if r.eager:
+        probs = a * r.kv_seq * (4 + (c if c != 4 else 0))  # fp32 softmax, plus its cast back to c
+        total += probs + (c * q if save("o_proj") else 0)  # eager's transpose().contiguous() is a copy
+    # MLP half
+    total += norm_x + (c * h if trains else 0)
+    total += c * h if any(save(n) for n in ("gate_proj", "up_proj", "c_fc")) else 0
+    total += c * (3 * ff if arch.gated_mlp else 2 * ff) + (c * ff if save("down_proj") or save("c_proj") else 0)
+    total += _adapter_branches(arch, r)
+    return total
+
+
+def _adapter_branches(arch: ArchSpec, r: _Run) -> float:
+    """Per-token extras of adapter branches: PEFT casts a 16-bit input to the fp32 adapter dtype
+    (LoraLayer._cast_input_dtype) and dropout>0 makes a copy and a mask; lora_A's output is kept."""
+    h, ff = arch.hidden_size, arch.intermediate_size
+    ins = {"down_proj": ff, "c_proj": ff}
+    total = 0.0
+    for name in r.adapted:
+        width = ins.get(name, arch.num_heads * arch.head_dim if name == "o_proj" else h)
+        if r.c_bytes != 4 and not r.autocast:
+            total += 4 * width
+        if r.adapter_dropout > 0:
+            total += (4 if r.c_bytes == 4 else r.c_bytes) * width + width  # dropped copy + bool mask
+        total += 4 * r.adapter_dim
+    total += r.adapter_sites * (r.c_bytes * (h + 2 * r.adapter_dim))
+    return total
+
+
+def _activations(arch: ArchSpec, r: _Run) -> tuple[float, float]:
+    """(bytes saved for backward by all layers at the end of forward, per-layer backward working set)."""
+    tokens = r.batch * r.seq
+    frozen_layers = r.grad_layers - r.trained_layers
+    first_needs_grad = r.embed_trains or r.virtual > 0
+    per_trained = _layer_activations(arch, r, True, True)
+    per_frozen = _layer_activations(arch, r, False, True)
+    one_layer = max(per_trained if r.trained_layers else 0, per_frozen if frozen_layers else 0)
+    if r.checkpointing:
+        # HF checkpoints each decoder layer: only its input stays (Chen et al. 2016, "sqrt(n) memory");
+        # backward recomputes one layer at a time, so one layer's activations come back at once.
+        saved = r.grad_layers * r.c_bytes * arch.hidden_size * tokens
+        working = one_layer * tokens
+    else:
+        saved = (r.trained_layers * per_trained + frozen_layers * per_frozen) * tokens
+        if not first_needs_grad and r.grad_layers == arch.num_layers:
+            saved -= (4 * arch.hidden_size + 4) * tokens  # layer 0's input needs no grad: its norm keeps no x
+        working = 0.0
+    # final norm: x (fp32 for RMSNorm) always; normed and lm_head input when the head trains
+    final = (4 * arch.hidden_size + 4) + (2 * r.c_bytes * arch.hidden_size if r.embed_trains else 0)
+    # backward keeps a few gradient tensors of the layer in flight (grad of the residual, of the MLP
+    # intermediates): measured ~ 2 hidden + 2 intermediate widths per token in the compute dtype
+    working += r.c_bytes * (2 * arch.hidden_size + 2 * arch.intermediate_size) * tokens
+    if r.eager:
+        working += 2 * 4 * arch.num_heads * r.kv_seq * tokens  # grad of the scores and of the softmax
+    return saved + final * tokens, working
+
+
+def _logits(arch: ArchSpec, r: _Run) -> tuple[float, float]:
+    """(forward, backward) bytes of the logits and loss.
+
+    transformers' ForCausalLMLoss upcasts the logits to fp32 and cross_entropy keeps the fp32 log_softmax
+    output; backward holds that output, the fp32 gradient from nll_loss and the gradient log_softmax makes
+    (aten log_softmax_backward_data): 12 B per batch x seq x vocab element, 10-16 B in the forward.
+    """
+    n = r.batch * r.seq * arch.vocab_size
+    upcast = 4 if r.c_bytes != 4 else 0
+    forward = n * (r.c_bytes + upcast + 4)
+    backward = n * 12
+    return forward, backward
+
+
+# ---------------------------------------------------------------- the estimate
+
+def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = "cuda") -> Breakdown:
+    """Memory of one training step of ``cfg`` on ``arch``, per device, in bytes.
+
+    Args:
+        arch: the architecture (from a config alone).
+        cfg: the run settings.
+        world_size: number of GPUs; with train.distributed.strategy fsdp / deepspeed-zero3 the weights,
+            gradients and optimizer state are sharded across them, with zero2 the optimizer (and gradients).
+        device: 'cuda' (plans for a GPU: bf16 by default, CUDA context, foreach AdamW) or 'cpu'.
+
+    Returns:
+        A Breakdown with every part, the phase totals and the peak.
+    """
+    r = _resolve(arch, cfg, world_size, device)
+    weights, consts, upcast = _weights(arch, r)
+    trainable = _trainable_bytes(r)
+    grads = r.trainable * _param_bytes(r)
+    optim = _optimizer(r)
+    transient = _step_transient(arch, r)
+    saved, working = _activations(arch, r)
+    logit_fwd, logit_bwd = _logits(arch, r)
+    weights, consts, grads, optim, transient, extra_grads = _shard(r, weights, consts, grads, optim, transient)
+    static = weights + consts + upcast + trainable + optim
+    grads_held = grads if r.grad_accum > 1 else 0  # accumulated gradients live through later forwards
+    phases = {
+        "forward": static + grads_held + saved + logit_fwd,
+        "backward_start": static + grads_held + saved + logit_bwd,
+        "backward_end": static + grads + extra_grads + working,
+        "optimizer_step": static + grads + extra_grads + transient,
+    }
+    # during backward activations shrink while gradients grow (both linear in the layer index), so the
+    # two ends bound the middle
+    phase = max(phases, key=phases.get)
+    allocated = int(phases[phase])
+    framework = int(allocated * _FRAMEWORK_FRACTION) if device == "cuda" else 0
+    context = CUDA_CONTEXT_BYTES if device == "cuda" else 0
+    return Breakdown(
+        weights=int(weights), quant_constants=int(consts), upcast_fp32=int(upcast), trainable=int(trainable),
+        gradients=int(grads + extra_grads), optimizer=int(optim), activations=int(saved), logits=int(logit_bwd),
+        step_transient=int(transient), framework=framework, cuda_context=context,
+        allocated_peak_bytes=allocated, peak_bytes=allocated + framework + context, peak_phase=phase,
+        phases={k: int(v) for k, v in phases.items()}, trainable_params=r.trainable,
+        total_params=arch.num_parameters, notes=_notes(r),
+    )
+
+
+def _shard(r: _Run, weights, consts, grads, optim, transient):
+    """Per-GPU shares under a distributed strategy (ZeRO, Rajbhandari et al. 2020: stage 2 shards
+    optimizer state and gradients, stage 3 / FSDP also the weights). DDP keeps a bucket copy of every
+    gradient unless gradient_as_bucket_view (torch DistributedDataParallel docs)."""
+    w = r.world
+    extra = 0
+    if r.strategy == "ddp":
+        extra = grads
+    elif r.strategy == "deepspeed-zero2":
+        grads, optim, transient = grads / w, optim / w, transient / w
+    elif r.strategy in ("fsdp", "deepspeed-zero3"):
+        weights, consts, grads, optim, transient = weights / w, consts / w, grads / w, optim / w, transient / w
+    if r.offload and r.strategy != "none":
+        optim, transient = 0, 0
+    return weights, consts, grads, optim, transient, extra
+
+
+def _notes(r: _Run) -> list[str]:
+    notes = []
+    if r.strategy != "none":
+        notes.append(f"per GPU with {r.strategy} over {r.world} GPUs")
+    if r.optimizer.startswith("paged"):
+        notes.append("paged optimizer state can spill to CPU memory under pressure")
+    if r.quant and r.upcast:
+        notes.append("embeddings, LM head and norms upcast to fp32 (prepare_model_for_kbit_training)")
+    return notes
+
+
+# ---------------------------------------------------------------- architecture and CLI
+
+def resolve_arch(model_spec) -> tuple[ArchSpec, str]:
+    """The architecture of ``model_spec`` and where it came from: its config, or, when that cannot be
+    read (no hub access, not downloaded), the table of well-known models. Raises ModelError otherwise."""
+    from studio import known_models
+    from studio.models import ModelError, read_arch
+
+    try:
+        return read_arch(model_spec), "config"
+    except ModelError as err:
+        hit = known_models.lookup(model_spec.id)
+        if hit is None:
+            raise err from None
+        key, arch = hit
+        note = known_models.ASSUMPTIONS.get(key, "")
+        return arch, f"built-in table ({key}{': ' + note if note else ''})"
+
+
+def format_bytes(n: float) -> str:
+    """Bytes as GB with two decimals (1 GB = 10^9 B, as GPU boards are sold), MB below 1 GB."""
+    return f"{n / 1e9:.2f} GB" if abs(n) >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+_LABELS = {
+    "weights": "base weights", "quant_constants": "quantisation constants", "upcast_fp32": "fp32 upcast (k-bit prep)",
+    "trainable": "trainable parameters", "gradients": "gradients", "optimizer": "optimizer state",
+    "activations": "activations", "logits": "logits and loss", "step_transient": "optimizer step temporaries",
+    "framework": "allocator margin", "cuda_context": "CUDA context",
+}
+
+
+def cli_estimate(cfg: RunConfig, gpu: str | None, as_json: bool) -> int:
+    """``python -m studio estimate``: print the breakdown and the fit verdict. Returns the exit code."""
+    from studio import hardware
+
+    arch, source = resolve_arch(cfg.model)
+    device = hardware.find(gpu)
+    bd = estimate(arch, cfg, device="cpu" if device.kind == "cpu" else "cuda")
+    verdict = hardware.fit(bd, device, arch, cfg)
+    if as_json:
+        out = {**bd.to_dict(), "arch_source": source, "device": device.name, "device_bytes": device.total_bytes,
+               "verdict": verdict.verdict, "summary": verdict.summary, "max_micro_batch": verdict.max_micro_batch,
+               "max_seq_len": verdict.max_seq_len,
+               "changes": [{"change": c.text, "set": c.overrides, "peak_bytes": c.peak_bytes} for c in verdict.changes]}
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{cfg.model.id}: {arch.num_parameters / 1e9:.2f}B parameters (architecture from {source})")
+    print(f"method {cfg.method.name}: {bd.trainable_params:,} trainable; micro-batch {cfg.train.micro_batch_size} "
+          f"x {cfg.train.max_seq_len} tokens, {cfg.train.optimizer}, "
+          f"checkpointing {'on' if cfg.train.gradient_checkpointing else 'off'}")
+    for part in PARTS:
+        value = getattr(bd, part)
+        if value:
+            print(f"  {_LABELS[part]:<28} {format_bytes(value):>10}")
+    print(f"  {'peak (' + bd.peak_phase.replace('_', ' ') + ')':<28} {format_bytes(bd.peak_bytes):>10}")
+    for note in bd.notes:
+        print(f"  note: {note}")
+    print(verdict.summary)
+    for c in verdict.changes:
+        print(f"  - {c.text}: {format_bytes(c.peak_bytes)}   (--set {' --set '.join(c.overrides)})")
+    print(f"largest micro-batch that fits: {verdict.max_micro_batch or 'none'}; "
+          f"largest max_seq_len: {verdict.max_seq_len or 'none'}")
+    return 0
