@@ -70,7 +70,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from studio import export
 
-    out = export.export_run(args.run_dir, args.out, merge=args.merge, dtype=args.dtype)
+    out = export.export_run(args.run_dir, args.out, merge=args.merge, dtype=args.dtype,
+                            dequantize=getattr(args, "dequantize", False))
     print(out)
     return 0
 
@@ -127,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--merge", action="store_true", help="merge into the base (LoRA family, IA3)")
     p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    p.add_argument("--dequantize", action="store_true",
+                   help="merge a run trained on a 4-/8-bit base onto the full-precision base")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="answer a prompt set with base and tuned, with loss and ROUGE-L")
