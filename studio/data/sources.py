@@ -143,7 +143,7 @@ def _read_jsonl(path: Path, text: str, skips: Skips) -> list[Record]:
         where = f"{path.name} line {number}"
         try:
             out.append(Record(where, json.loads(line)))
-        except (json.JSONDecodeError, RecursionError) as err:
+        except (ValueError, RecursionError) as err:  # ValueError: JSONDecodeError, or an int of 4300+ digits
             reason = f"{where}: not valid JSON ({_json_reason(err)})"
             first_error = first_error or reason
             skips.add(reason)
@@ -153,7 +153,9 @@ def _read_jsonl(path: Path, text: str, skips: Skips) -> list[Record]:
 
 
 def _json_reason(err: Exception) -> str:
-    return err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+    if isinstance(err, json.JSONDecodeError):
+        return err.msg
+    return "nested too deeply" if isinstance(err, RecursionError) else _first_line(err)[:80]
 
 
 def _read_json(path: Path, text: str, skips: Skips) -> list[Record]:
@@ -163,8 +165,8 @@ def _read_json(path: Path, text: str, skips: Skips) -> list[Record]:
         if err.msg == "Extra data":  # several JSON values one after another: JSON Lines named .json
             return _read_jsonl(path, text, skips)
         raise DataError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
-    except RecursionError:
-        raise DataError(f"{path}: not usable JSON (nested too deeply)") from None
+    except (ValueError, RecursionError) as err:
+        raise DataError(f"{path}: not usable JSON ({_json_reason(err)})") from None
     if isinstance(data, dict):
         lists = [v for k, v in data.items() if k in ("data", "rows", "examples", "train") and isinstance(v, list)]
         data = lists[0] if lists else [data]
