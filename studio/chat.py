@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -343,8 +343,20 @@ class ChatEngine:
                 calls.append(self._single_call(self._slots[p]))
         return calls
 
+    @contextmanager
+    def using(self, pane) -> Iterator[Any]:
+        """Hold the model set up as ``pane`` (None: the base) for plain forward passes, e.g. a loss.
+
+        The engine's lock is held inside the block, so no generation switches adapters meanwhile.
+        """
+        if pane is not BASE and pane not in self._slots:
+            raise ConfigError(f"no adapter named {pane!r} is loaded")
+        call = _Call([BASE], self._hf, self._base_only) if pane is BASE else self._single_call(self._slots[pane])
+        with self._lock, call.context(), torch.no_grad():
+            yield call.model
+
     def _single_call(self, slot: _Slot) -> _Call:
-        if slot.kind == "switch":
+        if slot.kind in ("switch", "mixed"):
             return _Call([slot.name], self._peft, lambda: self._switched(slot.name))
         if slot.kind == "prompt":
             return _Call([slot.name], slot.model, self._base_only)

@@ -1,0 +1,113 @@
+"""Prompt-set evaluation: ROUGE-L against known values, prompt sources, the eval table, loss, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from studio.config import ConfigError
+from studio.evaluate import (EvalItem, evaluate_run, items_from_rows, lcs_length, load_prompts, mean_loss,
+                             rouge_l)
+from tests.runfolders import make_run
+
+CHAT_ROWS = [
+    {"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i} ok"}]}
+    for i in range(6)
+]
+
+
+def test_rouge_l_known_values():
+    # Lin (2004), section 3.1: reference "police killed the gunman"
+    assert rouge_l("police kill the gunman", "police killed the gunman")["f1"] == pytest.approx(0.75)
+    assert rouge_l("the gunman kill police", "police killed the gunman")["f1"] == pytest.approx(0.5)
+    got = rouge_l("the cat was found under the bed", "the cat was under the bed")
+    assert got["precision"] == pytest.approx(6 / 7) and got["recall"] == 1.0
+    assert got["f1"] == pytest.approx(12 / 13)
+    assert rouge_l("Same, words!", "same words")["f1"] == 1.0
+    assert rouge_l("alpha", "beta")["f1"] == 0.0 and rouge_l("", "beta")["f1"] == 0.0
+
+
+def _naive_lcs(a, b):
+    if not a or not b:
+        return 0
+    if a[0] == b[0]:
+        return 1 + _naive_lcs(a[1:], b[1:])
+    return max(_naive_lcs(a[1:], b), _naive_lcs(a, b[1:]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from("abc"), max_size=7), st.lists(st.sampled_from("abc"), max_size=7))
+def test_lcs_matches_the_definition(a, b):
+    assert lcs_length(a, b) == _naive_lcs(a, b) == lcs_length(b, a)
+
+
+def test_prompt_sources(tmp_path):
+    txt = tmp_path / "p.txt"
+    txt.write_text("first prompt\n\nsecond prompt\n")
+    assert [i.prompt for i in load_prompts(txt)] == ["first prompt", "second prompt"]
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text(json.dumps({"prompt": "hi", "reference": "hello"}) + "\n" + json.dumps({"prompt": "x"}) + "\n")
+    assert [(i.prompt, i.reference) for i in load_prompts(pairs)] == [("hi", "hello"), ("x", None)]
+    chats = tmp_path / "c.jsonl"
+    chats.write_text("\n".join(json.dumps(r) for r in CHAT_ROWS))
+    items = load_prompts(chats)
+    assert items[0].reference == "answer 0 ok" and items[0].prompt_text() == "question 0"
+    assert items_from_rows([{"text": "plain"}]) == []
+    with pytest.raises(ConfigError, match="no such file"):
+        load_prompts(tmp_path / "missing.txt")
+
+
+def test_mean_loss_matches_the_model(tiny_dirs):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from studio import data
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_dirs["llama"])
+    ex = data.tokenize_rows(CHAT_ROWS[:1], tok, max_len=512).examples[0]
+    with torch.no_grad():
+        want = model(input_ids=torch.tensor([ex["input_ids"]]), labels=torch.tensor([ex["labels"]])).loss
+    assert mean_loss(model, tok, CHAT_ROWS[:1]) == pytest.approx(float(want), rel=1e-5)
+
+
+@pytest.fixture
+def run(tmp_path, tiny_dirs):
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in CHAT_ROWS))
+    return make_run(tmp_path, tiny_dirs["llama"], "lora", data={"path": str(path), "val_fraction": 0.34})
+
+
+def test_eval_table_from_heldout_split(run):
+    report = evaluate_run(run, max_new_tokens=6)
+    assert report.panes == ["base", "tuned"] and len(report.rows) == 2  # 6 rows * 0.34 held out
+    row = report.rows[0]
+    assert set(row["answers"]) == {"base", "tuned"} and set(row["rouge_l"]) == {"base", "tuned"}
+    base, tuned = report.summary["base"], report.summary["tuned"]
+    assert base["loss"] != tuned["loss"] and tuned["perplexity"] == pytest.approx(math.exp(tuned["loss"]))
+    assert report.summary["loss_on"] == "the held-out split"
+    lines = (run / "eval.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and "summary" in json.loads(lines[-1])
+    table = report.table()
+    assert "base" in table and "tuned" in table and "perplexity" in table
+
+
+def test_eval_typed_prompts_without_references(run):
+    report = evaluate_run(run, items=[EvalItem("hello"), EvalItem("who are you")], max_new_tokens=4, save=False)
+    assert len(report.rows) == 2 and "rouge_l" not in report.rows[0]
+    assert report.summary["base"]["rouge_l"] is None and report.summary["base"]["loss"] is not None
+
+
+def test_cli_eval(run, tmp_path, capsys):
+    from studio.cli import main
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\n")
+    assert main(["eval", str(run), "--prompts", str(prompts), "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "[1] hello" in out and "eval.jsonl" in out
+    assert main(["eval", str(run), "--prompts", str(tmp_path / "nope.txt")]) == 2
