@@ -1,0 +1,310 @@
+"""The shared method matrix: every registered method on tiny Llama- and GPT-2-shaped models.
+
+For each method: the declared trainable count equals the real one, a few steps lower the loss, the
+saved result loads onto a fresh base with identical logits, and merging works or is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, tiny_model, tiny_tokenizer
+
+from studio import methods
+from studio.config import ConfigError, MethodSpec, ModelSpec
+from studio.methods import Context, MergeRefused
+from studio.models import ArchSpec
+
+ALL = methods.names()
+FAMILIES = ("llama", "gpt2")
+# knobs that make a method usable on both tiny families (Llama has no biases, so BitFit adds its norms)
+SPECS = {"bitfit": {"norms": True}, "prefix": {"num_virtual_tokens": 4}, "prompt": {"num_virtual_tokens": 4},
+         "ptuning": {"num_virtual_tokens": 4, "encoder_hidden_size": 32}, "adapter": {"size": 16}}
+STEPS = 6
+
+
+def _spec(name: str, **knobs) -> MethodSpec:
+    return MethodSpec(name, {**SPECS.get(name, {}), **knobs})
+
+
+def _base(name: str, family: str, dirs, spec: MethodSpec | None = None):
+    """A fresh base for ``name``: quantised methods load the tiny folder through model_spec_for."""
+    method = methods.get(name)
+    if method.quantized is None:
+        return tiny_model(family)
+    from studio import models
+
+    model_spec = methods.model_spec_for(ModelSpec(id=str(dirs[family]), dtype="fp32"), spec or _spec(name))
+    return models.load(model_spec)[0].eval()
+
+
+def _applied(name: str, family: str, dirs, spec: MethodSpec | None = None):
+    spec = spec or _spec(name)
+    ctx = Context(tokenizer=tiny_tokenizer(), total_steps=STEPS)
+    return methods.get(name).apply(_base(name, family, dirs, spec), spec, ctx), spec
+
+
+def _batch(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(8, 100, (2, 16), generator=g)
+
+
+def _train(model, method, steps: int = STEPS) -> list[float]:
+    torch.manual_seed(0)
+    ids = _batch()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=max(method.learning_rate, 1e-3))
+    model.train()
+    losses = []
+    for step in range(steps):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        method.on_step(model, step)  # AdaLoRA's rank reallocation; a no-op for the others
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+@torch.no_grad()
+def _logits(model) -> torch.Tensor:
+    model.eval()
+    return model(input_ids=_batch(1)).logits.float()
+
+
+@pytest.mark.parametrize("family", ("llama", "gpt2", "qwen2"))
+@pytest.mark.parametrize("name", ALL)
+def test_declared_trainable_equals_real(name, family, tiny_dirs):
+    model, spec = _applied(name, family, tiny_dirs)
+    arch = ArchSpec.from_config(tiny_model(family).config)
+    assert methods.get(name).trainable(arch, spec) == methods.count_trainable(model) > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", ALL)
+def test_train_save_load_round_trip(name, family, tiny_dirs, tmp_path):
+    method = methods.get(name)
+    model, spec = _applied(name, family, tiny_dirs)
+    losses = _train(model, method)
+    assert losses[-1] < losses[0], f"{name} on {family}: loss did not go down: {losses}"
+    expected = _logits(model)
+
+    folder = methods.save_result(model, spec, tmp_path / "adapter")
+    assert list(folder.glob("*.safetensors")) and not list(folder.glob("*.bin"))
+    assert methods.result_spec(folder).name == name
+    loaded = methods.load_result(_base(name, family, tiny_dirs, spec), folder)
+    torch.testing.assert_close(_logits(loaded), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [m.name for m in methods.all_methods() if m.fmt == "peft"])
+def test_peft_results_load_with_plain_peft(name, tiny_dirs, tmp_path):
+    from peft import PeftModel
+
+    model, spec = _applied(name, "llama", tiny_dirs)
+    methods.save_result(model, spec, tmp_path)
+    assert (tmp_path / "adapter_config.json").is_file() and (tmp_path / "adapter_model.safetensors").is_file()
+    loaded = PeftModel.from_pretrained(_base(name, "llama", tiny_dirs, spec), str(tmp_path))
+    torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=1e-5)
+
+
+def _perturbed(model) -> None:
+    # LoRA's B (and IA3's vectors) start so the adapter is a no-op; move them so the merge has something to do
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", [m.name for m in methods.all_methods() if m.can_merge])
+def test_merge_gives_a_plain_model_with_the_same_logits(name, family, tiny_dirs, tmp_path):
+    from peft import PeftModel
+
+    model, spec = _applied(name, family, tiny_dirs)
+    _perturbed(model)
+    if methods.get(name).quantized:  # merging into 4/8-bit weights is refused: load onto a float base
+        with pytest.raises(MergeRefused, match="quantised"):
+            methods.merge(model)
+        methods.save_result(model, spec, tmp_path)
+        model = methods.load_result(tiny_model(family), tmp_path)
+    expected = _logits(model)
+    merged = methods.merge(model)
+    assert not isinstance(merged, PeftModel)
+    assert not any("lora_" in n or "ia3_" in n for n, _ in merged.named_parameters())
+    torch.testing.assert_close(_logits(merged), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", [m.name for m in methods.all_methods() if not m.can_merge])
+def test_merge_is_refused_with_the_reason(name, tiny_dirs):
+    method = methods.get(name)
+    model, _ = _applied(name, "gpt2", tiny_dirs)
+    assert method.merge_refusal
+    with pytest.raises(MergeRefused, match="cannot merge"):
+        methods.merge(model)
+
+
+def test_prompt_methods_refuse_merge():
+    for name in ("prefix", "prompt", "ptuning"):
+        assert not methods.get(name).can_merge
+        assert "virtual tokens" in methods.get(name).merge_refusal
+
+
+def test_bitfit_on_a_model_without_biases_says_so():
+    with pytest.raises(ConfigError, match="no bias terms"):
+        methods.get("bitfit").apply(tiny_model("llama"), MethodSpec("bitfit"), Context())
+    arch = ArchSpec.from_config(tiny_model("gpt2").config)
+    model = methods.get("bitfit").apply(tiny_model("gpt2"), MethodSpec("bitfit"), Context())
+    assert all(n.endswith("bias") for n, p in model.named_parameters() if p.requires_grad)
+    assert methods.count_trainable(model) == methods.get("bitfit").trainable(arch, MethodSpec("bitfit"))
+
+
+@pytest.mark.parametrize("knobs", [{"top_blocks": 1, "parts": ["mlp"]}, {"top_blocks": 0, "train_head": True},
+                                   {"top_blocks": 9, "parts": ["attention", "norms"], "train_head": True}])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_freeze_parts_and_head(knobs, family):
+    spec = MethodSpec("freeze", knobs)
+    model = methods.get("freeze").apply(tiny_model(family), spec, Context())
+    arch = ArchSpec.from_config(model.config)
+    assert methods.count_trainable(model) == methods.get("freeze").trainable(arch, spec)
+
+
+def test_freeze_with_nothing_to_train_is_refused():
+    with pytest.raises(ConfigError, match="nothing would train"):
+        methods.get("freeze").apply(tiny_model("llama"), MethodSpec("freeze", {"top_blocks": 0}), Context())
+
+
+@pytest.mark.parametrize("knobs", [{"use_dora": True}, {"use_rslora": True, "bias": "all", "targets": ["all-linear"]},
+                                   {"bias": "lora_only", "targets": ["mlp"]}, {"targets": ["q_proj", "down_proj"]}])
+@pytest.mark.parametrize("family", ("llama", "qwen2"))
+def test_lora_variants_count_exactly(knobs, family):
+    spec = MethodSpec("lora", knobs)
+    model = methods.get("lora").apply(tiny_model(family), spec, Context())
+    assert methods.count_trainable(model) == methods.get("lora").trainable(ArchSpec.from_config(model.config), spec)
+
+
+@pytest.mark.parametrize("knobs", [{"prefix_projection": True}, {"prefix_projection": True, "encoder_hidden_size": 48}])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prefix_projection_counts(knobs, family):
+    spec = MethodSpec("prefix", {"num_virtual_tokens": 3, **knobs})
+    model = methods.get("prefix").apply(tiny_model(family), spec, Context())
+    assert methods.count_trainable(model) == methods.get("prefix").trainable(ArchSpec.from_config(model.config), spec)
+
+
+def test_ptuning_lstm_counts():
+    spec = MethodSpec("ptuning", {"encoder": "LSTM", "encoder_layers": 2, "encoder_hidden_size": 24})
+    model = methods.get("ptuning").apply(tiny_model("gpt2"), spec, Context())
+    assert methods.count_trainable(model) == methods.get("ptuning").trainable(ArchSpec.from_config(model.config), spec)
+
+
+def test_prompt_init_from_text_uses_the_token_embeddings():
+    tok = tiny_tokenizer()
+    spec = MethodSpec("prompt", {"num_virtual_tokens": 4, "init": "text", "init_text": "ab"})
+    base = tiny_model("llama")
+    embed = base.get_input_embeddings().weight.detach().clone()
+    model = methods.get("prompt").apply(base, spec, Context(tokenizer=tok))
+    ids = tok("ab", add_special_tokens=False)["input_ids"]
+    table = model.prompt_encoder["default"].embedding.weight
+    torch.testing.assert_close(table[:2], embed[ids])
+    torch.testing.assert_close(table[2:], embed[ids])
+    with pytest.raises(ConfigError, match="init_text"):
+        methods.get("prompt").apply(tiny_model("llama"), MethodSpec("prompt", {"init": "text"}), Context())
+
+
+def test_mixed_batch_flags_match_what_peft_allows():
+    assert methods.get("lora").mixed_batch(MethodSpec("lora"))
+    assert not methods.get("lora").mixed_batch(MethodSpec("lora", {"use_dora": True}))
+    assert not methods.get("prompt").mixed_batch() and not methods.get("full").mixed_batch()
+    ids = _batch()
+    for knobs, ok in (({}, True), ({"use_dora": True}, False)):
+        model = methods.get("lora").apply(tiny_model("llama"), MethodSpec("lora", knobs), Context()).eval()
+        if ok:
+            model(input_ids=ids, adapter_names=["__base__", "default"])
+        else:
+            with pytest.raises(ValueError, match="DoRA"):
+                model(input_ids=ids, adapter_names=["__base__", "default"])
+
+
+@pytest.mark.parametrize("name", ["lora", "ia3", "prompt", "adapter"])
+def test_adapter_off_runs_the_base(name, tiny_dirs):
+    base_logits = _logits(tiny_model("gpt2"))
+    model, _ = _applied(name, "gpt2", tiny_dirs)
+    _perturbed(model)
+    with methods.adapter_off(model):
+        off = _logits(model)
+    assert off.shape[1] == base_logits.shape[1] or name == "prompt"
+    if name != "prompt":  # prompt tuning's output also covers its virtual tokens
+        torch.testing.assert_close(off, base_logits)
+    assert not torch.allclose(_logits(model)[:, -base_logits.shape[1]:], base_logits)
+
+
+def test_adapter_off_is_refused_for_weight_methods():
+    model = methods.get("full").apply(tiny_model("gpt2"), MethodSpec("full"), Context())
+    with pytest.raises(ConfigError, match="no base"):
+        with methods.adapter_off(model):
+            pass
+
+
+def test_quantised_methods_set_how_the_base_loads():
+    spec = methods.model_spec_for(ModelSpec(), MethodSpec("qlora", {"quant_type": "fp4", "double_quant": False}))
+    assert (spec.quantization, spec.double_quant) == ("fp4", False)
+    assert methods.model_spec_for(ModelSpec(), MethodSpec("lora_8bit")).quantization == "8bit"
+    assert methods.model_spec_for(ModelSpec(), MethodSpec("lora")) == ModelSpec()
+    with pytest.raises(ConfigError, match="quantised"):
+        methods.get("qlora").apply(tiny_model("llama"), MethodSpec("qlora"), Context())
+
+
+def test_weight_methods_refuse_a_quantised_base(tiny_dirs):
+    model = _base("qlora", "llama", tiny_dirs)
+    with pytest.raises(ConfigError, match="quantised base"):
+        methods.get("full").apply(model, MethodSpec("full"), Context())
+
+
+def test_adalora_hook_and_schedule():
+    method = methods.get("adalora")
+    assert len(methods.trainer_callbacks(method)) == 1
+    assert methods.trainer_callbacks(methods.get("lora")) == []
+    with pytest.raises(ConfigError, match="total number of steps"):
+        method.apply(tiny_model("llama"), MethodSpec("adalora"), Context())
+    with pytest.raises(ConfigError, match="below 1"):
+        method.apply(tiny_model("llama"), MethodSpec("adalora", {"tinit": 0.6, "tfinal": 0.5}), Context(total_steps=50))
+    model = method.apply(tiny_model("llama"), MethodSpec("adalora"), Context(total_steps=200))
+    cfg = model.peft_config["default"]
+    assert (cfg.tinit, cfg.tfinal, cfg.total_step) == (20, 40, 200)
+
+
+def test_unknown_targets_name_what_the_model_has():
+    with pytest.raises(ConfigError, match="c_attn"):
+        methods.get("lora").apply(tiny_model("gpt2"), MethodSpec("lora", {"targets": ["q_proj"]}), Context())
+
+
+def test_every_method_validates_its_knobs():
+    assert MethodSpec("adapter", {"style": "sideways"}).problems()
+    assert MethodSpec("qlora", {"quant_type": "int3"}).problems()
+    assert MethodSpec("nope").problems()
+    for m in methods.all_methods():
+        assert MethodSpec(m.name).problems() == []
+        assert all(k.help for k in m.knobs)
+
+
+def test_cli_lists_every_method_with_its_knobs():
+    out = subprocess.run([sys.executable, "-m", "studio", "methods", "--json"], cwd=ROOT, capture_output=True,
+                         text=True, check=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    items = {m["name"]: m for m in json.loads(out.stdout)}
+    assert set(items) == set(ALL) >= {"full", "freeze", "lora", "qlora", "lora_8bit", "adalora", "ia3", "prefix",
+                                      "prompt", "ptuning", "adapter", "bitfit"}
+    assert {k["name"] for k in items["qlora"]["knobs"]} >= {"quant_type", "double_quant", "compute_dtype"}
+    assert items["lora"]["mixed_batch"] and items["ia3"]["can_merge"] and items["prompt"]["merge_refusal"]
+
+
+@pytest.mark.slow
+def test_embedded_model_counts_match():
+    from studio import models
+
+    arch = models.read_arch(ModelSpec())
+    for name in ("lora", "ia3", "adapter", "prefix"):
+        model, tok = models.load(ModelSpec())
+        model = methods.get(name).apply(model, MethodSpec(name), Context(tokenizer=tok, total_steps=10))
+        assert methods.count_trainable(model) == methods.get(name).trainable(arch, MethodSpec(name))
