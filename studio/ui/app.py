@@ -4,41 +4,52 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.ui import state
+from studio.ui import chat_tab, data_tab, gpus_panel, method_tab, model_tab, runs_tab, state, train_tab
 from studio.ui.form import Form
 
 __all__ = ["build_app", "CSS"]
 
 CSS = """
 #estimate-text, #trainable {font-size: 0.95rem}
-#train-progress .bar {height: 14px; background: var(--color-accent); border-radius: 4px}
+#train-progress .bar {height: 14px; background: var(--color-accent); border-radius: 4px; transition: width .5s}
 #train-progress .track {background: var(--neutral-200); border-radius: 4px; width: 100%}
+#train-progress-label {font-size: 0.9rem; margin-top: 4px}
 .mono textarea {font-family: var(--font-mono); font-size: 12px}
 """
 
+_INTRO = ("# PEFT Studio\nPick a model and a method, see whether it fits, train, then chat with the base and the "
+          "tuned model side by side. Everything here is a RunConfig: the Runs tab shows it as YAML and as a command.")
 
-def _tab(label: str, elem_id: str):
+
+def _tab(label: str, elem_id: str) -> gr.Tab:
     return gr.Tab(label, id=elem_id, elem_id=elem_id)
 
 
 def build_app(default_model: str | None = None, runs_root: str | None = None) -> gr.Blocks:
     """The studio as a gr.Blocks. Every tab adds its settings to one Form that builds the RunConfig."""
-    from studio.ui import method_tab, model_tab
-
     app_state = state.configure(default_model, runs_root)
     form = app_state.form = Form()
     with gr.Blocks(title="PEFT Studio") as demo:
-        gr.Markdown("# PEFT Studio\nPick a model and a method, see whether it fits, train, then chat with "
-                    "the base and the tuned model side by side.")
+        gr.Markdown(_INTRO)
         with gr.Tabs(elem_id="tabs"):
             with _tab("1 · Model", "tab-model"):
-                mt = model_tab.build_model_tab(form, app_state.default_model)
+                model = model_tab.build_model_tab(form, app_state.default_model)
             with _tab("2 · Method", "tab-method"):
-                met = method_tab.build_method_tab(form, app_state.default_model)
-            for label, elem_id in (("3 · Data", "tab-data"), ("4 · Train", "tab-train"), ("5 · Chat", "tab-chat"),
-                                   ("6 · Runs", "tab-runs")):
-                with _tab(label, elem_id):
-                    gr.Markdown(state.missing(label.split(" · ")[1] + " tab"))
-        model_tab.wire_model_tab(mt)
-        method_tab.wire_method_tab(met, form, mt.model_id, mt.gpu, demo)
+                method = method_tab.build_method_tab(form, app_state.default_model)
+            with _tab("3 · Data", "tab-data"):
+                data = data_tab.build_data_tab(form)
+            with _tab("4 · Train", "tab-train"):
+                train = train_tab.build_train_tab(form, str(app_state.runs_root))
+                gpus = gpus_panel.build_gpus_panel(form)
+            with _tab("5 · Chat", "tab-chat"):
+                chat = chat_tab.build_chat_tab()
+            with _tab("6 · Runs", "tab-runs") as runs_item:
+                runs = runs_tab.build_runs_tab()
+        model_tab.wire_model_tab(model)
+        method_tab.wire_method_tab(method, form, model.model_id, model.gpu, demo)
+        data_tab.wire_data_tab(data, form)
+        train_tab.wire_train_tab(train, form, demo)
+        gpus_panel.wire_gpus_panel(gpus, form, model.gpu)
+        chat_tab.wire_chat_tab(chat, model.model_id)
+        runs_tab.wire_runs_tab(runs, form, runs_item)
     return demo

@@ -55,31 +55,43 @@ def trainable_text(cfg: RunConfig) -> str:
     return f"**{n:,}** trainable parameters ({100 * n / max(whole, 1):.3g}% of {whole:,})"
 
 
-def _fit_text(memory, hardware, breakdown, gpu: str, arch, cfg) -> tuple[str, float | None]:
-    if hardware is None:
-        return "", None
-    target = None if gpu in (None, "", HERE) else gpu
-    verdict = hardware.fit(breakdown, target, arch, cfg)
-    text = getattr(verdict, "message", None) or str(verdict)
-    capacity = getattr(verdict, "capacity_bytes", None) or getattr(verdict, "total_bytes", None)
-    return text, capacity
+def _device(hardware, gpu: str | None):
+    """The catalog device picked, or the first device here."""
+    return hardware.find(None if gpu in (None, "", HERE) else gpu)
+
+
+def _fit_md(fit) -> str:
+    """The verdict line, the first change that would make it fit, and the largest batch / length."""
+    icon = {"fits": "✅", "tight": "⚠️", "does not fit": "❌"}.get(fit.verdict, "")
+    lines = [f"{icon} **{fit.summary}**"]
+    if fit.changes:
+        lines.append(f"- would fit: {fit.changes[0].text} ({fit.changes[0].peak_bytes / 1e9:.1f} GB)")
+    if fit.max_micro_batch:
+        lines.append(f"- largest micro-batch that fits: {fit.max_micro_batch}; longest max_seq_len: {fit.max_seq_len}")
+    if getattr(fit.device, "note", ""):
+        lines.append(f"- {fit.device.note}")
+    return "\n".join(lines)
 
 
 def estimate_view(cfg: RunConfig, gpu: str = HERE) -> tuple[str, go.Figure, str]:
     """Trainable count, VRAM breakdown figure and fit verdict for ``cfg`` (pure and fast)."""
     try:
         trainable = trainable_text(cfg)
+        arch = models.read_arch(cfg.model)
     except ConfigError as err:
         return "**Cannot read the model:** " + "; ".join(err.problems), plots.empty("VRAM estimate"), ""
     memory, hardware = state.core("memory"), state.core("hardware")
-    if memory is None:
+    if memory is None or hardware is None:
         return trainable, plots.empty("VRAM estimate"), state.missing("The VRAM estimate")
-    arch = models.read_arch(cfg.model)
-    breakdown = memory.estimate(arch, cfg)
-    verdict, capacity = _fit_text(memory, hardware, breakdown, gpu, arch, cfg)
-    peak = breakdown.peak_bytes / 1024**3
-    fig = plots.memory_bar(dict(breakdown.parts), capacity, title=f"VRAM estimate: {peak:.2f} GB peak")
-    return trainable, fig, f"**Peak {peak:.2f} GB.** {verdict}".strip()
+    try:
+        device = _device(hardware, gpu)
+        breakdown = memory.estimate(arch, cfg, device="cpu" if device.kind == "cpu" else "cuda")
+        fit = hardware.fit(breakdown, device, arch, cfg)
+    except ConfigError as err:
+        return trainable, plots.empty("VRAM estimate"), "**Cannot estimate:** " + "; ".join(err.problems)
+    parts = {name: getattr(breakdown, name) for name in memory.PARTS}
+    title = f"{'RAM' if device.kind == 'cpu' else 'VRAM'} estimate: {breakdown.peak_bytes / 1e9:.2f} GB peak"
+    return trainable, plots.memory_bar(parts, device.total_bytes, title=title), _fit_md(fit)
 
 
 def estimate_event(form: Form):

@@ -56,17 +56,18 @@ def hardware_card() -> str:
     hardware = state.core("hardware")
     if hardware is None:
         return state.missing("Hardware detection")
-    here = hardware.detect()
-    describe = getattr(here, "describe", None)
-    return describe() if callable(describe) else str(here)
+    lines = []
+    for d in hardware.detect():
+        free = f", {d.free_bytes / 1e9:.1f} GB free" if d.free_bytes is not None else ""
+        driver = f", driver {d.driver}" if d.driver else ""
+        lines.append(f"- **{d.name}**: {d.total_bytes / 1e9:.1f} GB{free}{driver}" + (f"  \n  _{d.note}_" if d.note else ""))
+    return "\n".join(lines)
 
 
 def gpu_choices() -> list[str]:
-    """The planning choices: this machine, then the catalog's GPUs."""
+    """The planning choices: this machine, then the catalog's devices."""
     hardware = state.core("hardware")
-    catalog = getattr(hardware, "CATALOG", None) or {}
-    names = list(catalog) if isinstance(catalog, dict) else [getattr(g, "name", str(g)) for g in catalog]
-    return [HERE] + names
+    return [HERE] + (list(hardware.CATALOG) if hardware else [])
 
 
 def build_model_tab(form: Form, default_model: str) -> ModelTab:

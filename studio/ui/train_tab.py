@@ -1,0 +1,280 @@
+"""Train tab: schedule settings, Start / Stop / Resume, and the live view of the job the core runs in its
+background thread (progress with ETA, loss chart, speed and memory, log tail, result or error).
+
+The page polls ``job.snapshot()`` / ``job.events()`` with a gr.Timer, so any number of browser tabs can
+watch one run, a reload picks it back up and closing the page does not stop it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+import plotly.graph_objects as go
+
+from studio.config import ConfigError, RunConfig, TrainSpec
+from studio.ui import plots, state
+from studio.ui.form import Form, field_widget
+
+__all__ = ["TrainTab", "TrainView", "build_train_tab", "start_training", "stop_training", "resume_training",
+           "resumable_runs", "current", "training_view", "status", "start_from_yaml"]
+
+SCHEDULE_FIELDS = ("epochs", "max_steps", "learning_rate", "scheduler", "warmup_ratio", "weight_decay",
+                   "max_grad_norm", "eval_steps", "save_steps", "logging_steps", "early_stopping_patience", "seed")
+_ENDED = ("done", "stopped", "failed", "interrupted")
+_LOG_LINES = 14
+
+
+@dataclass
+class TrainTab:
+    start: gr.Button
+    stop: gr.Button
+    resume_run: gr.Dropdown
+    resume: gr.Button
+    message: gr.Markdown
+    progress: gr.HTML
+    stats: gr.Markdown
+    plot: gr.Plot
+    log: gr.Textbox
+    result: gr.Markdown
+    timer: gr.Timer
+
+
+@dataclass
+class TrainView:
+    """What the Train tab shows for one moment of a job."""
+
+    progress: str
+    stats: str
+    figure: go.Figure
+    log: str
+    result: str
+    active: bool
+
+
+def current():
+    """The job this process runs (started here or elsewhere in the process), or None."""
+    training = state.core("training")
+    app = state.get()
+    job = training.current_job() if training else None
+    return job or app.job
+
+
+def start_training(cfg: RunConfig) -> str:
+    """Start a TrainingJob for ``cfg``; the message says where it writes or why it cannot start."""
+    training = state.core("training")
+    if training is None:
+        return state.missing("Training")
+    # runs go to the studio's runs folder only, whatever the config (or an API caller) says
+    cfg.train.output_dir = str(state.get().runs_root)
+    try:
+        job = training.TrainingJob(cfg).start()
+    except ConfigError as err:
+        return "**Cannot start:** " + "; ".join(err.problems)
+    state.get().job = job
+    return f"Started **{job.name}** in `{job.run_dir}`."
+
+
+def start_from_yaml(config_yaml: str) -> str:
+    """Start a run from RunConfig YAML text: the API's twin of the Start button."""
+    try:
+        cfg = RunConfig.from_yaml(config_yaml or "", "config")
+    except ConfigError as err:
+        return "**Cannot start:** " + "; ".join(err.problems)
+    return start_training(cfg)
+
+
+def stop_training() -> str:
+    """Ask the current job to stop after its step (what was trained so far is saved)."""
+    job = current()
+    if job is None or not job.running:
+        return "No run is going."
+    job.stop()
+    return f"Stopping **{job.name}** after the current step; what was trained so far is saved."
+
+
+def resumable_runs(root: str | None = None) -> list[str]:
+    """Run folders that ended early (stopped, interrupted, failed) and have a checkpoint."""
+    runs = state.core("runs")
+    if runs is None:
+        return []
+    root = root or str(state.get().runs_root)
+    return [str(r.path) for r in runs.list_runs(root)
+            if r.status in ("stopped", "interrupted", "failed") and runs.last_checkpoint(r.path) is not None]
+
+
+def resume_training(run_dir: str | None) -> str:
+    """Continue ``run_dir`` from its last checkpoint."""
+    training = state.core("training")
+    if training is None:
+        return state.missing("Training")
+    if not run_dir:
+        return "Pick a run to resume."
+    try:
+        job = training.TrainingJob.resume(run_dir)
+    except ConfigError as err:
+        return "**Cannot resume:** " + "; ".join(err.problems)
+    state.get().job = job
+    return f"Resuming **{job.name}**."
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _progress_html(snap: dict) -> str:
+    step, total = snap.get("step") or 0, snap.get("total") or 0
+    pct = 100 * step / total if total else 0
+    label = (f"{snap.get('state', '?')} · step {step}/{total or '?'} · {pct:.0f}% · "
+             f"ETA {_duration(snap.get('eta_seconds'))}")
+    return (f"<div class='track'><div class='bar' style='width:{pct:.1f}%'></div></div>"
+            f"<div id='train-progress-label'>{label}</div>")
+
+
+def _stats_md(snap: dict) -> str:
+    def num(key, fmt):
+        v = snap.get(key)
+        return format(v, fmt) if isinstance(v, (int, float)) else "–"
+    mem = snap.get("memory_bytes")
+    peak = snap.get("peak_memory_bytes")
+    return (f"**loss** {num('loss', '.4f')} · **eval loss** {num('eval_loss', '.4f')} · "
+            f"**lr** {num('learning_rate', '.2e')} · **tokens/s** {num('tokens_per_second', ',.0f')} · "
+            f"**memory** {mem / 2**30:.2f} GB" if mem else "**memory** –") + (
+            f" (peak {peak / 2**30:.2f} GB)" if peak else "")
+
+
+def _log_line(event: dict) -> str | None:
+    when = time.strftime("%H:%M:%S", time.localtime(event.get("time", 0)))
+    kind = event.get("type")
+    if kind == "log":
+        return (f"{when} step {event.get('step')}/{event.get('total')} loss {event.get('loss', 0):.4f} "
+                f"lr {event.get('learning_rate') or 0:.2e} {event.get('tokens_per_second') or 0:,.0f} tok/s")
+    if kind == "eval":
+        return f"{when} step {event.get('step')} eval loss {event.get('eval_loss', 0):.4f}"
+    if kind == "state":
+        return f"{when} {event.get('state')}" + (f": {event['message']}" if event.get("message") else "")
+    if kind == "setup":
+        return (f"{when} {event.get('rows')} training rows, {event.get('eval_rows')} eval rows, "
+                f"{event.get('total_steps')} steps, learning rate {event.get('learning_rate')}")
+    if kind == "message":
+        return f"{when} {event.get('text')}"
+    return None
+
+
+def _result_md(job, snap: dict) -> str:
+    status = snap.get("state")
+    if status == "failed":
+        return f"**The run failed:** {snap.get('message') or getattr(job, 'error', '')}"
+    if status not in ("done", "stopped"):
+        return ""
+    result = getattr(job, "result", {}) or {}
+    size = _adapter_bytes(job)
+    loss = result.get("final_loss")
+    eval_loss = result.get("final_eval_loss")
+    return (f"**{'Finished' if status == 'done' else 'Stopped'}.** Run folder `{job.run_dir}` · "
+            f"final loss {loss:.4f}" if isinstance(loss, (int, float)) else "final loss –") + (
+            f" · eval loss {eval_loss:.4f}" if isinstance(eval_loss, (int, float)) else "") + (
+            f" · adapter {size / 2**20:.1f} MB" if size else "") + (
+            f" · {_duration(result.get('train_seconds'))} of training")
+
+
+def _adapter_bytes(job) -> int:
+    runs = state.core("runs")
+    if runs is None or job.run_dir is None:
+        return 0
+    return int(runs.read_state(job.run_dir).get("adapter_bytes") or 0)
+
+
+def training_view(job=None) -> TrainView:
+    """The Train tab's view of ``job`` (default: the current one); ``active`` is False once it has ended."""
+    job = job if job is not None else current()
+    if job is None:
+        return TrainView("<div id='train-progress-label'>No run yet.</div>", "", plots.loss_chart([]), "", "",
+                         False)
+    snap = job.snapshot()
+    events = job.events(0)
+    rows = [e for e in events if e.get("type") in ("log", "eval")]
+    lines = [line for line in map(_log_line, events) if line]
+    ended = snap.get("state") in _ENDED and not job.running
+    return TrainView(_progress_html(snap), _stats_md(snap), plots.loss_chart(rows, title=f"Loss · {job.name}"),
+                     "\n".join(lines[-_LOG_LINES:]), _result_md(job, snap), not ended)
+
+
+def status() -> dict:
+    """The current job's snapshot (the API's status endpoint); {'state': 'idle'} when there is none."""
+    job = current()
+    return job.snapshot() if job is not None else {"state": "idle"}
+
+
+def _view_outputs(view: TrainView) -> tuple:
+    return view.progress, view.stats, view.figure, view.log, view.result, gr.Timer(active=view.active)
+
+
+def tick() -> tuple:
+    """The timer's event: redraw the view; the timer stops itself once the job has ended."""
+    return _view_outputs(training_view())
+
+
+def build_train_tab(form: Form, runs_root: str) -> TrainTab:
+    """Schedule settings (in ``form``), the controls and the live view."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            form.add("train.run_name", field_widget(TrainSpec, "run_name", elem_id="run-name"))
+            form.add("train.output_dir", gr.Textbox(runs_root, label="runs folder", interactive=False,
+                                                    info="where run folders are written (set when the studio starts)"))
+            for pair in zip(SCHEDULE_FIELDS[::2], SCHEDULE_FIELDS[1::2]):
+                with gr.Row():
+                    for name in pair:
+                        form.add(f"train.{name}", field_widget(TrainSpec, name, elem_id=f"train-{name}"))
+        with gr.Column(scale=3):
+            with gr.Row():
+                start = gr.Button("Start training", variant="primary", elem_id="start-btn")
+                stop = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+            with gr.Row():
+                resume_run = gr.Dropdown(resumable_runs(runs_root), label="resume a run", scale=3,
+                                         info="runs that ended early and have a checkpoint", elem_id="resume-run")
+                resume = gr.Button("Resume", scale=1, elem_id="resume-btn")
+            message = gr.Markdown(elem_id="train-message")
+            progress = gr.HTML(training_view().progress, elem_id="train-progress")
+            stats = gr.Markdown(elem_id="train-stats")
+            plot = gr.Plot(plots.loss_chart([]), show_label=False, elem_id="loss-plot")
+            result = gr.Markdown(elem_id="train-result")
+            log = gr.Textbox(label="log", lines=8, max_lines=8, interactive=False, elem_id="train-log",
+                             elem_classes=["mono"])
+    timer = gr.Timer(1.0, active=False)
+    return TrainTab(start, stop, resume_run, resume, message, progress, stats, plot, log, result, timer)
+
+
+def wire_train_tab(tab: TrainTab, form: Form, demo: gr.Blocks) -> None:
+    """Start / Stop / Resume, the polling timer, and picking a running job back up on page load."""
+    view = [tab.progress, tab.stats, tab.plot, tab.log, tab.result, tab.timer]
+
+    def _start(*values):
+        try:
+            cfg = form.to_config(*values)
+        except ConfigError as err:
+            return ("**Check the settings:**\n" + "\n".join(f"- {p}" for p in err.problems),
+                    gr.Timer(active=False))
+        text = start_training(cfg)
+        return text, gr.Timer(active=current() is not None and current().running)
+
+    def _resume(run_dir):
+        text = resume_training(run_dir)
+        return text, gr.Timer(active=current() is not None and current().running)
+
+    tab.start.click(_start, form.components, [tab.message, tab.timer], concurrency_limit=None,
+                    api_name="start_training")
+    tab.stop.click(stop_training, None, tab.message, concurrency_limit=None, api_name="stop_training")
+    tab.resume.click(_resume, tab.resume_run, [tab.message, tab.timer], concurrency_limit=None,
+                     api_name="resume_training")
+    tab.resume_run.focus(lambda: gr.update(choices=resumable_runs()), None, tab.resume_run,
+                         api_visibility="private", concurrency_limit=None)
+    tab.timer.tick(tick, None, view, concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    demo.load(tick, None, view, concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    gr.api(status, api_name="status", concurrency_limit=None)
+    gr.api(start_from_yaml, api_name="start_yaml", concurrency_limit=None)
