@@ -185,3 +185,12 @@ def test_preview_counts_rows_over_the_limit(tmp_path):
     path.write_text(json.dumps({"prompt": "p", "completion": "c" * 100}) + "\n")
     view = preview(_cfg(path), tiny_tokenizer())
     assert view.over_max == 1 and view.lengths[0] > 64
+
+
+def test_tokenizer_with_truncation_in_its_file_is_not_cut_short():
+    # some tokenizer.json files enable truncation; the studio's own max_seq_len must be the only cut
+    tok = tiny_tokenizer()
+    tok.backend_tokenizer.enable_truncation(5)
+    ids, labels = _expected_tiny(tok)
+    ex = tokenize_rows([{"messages": CONVO}], tok, max_len=100).examples[0]
+    assert ex["input_ids"] == ids and ex["labels"] == labels

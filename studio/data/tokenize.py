@@ -14,6 +14,7 @@ back to training on the last answer only; the stats count such rows.
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass, field
 
@@ -86,20 +87,25 @@ def _prepare(tokenizer, template: str, row: dict, train_on: str) -> tuple[str, l
     return _spans(tokenizer, template, row["messages"])
 
 
-def _labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
-    labels, k = [], 0
-    for tok, (start, _end) in zip(ids, offsets):
-        while k < len(spans) and start >= spans[k][1]:
-            k += 1
-        labels.append(tok if k < len(spans) and spans[k][0] <= start < spans[k][1] else IGNORE)
+def _labels(ids: list[int], offsets: list, spans: list[tuple[int, int]]) -> list[int]:
+    """Labels: the token id where the token's first character lies in an answer span, else IGNORE."""
+    starts = [o[0] for o in offsets]
+    labels = [IGNORE] * len(ids)
+    for first, end in spans:
+        lo, hi = bisect.bisect_left(starts, first), bisect.bisect_left(starts, end)
+        labels[lo:hi] = ids[lo:hi]
     return labels
 
 
 def _encode(tokenizer, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
     """Token ids and character offsets for each text, in one batch call where the tokenizer is fast."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.truncation is None and backend.padding is None:
+        # the Rust tokenizer directly: the wrapper's per-token Python conversion costs more than encoding
+        return [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)]
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-        return [(list(i), [tuple(o) for o in off]) for i, off in zip(enc["input_ids"], enc["offset_mapping"])]
+        return list(zip(enc["input_ids"], enc["offset_mapping"]))
     out = []  # slow tokenizers have no offsets: rebuild them from decoded pieces
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
