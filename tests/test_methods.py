@@ -309,3 +309,35 @@ def test_embedded_model_counts_match():
         model, tok = models.load(ModelSpec())
         model = methods.get(name).apply(model, MethodSpec(name), Context(tokenizer=tok, total_steps=10))
         assert methods.count_trainable(model) == methods.get(name).trainable(arch, MethodSpec(name))
+
+
+# --- the recommendation helper ------------------------------------------------------------------------------
+
+GB = 2**30
+
+
+@pytest.mark.parametrize("params,memory,goal,method", [
+    (7e9, 8 * GB, "style", "qlora"),              # 16-bit 7B does not fit 8 GB
+    (7e9, 40 * GB, "style", "lora"),
+    (135e6, 16 * GB, "knowledge", "full"),        # small model with room
+    (7e9, 80 * GB, "knowledge", "lora"),
+    (70e9, 48 * GB, "knowledge", "qlora"),
+    (3e9, 24 * GB, "classification", "ia3"),
+    (7e9, 40 * GB, "minimal_storage", "prompt"),
+    (135e6, 4 * GB, "minimal_storage", "ia3"),
+])
+def test_recommendation(params, memory, goal, method):
+    from studio.recommend import recommend
+
+    rec = recommend(params, memory, goal)
+    assert rec.method == method and rec.reason and "\n" not in rec.reason
+    assert rec.spec().problems() == []
+
+
+def test_recommendation_refuses_what_cannot_fit():
+    from studio.recommend import recommend
+
+    with pytest.raises(ConfigError, match="4-bit"):
+        recommend(70e9, 8 * GB, "style")
+    with pytest.raises(ConfigError, match="goal"):
+        recommend(1e9, 8 * GB, "vibes")
