@@ -45,6 +45,7 @@ __all__ = [
     "all_reduce_mean",
     "sharded_loading",
     "fsdp_active",
+    "init_early",
 ]
 
 DEFAULT_PORT = 29500
@@ -76,12 +77,11 @@ def _strategy(cfg: RunConfig, processes: int) -> str:
     return "ddp" if strategy == "none" and processes > 1 else strategy
 
 
-def _quantized(cfg: RunConfig) -> str | None:
+def _quantized(cfg: RunConfig) -> str:
+    """How the base is loaded once the method has had its say (qlora asks for nf4): none, 8bit, nf4, fp4."""
     from studio import methods
 
-    if cfg.model.quantization != "none":
-        return cfg.model.quantization
-    return methods.get(cfg.method.name).quantized
+    return methods.model_spec_for(cfg.model, cfg.method).quantization
 
 
 def _problems(cfg: RunConfig, gpus: int, nodes: int, node_rank: int) -> list[str]:
@@ -242,9 +242,9 @@ def _notes(cfg: RunConfig, gpus: int, nodes: int) -> list[str]:
         notes.append("train.distributed.strategy is 'none': several processes run as plain DDP")
     if strategy in _DEEPSPEED_STAGE and not deepspeed_available():
         notes.append("DeepSpeed is not installed here: `pip install deepspeed` before running this command")
-    if strategy == "fsdp" and _quantized(cfg) in ("nf4", "fp4"):
-        notes.append("FSDP+QLoRA: the 4-bit weights are stored in the compute dtype (bnb_4bit_quant_storage) "
-                     "so FSDP can shard them; keep model.dtype equal to model.compute_dtype")
+    if strategy in ("fsdp", "deepspeed-zero3") and _quantized(cfg) in ("nf4", "fp4"):
+        notes.append("sharded QLoRA: the 4-bit weights are packed into the compute dtype (bnb_4bit_quant_storage) "
+                     "so they can be sharded like any float weight; keep model.dtype equal to the compute dtype")
     if nodes > 1:
         notes.append(f"run the same command on every node with its own --node-rank (0..{nodes - 1}); "
                      "train.output_dir should be on storage every node can reach")
@@ -376,3 +376,16 @@ def sharded_loading() -> bool:
     zero3 = (os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true")
              and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
     return fsdp_active() or zero3
+
+
+def init_early() -> None:
+    """Join the launcher's process group before the model loads (a no-op without a launcher).
+
+    Trainer would do this later anyway (accelerate's PartialState is one per process); doing it first
+    lets transformers read the weights on rank 0 only under FSDP's cpu_ram_efficient_loading, so a
+    70B model is held once in CPU memory instead of once per GPU.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _dist() is None:
+        from accelerate import PartialState
+
+        PartialState()

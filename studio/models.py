@@ -300,8 +300,18 @@ def _quant_config(spec: ModelSpec):
     compute = pick_dtype(spec.compute_dtype if spec.compute_dtype != "auto" else "auto")
     if compute == torch.float32 and not torch.cuda.is_available():
         compute = torch.bfloat16 if torch.backends.mkldnn.is_available() else torch.float32
+    extra = {}
+    if _sharded():  # FSDP / ZeRO-3 shard float tensors only: pack the 4-bit weights into the compute dtype
+        extra["bnb_4bit_quant_storage"] = compute
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.quantization,
-                              bnb_4bit_use_double_quant=spec.double_quant, bnb_4bit_compute_dtype=compute)
+                              bnb_4bit_use_double_quant=spec.double_quant, bnb_4bit_compute_dtype=compute, **extra)
+
+
+def _sharded() -> bool:
+    """True in a process that accelerate launched with FSDP or ZeRO-3 (see studio.distributed)."""
+    from studio import distributed
+
+    return distributed.sharded_loading()
 
 
 def _load_model_uncached(spec: ModelSpec, src: Source):
@@ -311,13 +321,20 @@ def _load_model_uncached(spec: ModelSpec, src: Source):
         return _load_gguf(Path(src.path) / src.gguf_file, pick_dtype(spec.dtype))[0]
     kw = _hub_kwargs(spec, src)
     quant = _quant_config(spec)
+    dtype = pick_dtype(spec.dtype)
+    if _sharded():
+        from studio import distributed
+
+        distributed.init_early()  # transformers then reads the weights on rank 0 only
+        if quant is not None and getattr(quant, "load_in_4bit", False):
+            dtype = quant.bnb_4bit_quant_storage  # FSDP+QLoRA: the model dtype equals the storage dtype
     if quant is not None:
         kw["quantization_config"] = quant
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and not _sharded():  # sharded runs are placed by FSDP / DeepSpeed
             kw["device_map"] = {"": torch.cuda.current_device()}
     try:
         return AutoModelForCausalLM.from_pretrained(
-            src.path, dtype=pick_dtype(spec.dtype), attn_implementation=spec.attn_implementation,
+            src.path, dtype=dtype, attn_implementation=spec.attn_implementation,
             use_safetensors=True, **kw)
     except Exception as err:
         raise _explain(err, spec, src) from None
@@ -338,7 +355,7 @@ def load(spec: ModelSpec, *, fresh: bool = True):
     if not fresh:
         return model, tok
     model = copy.deepcopy(model)
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not _sharded():  # FSDP / ZeRO-3 move only each GPU's shard
         model = model.to("cuda")
     return model, tok
 

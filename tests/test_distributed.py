@@ -166,3 +166,104 @@ def test_rank_helpers_without_a_launcher(monkeypatch):
     assert distributed.all_reduce_sum(3.5) == 3.5 and distributed.all_reduce_mean(2.0) == 2.0
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     assert distributed.fsdp_active() and distributed.sharded_loading()
+
+
+# ---- a real 2-process DDP run on the CPU --------------------------------------------------------------------
+
+_ROW_CHARS = 48  # every row the same length: per-rank mean losses then average to the global mean exactly
+
+
+def _ddp_config(tmp_path: Path, model_dir: Path, out: Path, micro_batch: int) -> Path:
+    import random
+
+    data = tmp_path / "rows.jsonl"
+    if not data.is_file():
+        rnd = random.Random(0)
+        words = "quill inkwell labs made by a small model that answers".split()
+        rows = []
+        for _ in range(4):
+            text = ""
+            while len(text) < _ROW_CHARS:
+                text += rnd.choice(words) + " "
+            rows.append(json.dumps({"text": text[:_ROW_CHARS]}))
+        data.write_text("\n".join(rows) + "\n")
+    # 4 rows, one global batch of 4 per step: every step sees the whole data set, so how Trainer shards
+    # and shuffles rows across ranks cannot change what a step computes (the sum over the batch).
+    cfg = RunConfig().with_overrides([
+        f"model.id={model_dir}", "method.name=lora", "method.r=4", "method.dropout=0.0",
+        "method.targets=[q_proj, v_proj]",
+        f"data.path={data}", "data.format=text", "data.train_on=all", "data.packing=false",
+        "train.max_steps=3", f"train.micro_batch_size={micro_batch}", "train.grad_accum=1", "train.max_seq_len=64",
+        "train.learning_rate=0.01", "train.scheduler=constant", "train.warmup_ratio=0.0", "train.precision=fp32",
+        "train.seed=7", f"train.output_dir={out}", "train.run_name=same",
+    ])
+    return cfg.save(tmp_path / f"mb{micro_batch}.yaml")
+
+
+def _train(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               HF_HUB_OFFLINE="1")
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=240)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _adapter(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    import torch
+
+    model_dir = save_tiny("llama", tmp_path / "tiny")
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = _train([sys.executable, "-m", "studio", "train", str(_ddp_config(tmp_path, model_dir, one, 4)),
+                     "--quiet"], tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = _train([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                  "127.0.0.1", "--master_port", str(_free_port()), "-m", "studio", "train",
+                  str(_ddp_config(tmp_path, model_dir, two, 2)), "--quiet"], tmp_path)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+
+    assert [p.name for p in two.iterdir()] == ["same"]  # one run folder, written by rank 0 alone
+    run = two / "same"
+    state = json.loads((run / "state.json").read_text())
+    assert state["status"] == "done" and state["world_size"] == 2 and state["step"] == 3
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # one row per step, not one per process
+    single_rows = [json.loads(line) for line in (one / "same" / "metrics.jsonl").read_text().splitlines()]
+    # the logged loss is the global one (averaged over processes), the token count the global one (summed)
+    for a, b in zip(rows, single_rows):
+        assert abs(a["loss"] - b["loss"]) < 1e-4
+        assert a["tokens"] == b["tokens"]
+
+    got, want = _adapter(run), _adapter(one / "same")
+    assert got.keys() == want.keys() and got
+    assert any(t.abs().max() > 1e-3 for k, t in want.items() if "lora_B" in k)  # training moved the weights
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=2e-5, rtol=1e-4)
+
+
+def test_sharded_qlora_stores_4bit_weights_in_the_compute_dtype(monkeypatch):
+    import torch
+
+    from studio import models
+    from studio.config import ModelSpec
+
+    spec = ModelSpec(quantization="nf4", compute_dtype="bf16")
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert models._quant_config(spec).bnb_4bit_quant_storage == torch.uint8  # bitsandbytes' default
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert models._quant_config(spec).bnb_4bit_quant_storage == torch.bfloat16
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    assert models._quant_config(spec).bnb_4bit_quant_storage == torch.bfloat16
