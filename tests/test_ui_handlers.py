@@ -89,3 +89,108 @@ def test_estimate_changes_with_rank(tiny_dirs):
     cfg.method.knobs["r"] = 64
     big = method_tab.estimate_view(cfg)
     assert small[0] != big[0] and "trainable" in small[0]
+
+
+# ---- data, train, runs, chat -------------------------------------------------------------------------------
+
+def test_data_preview_marks_trained_tokens(tiny_dirs):
+    from studio.ui import data_tab
+
+    cfg = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])}, "train": {"max_seq_len": 64}})
+    summary, body, fig = data_tab.preview_view(cfg, 2)
+    assert "rows:" in summary and "class='trained'" in body
+    assert fig.data[0].x  # the length histogram
+    bad = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])}, "data": {"path": "/no/such.jsonl"}})
+    assert "Cannot read the data" in data_tab.preview_view(bad)[0]
+
+
+def test_render_example_escapes_html():
+    from studio.ui.data_tab import render_example
+
+    html = render_example([("<b>user</b> ", False), ("answer", True)])
+    assert "&lt;b&gt;" in html and "<mark class='trained'>answer</mark>" in html
+
+
+@pytest.fixture
+def trained_run(tiny_dirs, tmp_path):
+    """A 2-step run started through the Train tab's handler."""
+    from studio.ui import state, train_tab
+
+    state.configure(runs_root=tmp_path / "runs")
+    cfg = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])}, "method": {"name": "lora", "r": 4},
+                               "train": {"max_steps": 2, "micro_batch_size": 2, "max_seq_len": 64,
+                                         "run_name": "ui-run"}})
+    message = train_tab.start_training(cfg)
+    assert "Started" in message
+    job = state.get().job
+    job.wait(240)
+    return job
+
+
+def test_training_view_follows_the_job(trained_run):
+    from studio.ui import train_tab
+
+    view = train_tab.training_view(trained_run)
+    assert "done" in view.progress and not view.active
+    assert len(view.figure.data[0].x) == 2  # two logged steps
+    assert "Finished" in view.result and "adapter" in view.result
+    assert "step 2/2" in view.log
+    assert train_tab.status()["state"] == "done"
+
+
+def test_second_start_is_refused_while_running(tiny_dirs, tmp_path):
+    from studio.ui import state, train_tab
+
+    state.configure(runs_root=tmp_path / "runs")
+    cfg = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])}, "train": {"max_steps": 30,
+                                                                                   "max_seq_len": 64}})
+    assert "Started" in train_tab.start_training(cfg)
+    try:
+        assert "already going" in train_tab.start_training(cfg)
+        assert "Stopping" in train_tab.stop_training()
+    finally:
+        state.get().job.wait(240)
+    assert train_tab.training_view().active is False
+
+
+def test_runs_tab_lists_and_renders(trained_run):
+    from studio.ui import runs_tab
+
+    rows = runs_tab.runs_table()
+    assert rows[0][0] == "ui-run" and rows[0][1] == "done" and rows[0][2] == "lora"
+    assert "r: 4" in runs_tab.run_yaml("ui-run")
+    assert runs_tab.train_command("ui-run").startswith("python -m studio train ")
+    fig = runs_tab.overlay(["ui-run"])
+    assert fig.data[0].name == "ui-run"
+
+
+def test_chat_flatten_blocks():
+    from studio.ui.chat_tab import flatten
+
+    assert flatten([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]) == "ab"
+    assert flatten("plain") == "plain" and flatten(None) == ""
+
+
+def test_chat_streams_base_and_tuned(trained_run):
+    from studio.ui import chat_tab
+
+    runs = chat_tab.chat_runs()
+    assert runs and runs[0][0] == "ui-run"
+    history = [{"role": "user", "content": [{"type": "text", "text": "earlier"}]},
+               {"role": "assistant", "content": [{"type": "text", "text": "ok"}]}]
+    last = None
+    for last in chat_tab.chat_stream("hi", history, history, runs[0][1], "", 8, 0.7, 0.9, 50, 1.0, True):
+        pass
+    base, tuned, note = last
+    assert base[-1]["role"] == "assistant" and tuned[-1]["role"] == "assistant"
+    assert base[-2] == {"role": "user", "content": "hi"} and base[0]["content"] == "earlier"
+
+
+def test_launch_view_renders_command(tiny_dirs):
+    from studio.ui import gpus_panel
+
+    cfg = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])},
+                               "train": {"distributed": {"strategy": "ddp"}, "run_name": "big"}})
+    estimate, config_yaml, commands = gpus_panel.launch_view(cfg, 4, "A100 80GB")
+    assert "accelerate launch" in commands and "num_processes: 4" in config_yaml
+    assert "Per GPU" in estimate

@@ -28,13 +28,14 @@ class ChatTab:
     gen: list  # max_new_tokens, temperature, top_p, top_k, repetition_penalty, greedy
 
 
-def chat_runs(root: str | None = None) -> list[str]:
-    """Run folders that have a trained result to chat with, newest first."""
+def chat_runs(root: str | None = None) -> list[tuple[str, str]]:
+    """(name, folder) of the runs that have a trained result to chat with, newest first."""
     runs = state.core("runs")
     if runs is None:
         return []
     root = root or str(state.get().runs_root)
-    return [str(r.path) for r in runs.list_runs(root) if r.adapter_bytes and r.status in ("done", "stopped")]
+    return [(r.name, str(r.path)) for r in runs.list_runs(root)
+            if r.adapter_bytes and r.status in ("done", "stopped")]
 
 
 def flatten(content: Any) -> str:

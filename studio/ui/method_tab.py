@@ -62,8 +62,7 @@ def _device(hardware, gpu: str | None):
 
 def _fit_md(fit) -> str:
     """The verdict line, the first change that would make it fit, and the largest batch / length."""
-    icon = {"fits": "✅", "tight": "⚠️", "does not fit": "❌"}.get(fit.verdict, "")
-    lines = [f"{icon} **{fit.summary}**"]
+    lines = [f"**{fit.verdict.upper()}**: {fit.summary}"]
     if fit.changes:
         lines.append(f"- would fit: {fit.changes[0].text} ({fit.changes[0].peak_bytes / 1e9:.1f} GB)")
     if fit.max_micro_batch:

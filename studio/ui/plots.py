@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 __all__ = ["memory_bar", "loss_chart", "overlay_chart", "length_histogram", "empty"]
 
-_GB = 1024**3
+_GB = 1000**3  # decimal GB, as the fit verdict speaks
 _FONT = dict(size=12)
 _MARGIN = dict(l=50, r=50, t=40, b=40)
 
@@ -32,9 +32,13 @@ def memory_bar(parts: dict[str, float], capacity_bytes: float | None = None, tit
         gb = value / _GB
         fig.add_trace(go.Bar(x=[gb], y=["peak"], name=name.replace("_", " "), orientation="h",
                              hovertemplate=f"{name.replace('_', ' ')}: %{{x:.3f}} GB<extra></extra>"))
-    if capacity_bytes:
+    total = sum(v for v in parts.values() if v > 0)
+    # a capacity far beyond the peak would squash the bar to nothing: then it is only named in the title
+    if capacity_bytes and capacity_bytes <= 4 * total:
         fig.add_vline(x=capacity_bytes / _GB, line_dash="dash", line_color="crimson",
                       annotation_text=f"{capacity_bytes / _GB:.0f} GB", annotation_position="top")
+    if capacity_bytes and capacity_bytes > 4 * total:
+        title += f" of {capacity_bytes / 1e9:.1f} GB"
     fig.update_layout(barmode="stack", title=title, height=260, margin=_MARGIN, font=_FONT, uirevision="memory",
                       xaxis_title="GB", legend=dict(orientation="h", y=-0.35), yaxis=dict(showticklabels=False))
     return fig

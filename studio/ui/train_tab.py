@@ -136,16 +136,18 @@ def _progress_html(snap: dict) -> str:
             f"<div id='train-progress-label'>{label}</div>")
 
 
+def _num(value, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) else "–"
+
+
 def _stats_md(snap: dict) -> str:
-    def num(key, fmt):
-        v = snap.get(key)
-        return format(v, fmt) if isinstance(v, (int, float)) else "–"
-    mem = snap.get("memory_bytes")
-    peak = snap.get("peak_memory_bytes")
-    return (f"**loss** {num('loss', '.4f')} · **eval loss** {num('eval_loss', '.4f')} · "
-            f"**lr** {num('learning_rate', '.2e')} · **tokens/s** {num('tokens_per_second', ',.0f')} · "
-            f"**memory** {mem / 2**30:.2f} GB" if mem else "**memory** –") + (
-            f" (peak {peak / 2**30:.2f} GB)" if peak else "")
+    mem, peak = snap.get("memory_bytes"), snap.get("peak_memory_bytes")
+    memory = f"{mem / 1e9:.2f} GB" if mem else "–"
+    if peak:
+        memory += f" (peak {peak / 1e9:.2f} GB)"
+    return (f"**loss** {_num(snap.get('loss'), '.4f')} · **eval loss** {_num(snap.get('eval_loss'), '.4f')} · "
+            f"**lr** {_num(snap.get('learning_rate'), '.2e')} · "
+            f"**tokens/s** {_num(snap.get('tokens_per_second'), ',.0f')} · **memory** {memory}")
 
 
 def _log_line(event: dict) -> str | None:
@@ -173,14 +175,15 @@ def _result_md(job, snap: dict) -> str:
     if status not in ("done", "stopped"):
         return ""
     result = getattr(job, "result", {}) or {}
+    parts = [f"**{'Finished' if status == 'done' else 'Stopped'}.** Run folder `{job.run_dir}`",
+             f"final loss {_num(result.get('final_loss'), '.4f')}"]
+    if isinstance(result.get("final_eval_loss"), (int, float)):
+        parts.append(f"eval loss {result['final_eval_loss']:.4f}")
     size = _adapter_bytes(job)
-    loss = result.get("final_loss")
-    eval_loss = result.get("final_eval_loss")
-    return (f"**{'Finished' if status == 'done' else 'Stopped'}.** Run folder `{job.run_dir}` · "
-            f"final loss {loss:.4f}" if isinstance(loss, (int, float)) else "final loss –") + (
-            f" · eval loss {eval_loss:.4f}" if isinstance(eval_loss, (int, float)) else "") + (
-            f" · adapter {size / 2**20:.1f} MB" if size else "") + (
-            f" · {_duration(result.get('train_seconds'))} of training")
+    if size:
+        parts.append(f"adapter {size / 2**20:.1f} MB")
+    parts.append(f"{_duration(result.get('train_seconds'))} of training")
+    return " · ".join(parts)
 
 
 def _adapter_bytes(job) -> int:

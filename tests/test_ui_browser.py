@@ -1,0 +1,124 @@
+"""The studio in a real browser (Playwright driving Debian's Chromium) with a tiny model.
+
+Picks a method, moves the rank slider and sees the estimate change, trains a few steps and sees the loss
+chart gain points and the run finish, then chats and sees both panes answer. Screenshots of every step go
+to test-artifacts/. Waits are on elements, never on network idle (the page keeps connections open).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def studio(tiny_dirs, tmp_path):
+    from studio.ui import launch
+
+    port = _free_port()
+    demo = launch.main(["--port", str(port), "--model", str(tiny_dirs["llama"]), "--runs", str(tmp_path / "runs")],
+                       prevent_thread_lock=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def page():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (make browser)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        pg.set_default_timeout(60_000)
+        try:
+            yield pg
+        finally:
+            browser.close()
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _tab(page, label: str) -> None:
+    page.get_by_role("tab", name=label).click()
+
+
+def _pick(page, elem_id: str, option: str) -> None:
+    """Choose ``option`` in the Gradio dropdown ``#elem_id``."""
+    page.locator(f"#{elem_id} input").first.click()
+    page.get_by_role("option", name=option).first.click()
+
+
+def _set_number(page, selector: str, value) -> None:
+    box = page.locator(selector).first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_studio_end_to_end(studio, page):
+    page.goto(studio)
+    page.wait_for_selector("#arch-card table")
+    _shot(page, "01-model")
+
+    _tab(page, "2 · Method")
+    _pick(page, "method", "LoRA: low-rank updates")
+    trainable = page.locator("#trainable")
+    page.wait_for_function("document.querySelector('#trainable').innerText.includes('trainable')")
+    before = trainable.inner_text()
+    estimate_before = page.locator("#estimate-text").inner_text()
+    _set_number(page, "#knob-lora-r input[type=number]", 64)
+    page.wait_for_function("t => document.querySelector('#trainable').innerText !== t", arg=before)
+    assert trainable.inner_text() != before
+    page.wait_for_function("t => document.querySelector('#estimate-text').innerText !== t", arg=estimate_before)
+    _shot(page, "02-method-rank-64")
+
+    _tab(page, "4 · Train")
+    _set_number(page, "#train-max_steps input", 8)
+    _set_number(page, "#train-logging_steps input", 1)
+    page.locator("#start-btn").click()
+    page.wait_for_selector("#train-message :text('Started')")
+    page.wait_for_function(
+        "document.querySelectorAll('#loss-plot .scatterlayer .trace:first-child .point').length >= 2")
+    _shot(page, "03-training")
+    page.wait_for_selector("#train-progress-label:has-text('done')", timeout=180_000)
+    page.wait_for_selector("#train-result :text('Finished')")
+    points = page.locator("#loss-plot .scatterlayer .trace:first-child .point").count()
+    assert points >= 8
+    _shot(page, "04-trained")
+
+    _tab(page, "5 · Chat")
+    page.locator("#chat-run input").first.click()
+    page.get_by_role("option").first.click()
+    page.locator("#chat-input textarea").fill("Who are you?")
+    page.locator("#chat-send").click()
+    for pane in ("chat-base", "chat-tuned"):
+        page.wait_for_function(
+            f"[...document.querySelectorAll('#{pane} .bot-row')].some(e => e.innerText.trim().length > 0)",
+            timeout=120_000)
+    _shot(page, "05-chat")
+
+    _tab(page, "6 · Runs")
+    page.wait_for_function("document.querySelector('#runs-table').innerText.includes('done')")
+    _shot(page, "06-runs")
