@@ -1,0 +1,96 @@
+"""Every registered method applied to the embedded model (SmolLM2-135M-Instruct) with its default knobs:
+trainable parameters (count and % of the base), whether the count declared from the config alone equals
+the real one, and the size of the saved result. Prints a markdown table.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/methods_table.py [--skip qlora,lora_8bit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from studio import methods, models
+from studio.config import ConfigError, MethodSpec, ModelSpec
+from studio.methods import Context
+
+# SmolLM2 is Llama-shaped and has no biases: BitFit alone would train nothing, so it runs with its norms
+KNOBS = {"bitfit": {"norms": True}}
+
+
+def _size(folder: Path) -> tuple[int, int]:
+    """(bytes of the safetensors weights, bytes of the whole folder)."""
+    weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    return weights, sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def measure(name: str, base_spec: ModelSpec, arch) -> dict:
+    """Apply one method with its defaults, count, save, and measure the result."""
+    spec = MethodSpec(name, KNOBS.get(name, {}))
+    method = methods.get(name)
+    start = time.perf_counter()
+    model, tok = models.load(methods.model_spec_for(base_spec, spec))
+    model = method.apply(model, spec, Context(tokenizer=tok, total_steps=100))
+    real, declared = methods.count_trainable(model), method.trainable(arch, spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        methods.save_result(model, spec, tmp)
+        weights, total = _size(Path(tmp))
+    return {"name": name, "knobs": spec.knobs, "trainable": real, "declared": declared, "weights": weights,
+            "folder": total, "seconds": time.perf_counter() - start, "format": method.fmt}
+
+
+def table(rows: list[dict], base_params: int) -> str:
+    out = ["| method | knobs beyond defaults | trainable params | % of base | declared = real | saved weights "
+           "| result folder | format | apply + save |",
+           "|---|---|---:|---:|:---:|---:|---:|---|---:|"]
+    for r in rows:
+        if "skipped" in r:
+            out.append(f"| {r['name']} | | | | | | | | skipped: {r['skipped']} |")
+            continue
+        knobs = ", ".join(f"{k}={v}" for k, v in r["knobs"].items()) or "-"
+        out.append(f"| {r['name']} | {knobs} | {r['trainable']:,} | {100 * r['trainable'] / base_params:.4f}% | "
+                   f"{'yes' if r['trainable'] == r['declared'] else 'NO (' + str(r['declared']) + ')'} | "
+                   f"{_human(r['weights'])} | {_human(r['folder'])} | {r['format']} | {r['seconds']:.1f} s |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip", default="", help="comma-separated methods to leave out")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    base_spec = ModelSpec()
+    arch = models.read_arch(base_spec)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    rows = []
+    for name in methods.names():
+        if name in skip:
+            rows.append({"name": name, "skipped": "--skip"})
+            continue
+        try:
+            rows.append(measure(name, base_spec, arch))
+        except ConfigError as err:
+            rows.append({"name": name, "skipped": str(err)})
+        print(f"measured {name}", file=sys.stderr, flush=True)
+    print(f"Base: SmolLM2-135M-Instruct, {arch.num_parameters:,} parameters (fp32 on CPU). "
+          f"Machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.\n")
+    print(table(rows, arch.num_parameters))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
