@@ -42,8 +42,8 @@ def _load(base, folder: Path, spec: MethodSpec):
 
 
 ADAPTER = register(Method(
-    name="adapter", title="Bottleneck adapters", summary="small bottleneck layers inside each block (Houlsby / Pfeiffer / "
-    "parallel); the base stays untouched",
+    name="adapter", title="Bottleneck adapters",
+    summary="small bottleneck layers inside each block (Houlsby / Pfeiffer / parallel); the base stays untouched",
     knobs=KNOBS, apply=_apply, trainable=_trainable, family="adapter", can_merge=False, learning_rate=1e-4,
     merge_refusal="bottleneck adapters add a nonlinearity, which cannot be folded into the base weights",
     mixed_ok=False, save=_save, load=_load, fmt="adapter", extra={"adapter_off": adapters.disabled},

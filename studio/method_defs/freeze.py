@@ -47,7 +47,8 @@ def _trainable(arch, spec) -> int:
 
 
 FREEZE = register(Method(
-    name="freeze", title="Freeze tuning", summary="only the top blocks (and optionally the head) train; the rest frozen",
+    name="freeze", title="Freeze tuning",
+    summary="only the top blocks (and optionally the head) train; the rest frozen",
     knobs=KNOBS, apply=_apply, trainable=_trainable, learning_rate=5e-5,
     merge_refusal="freeze tuning changed the top blocks' weights directly: there is no adapter to merge",
     **WEIGHTS_STORAGE,

@@ -117,7 +117,8 @@ def _apply_ptuning(model, spec, ctx):
 
     v = PTUNING.values(spec)
     model = prepare(model, ctx)
-    config = PromptEncoderConfig(num_virtual_tokens=v["num_virtual_tokens"], encoder_reparameterization_type=v["encoder"],
+    config = PromptEncoderConfig(num_virtual_tokens=v["num_virtual_tokens"],
+                                 encoder_reparameterization_type=v["encoder"],
                                  encoder_hidden_size=v["encoder_hidden_size"] or None,
                                  encoder_num_layers=v["encoder_layers"], task_type="CAUSAL_LM")
     return wrap(model, config)
