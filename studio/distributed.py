@@ -42,6 +42,7 @@ __all__ = [
     "world_size",
     "is_main_process",
     "all_reduce_sum",
+    "all_reduce_sums",
     "all_reduce_mean",
     "sharded_loading",
     "fsdp_active",
@@ -346,18 +347,24 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def all_reduce_sum(value: float) -> float:
-    """``value`` summed over every process (itself when not distributed). Every process must call it."""
+def all_reduce_sums(*values: float) -> list[float]:
+    """Each value summed over every process, in one collective (the values themselves when not
+    distributed). Every process must call it at the same point: it is a sync point."""
     dist = _dist()
     if dist is None or dist.get_world_size() == 1:
-        return float(value)
+        return [float(v) for v in values]
     import torch
 
     # gloo reduces CPU tensors; NCCL only device tensors
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return float(tensor.item())
+    return tensor.tolist()
+
+
+def all_reduce_sum(value: float) -> float:
+    """``value`` summed over every process (itself when not distributed). Every process must call it."""
+    return all_reduce_sums(value)[0]
 
 
 def all_reduce_mean(value: float) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from studio import runs
+from studio import distributed, runs
 from studio.config import ConfigError, RunConfig
 
 __all__ = ["OPTIMIZERS", "build_args", "cpu_has_bf16", "memory_now", "resolve_precision", "Progress", "EarlyStop",
@@ -175,9 +175,12 @@ class Progress(TrainerCallback):
             self.job._update(eval_loss=logs["eval_loss"])
             self.job._event("eval", **row)
         if "loss" in logs:
-            tokens = self._trainer_tokens()
-            rate = (tokens - self.last_tokens) / max(now - self.last_t, 1e-9)
-            self.last_t, self.last_tokens = now, tokens
+            local = self._trainer_tokens()
+            rate = (local - self.last_tokens) / max(now - self.last_t, 1e-9)
+            self.last_t, self.last_tokens = now, local
+            # every process logs the same step: the run's token count and throughput are their sums
+            rate, tokens = distributed.all_reduce_sums(rate, local)
+            tokens = int(tokens)
             row.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
                        tokens_per_second=round(rate, 2), tokens=tokens, **mem, time=round(time.time(), 3))
             snap = self.job.snapshot()

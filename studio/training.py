@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PrinterCallback
+from transformers import PrinterCallback, set_seed
 
 from studio import runs
 from studio.config import ConfigError, RunConfig
@@ -265,6 +265,9 @@ class TrainingJob:
         model, tokenizer = models.load(model_spec)
         ctx = methods.Context(tokenizer=tokenizer, total_steps=total, model_spec=model_spec,
                               gradient_checkpointing=t.gradient_checkpointing)
+        # the adapter's random init follows train.seed, not whatever ran before in this process; under
+        # torchrun / accelerate every rank then starts from the same weights as a 1-process run would
+        set_seed(t.seed)
         model = method.apply(model, cfg.method, ctx)
         if prepared.stats.packing:
             prepared = _unpack_if_needed(cfg, tokenizer, model, prepared)
