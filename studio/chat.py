@@ -16,52 +16,20 @@ from __future__ import annotations
 
 import queue
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 
+from studio.chat_stream import GenSettings, RowStreamer, StopOnEvent
 from studio.config import ConfigError, ModelSpec, RunConfig
 
 __all__ = ["GenSettings", "ChatEngine", "answer_once", "read_run", "training_busy_message", "BASE"]
 
 BASE = None  # the pane key of the base model
 _MIXED_BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
-
-
-@dataclass
-class GenSettings:
-    """How answers are generated."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50
-    repetition_penalty: float = 1.0
-    greedy: bool = False  # true: always the most likely token, reproducible
-
-    def __post_init__(self):
-        problems = []
-        if not 1 <= self.max_new_tokens <= 8192:
-            problems.append(f"max_new_tokens: {self.max_new_tokens} is outside 1..8192")
-        if not self.greedy and not 0.0 < self.temperature <= 5.0:
-            problems.append(f"temperature: {self.temperature} is outside (0, 5]; tick greedy for temperature 0")
-        if not 0.0 < self.top_p <= 1.0:
-            problems.append(f"top_p: {self.top_p} is outside (0, 1]")
-        if self.top_k < 0:
-            problems.append(f"top_k: {self.top_k} is below 0")
-        if not 0.5 <= self.repetition_penalty <= 3.0:
-            problems.append(f"repetition_penalty: {self.repetition_penalty} is outside 0.5..3")
-        if problems:
-            raise ConfigError(problems)
-
-    def generate_kwargs(self) -> dict:
-        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
-        if self.greedy:
-            return {**kw, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        return {**kw, "do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
 
 
 def read_run(run_dir: str | Path) -> tuple[RunConfig, Any, Path]:
@@ -101,8 +69,8 @@ def training_busy_message() -> str | None:
 @dataclass
 class _Slot:
     """One named adapter. kind: 'mixed' (rides in a batch with the base), 'switch' (same PEFT model,
-    selected with set_adapter), 'prompt' (a prompt-learning wrapper on the same weights) or 'copy'
-    (a separate model)."""
+    selected with set_adapter), 'prompt' (a prompt-learning wrapper on the same weights), 'inplace'
+    (the studio's own adapters hooked into the same weights, with an off switch) or 'copy' (a separate model)."""
 
     name: str
     run_dir: Path
@@ -110,6 +78,8 @@ class _Slot:
     kind: str
     model: Any = None
     note: str = ""
+    off: Callable[[Any], Any] | None = None  # inplace kind: the method's context manager that switches it off
+    key: str = ""  # the name inside PEFT (user names like 'prefix' would clash with PEFT's parameter prefixes)
 
 
 @dataclass
@@ -120,44 +90,6 @@ class _Call:
     model: Any
     context: Callable[[], Any] = nullcontext
     extra: dict = field(default_factory=dict)
-
-
-class _StopOnEvent:
-    """StoppingCriteria that ends every row as soon as ``event`` is set (read once per token)."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-class _RowStreamer:
-    """Routes each batch row's new tokens to its own pane and stops a row at its end of sequence."""
-
-    def __init__(self, tokenizer, panes: list, eos_ids: set[int], out: queue.Queue):
-        self.tok, self.panes, self.eos, self.out = tokenizer, panes, eos_ids, out
-        self.tokens: list[list[int]] = [[] for _ in panes]
-        self.done = [False] * len(panes)
-        self._prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # generate pushes the prompt first
-            self._prompt_seen = True
-            return
-        for row, token in enumerate(value.reshape(len(self.panes), -1)[:, -1].tolist()):
-            if self.done[row]:
-                continue  # finished rows receive padding from here on
-            if token in self.eos:
-                self.done[row] = True
-                continue
-            self.tokens[row].append(token)
-            text = self.tok.decode(self.tokens[row], skip_special_tokens=True)
-            if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                self.out.put(("text", self.panes[row], text))
-
-    def end(self) -> None:
-        pass
 
 
 def _mixes(method, spec, peft_config) -> bool:
@@ -188,6 +120,8 @@ class ChatEngine:
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
         self._peft = None  # the one PeftModel holding every injected adapter
+        self._inplace: _Slot | None = None  # the one set of non-PEFT adapters hooked into the base weights
+        self._added = 0
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()  # disable_adapter/set_adapter switch the whole model: one generation at a time
         self._stop = threading.Event()
@@ -220,10 +154,12 @@ class ChatEngine:
 
     def remove_adapter(self, name: str) -> None:
         """Unload ``name`` (its memory is freed once nothing else refers to it)."""
+        if self._slots[name].kind == "inplace":
+            raise ConfigError(f"{name}: adapters hooked into the shared weights stay until the chat is reopened")
         with self._lock:
             slot = self._slots.pop(name)
             if slot.kind in ("mixed", "switch"):
-                self._peft.delete_adapter(name)
+                self._peft.delete_adapter(slot.key)
 
     def _check_same_base(self, cfg: RunConfig, run_dir: Path) -> None:
         from studio import models
@@ -233,24 +169,37 @@ class ChatEngine:
                               f"{self.spec.id!r}; open a chat on that model to compare")
 
     def _load_slot(self, name: str, run_dir: Path, method, spec, folder: Path) -> _Slot:
+        key, self._added = f"a{self._added}", self._added + 1
         if not (folder / "adapter_config.json").is_file():
-            return self._load_copy(name, run_dir, method, folder)
+            return self._load_own(name, run_dir, method, folder)
         from peft import PeftConfig, PeftModel
 
         config = PeftConfig.from_pretrained(str(folder))
         if config.is_prompt_learning:
             # Prompt methods add virtual tokens in front and leave the layers alone: they wrap the same weights.
-            model = PeftModel.from_pretrained(self._hf, str(folder), adapter_name=name).eval()
-            return _Slot(name, run_dir, method, "prompt", model)
+            model = PeftModel.from_pretrained(self._hf, str(folder), adapter_name=key).eval()
+            return _Slot(name, run_dir, method, "prompt", model, key=key)
         if self._peft is not None and self._peft.peft_type != config.peft_type:
             why = f"PEFT cannot hold {config.peft_type} beside {self._peft.peft_type} adapters on one model"
             return self._load_copy(name, run_dir, method, folder, why)
         if self._peft is None:
-            self._peft = PeftModel.from_pretrained(self._hf, str(folder), adapter_name=name).eval()
+            self._peft = PeftModel.from_pretrained(self._hf, str(folder), adapter_name=key).eval()
         else:
-            self._peft.load_adapter(str(folder), adapter_name=name)
+            self._peft.load_adapter(str(folder), adapter_name=key)
             self._peft.eval()
-        return _Slot(name, run_dir, method, "mixed" if _mixes(method, spec, config) else "switch")
+        return _Slot(name, run_dir, method, "mixed" if _mixes(method, spec, config) else "switch", key=key)
+
+    def _load_own(self, name: str, run_dir: Path, method, folder: Path) -> _Slot:
+        """A non-PEFT result: hooked into the shared weights when the method can switch it off, else a copy."""
+        from studio import methods
+
+        switch = getattr(method, "extra", {}).get("adapter_off")
+        if switch is None or self._inplace is not None or not hasattr(methods, "load_result"):
+            why = "" if switch is None else "one set of these adapters fits on a model copy and another is loaded"
+            return self._load_copy(name, run_dir, method, folder, why)
+        methods.load_result(self._hf, folder)  # adds the adapters to the shared base in place
+        self._inplace = _Slot(name, run_dir, method, "inplace", off=switch)
+        return self._inplace
 
     def _load_copy(self, name: str, run_dir: Path, method, folder: Path, why: str = "") -> _Slot:
         from studio import methods, models
@@ -334,10 +283,10 @@ class ChatEngine:
         calls = []
         if mixed:
             rows = ([BASE] if BASE in panes else []) + mixed
-            names = [_MIXED_BASE if r is BASE else r for r in rows]
-            calls.append(_Call(rows, self._peft, self._enabled, {"adapter_names": names}))
+            names = [_MIXED_BASE if r is BASE else self._slots[r].key for r in rows]
+            calls.append(_Call(rows, self._peft, lambda: self._setting(peft=True), {"adapter_names": names}))
         elif BASE in panes:
-            calls.append(_Call([BASE], self._hf, self._base_only))
+            calls.append(_Call([BASE], self._hf, self._setting))
         for p in panes:
             if p is not BASE and self._slots[p].kind != "mixed":
                 calls.append(self._single_call(self._slots[p]))
@@ -351,29 +300,39 @@ class ChatEngine:
         """
         if pane is not BASE and pane not in self._slots:
             raise ConfigError(f"no adapter named {pane!r} is loaded")
-        call = _Call([BASE], self._hf, self._base_only) if pane is BASE else self._single_call(self._slots[pane])
+        call = _Call([BASE], self._hf, self._setting) if pane is BASE else self._single_call(self._slots[pane])
         with self._lock, call.context(), torch.no_grad():
             yield call.model
 
     def _single_call(self, slot: _Slot) -> _Call:
         if slot.kind in ("switch", "mixed"):
-            return _Call([slot.name], self._peft, lambda: self._switched(slot.name))
-        if slot.kind == "prompt":
-            return _Call([slot.name], slot.model, self._base_only)
+            return _Call([slot.name], self._peft, lambda: self._setting(peft=slot.key))
+        if slot.kind == "prompt":  # virtual tokens in front of the base: everything else off
+            return _Call([slot.name], slot.model, self._setting)
+        if slot.kind == "inplace":
+            return _Call([slot.name], self._hf, lambda: self._setting(inplace=True))
         return _Call([slot.name], slot.model)
 
-    def _base_only(self):
-        # Injected adapters must be off for the base and for prompt methods (which sit on the base weights).
-        return self._peft.disable_adapter() if self._peft is not None else nullcontext()
+    @contextmanager
+    def _setting(self, peft: bool | str = False, inplace: bool = False):
+        """Switch the shared weights for one call.
 
-    def _enabled(self):
-        self._peft.base_model.enable_adapter_layers()
-        return nullcontext()
-
-    def _switched(self, name: str):
-        self._peft.base_model.enable_adapter_layers()
-        self._peft.set_adapter(name)
-        return nullcontext()
+        Args:
+            peft: False: injected PEFT adapters off (the base); True: on, a mixed batch picks one per row;
+                a name: only that adapter.
+            inplace: keep the studio's own hooked-in adapters on (else they are off).
+        """
+        with ExitStack() as stack:
+            if self._peft is not None:
+                if peft is False:
+                    stack.enter_context(self._peft.disable_adapter())
+                else:
+                    self._peft.base_model.enable_adapter_layers()
+                    if isinstance(peft, str):
+                        self._peft.set_adapter(peft)
+            if self._inplace is not None and not inplace:
+                stack.enter_context(self._inplace.off(self._hf))
+            yield
 
     def _run_calls(self, calls: list[_Call], messages, gen: GenSettings, events: queue.Queue) -> None:
         try:
@@ -391,10 +350,10 @@ class ChatEngine:
 
         input_ids, attention = self._batch([self._conversation(messages, p) for p in call.panes])
         eos = self._eos_ids()
-        streamer = _RowStreamer(self.tokenizer, call.panes, set(eos), events)
+        streamer = RowStreamer(self.tokenizer, call.panes, set(eos), events)
         with call.context(), torch.no_grad():
             call.model.generate(input_ids=input_ids.to(self._hf.device), attention_mask=attention.to(self._hf.device),
-                                streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopOnEvent(self._stop)]),
+                                streamer=streamer, stopping_criteria=StoppingCriteriaList([StopOnEvent(self._stop)]),
                                 eos_token_id=eos, pad_token_id=self._pad_id(), **gen.generate_kwargs(), **call.extra)
         self.last_tokens.update(zip(call.panes, streamer.tokens))
 

@@ -25,17 +25,19 @@ def _final(engine, messages, panes, gen=GREEDY):
 
 
 def _reference(model_dir, run_dir, messages, adapter: bool, n=12):
-    """Greedy ids from a fresh model, one row, no batching: base with the adapter off, or tuned."""
-    from peft import PeftModel
+    """Greedy ids from a fresh model, one row, no batching: the plain base, or the result loaded on its own."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from studio import methods
+
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir).eval(), str(run_dir / "adapter"))
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    if adapter:
+        model = methods.load_result(model, run_dir / "adapter").eval()
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     ids = torch.tensor([tok(ids, add_special_tokens=False)["input_ids"]])
-    ctx = model.disable_adapter() if not adapter else torch.no_grad()
     eos = sorted({tok.eos_token_id, model.generation_config.eos_token_id} - {None})
-    with ctx, torch.no_grad():
+    with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
                              eos_token_id=eos, pad_token_id=tok.pad_token_id)
     new = out[0, ids.shape[1]:].tolist()
@@ -56,7 +58,7 @@ def test_mixed_batch_equals_one_at_a_time(engine, lora_run, tiny_dirs):
     engine.add_adapter("tuned", lora_run)
     assert engine.can_batch("tuned") and engine.note("tuned") == ""
     calls = engine._plan([BASE, "tuned"])
-    assert len(calls) == 1 and calls[0].extra["adapter_names"] == ["__base__", "tuned"]
+    assert len(calls) == 1 and calls[0].extra["adapter_names"] == ["__base__", engine._slots["tuned"].key]
     _, tokens = _final(engine, HELLO, [BASE, "tuned"])
     assert tokens[BASE] == _reference(tiny_dirs["llama"], lora_run, HELLO, adapter=False)
     assert tokens["tuned"] == _reference(tiny_dirs["llama"], lora_run, HELLO, adapter=True)
@@ -197,3 +199,37 @@ def test_cli_chat(lora_run, capsys):
     assert main(["chat", str(lora_run), "--prompt", "hi", "--max-new-tokens", "4"]) == 0
     assert main(["chat", str(lora_run.parent / "nope"), "--prompt", "hi"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt", "ia3", "adapter"])
+def test_methods_that_cannot_mix_answer_one_after_the_other(engine, tmp_path, tiny_dirs, method):
+    run = make_run(tmp_path, tiny_dirs["llama"], method, method=method)
+    note = engine.add_adapter("tuned", run)
+    assert note == "" and not engine.can_batch("tuned")  # same weights, no second copy
+    assert [c.panes for c in engine._plan([BASE, "tuned"])] == [[BASE], ["tuned"]]
+    _, tokens = _final(engine, HELLO, [BASE, "tuned"])
+    assert tokens[BASE] == _reference(tiny_dirs["llama"], run, HELLO, adapter=False)
+    assert tokens["tuned"] == _reference(tiny_dirs["llama"], run, HELLO, adapter=True)
+    assert tokens[BASE] != tokens["tuned"]
+
+
+def test_many_kinds_on_one_engine(engine, tmp_path, tiny_dirs):
+    # LoRA (mixed batch), prefix (wrapper), bottleneck (hooked in) share the weights; IA3 beside LoRA needs a copy.
+    runs = {m: make_run(tmp_path, tiny_dirs["llama"], m, method=m, seed=i + 1)
+            for i, m in enumerate(["lora", "prefix", "adapter", "ia3"])}
+    notes = {m: engine.add_adapter(m, r) for m, r in runs.items()}
+    assert [m for m, n in notes.items() if n] == ["ia3"] and "second copy" in notes["ia3"]
+    panes = [BASE, *runs]
+    _, tokens = _final(engine, HELLO, panes)
+    assert tokens[BASE] == _reference(tiny_dirs["llama"], runs["lora"], HELLO, adapter=False)
+    for m, r in runs.items():
+        assert tokens[m] == _reference(tiny_dirs["llama"], r, HELLO, adapter=True), m
+
+
+def test_remove_adapter(engine, tmp_path, tiny_dirs):
+    engine.add_adapter("x", make_run(tmp_path, tiny_dirs["llama"], "x"))
+    engine.add_adapter("y", make_run(tmp_path, tiny_dirs["llama"], "y", seed=2))
+    engine.remove_adapter("x")
+    assert engine.adapters() == ["y"]
+    texts, _ = _final(engine, HELLO, [BASE, "y"])
+    assert set(texts) == {BASE, "y"}
