@@ -47,6 +47,7 @@ __all__ = [
     "sharded_loading",
     "fsdp_active",
     "init_early",
+    "from_rank0",
 ]
 
 DEFAULT_PORT = 29500
@@ -396,3 +397,15 @@ def init_early() -> None:
         from accelerate import PartialState
 
         PartialState()
+
+
+def from_rank0(value: str) -> str:
+    """Rank 0's ``value`` in every process (``value`` itself without a launcher). Every process must call it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return value
+    init_early()
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -221,6 +221,10 @@ class TrainingJob:
         if self.run_dir is None:
             self.run_dir = runs.new_run_dir(self.cfg.train.output_dir, self.name) if _is_main_process() else \
                 Path(self.cfg.train.output_dir) / self.name
+            # under torchrun every rank takes rank 0's folder (its name has rank 0's time, maybe a -2 suffix)
+            from studio import distributed
+
+            self.run_dir = Path(distributed.from_rank0(str(self.run_dir)))
             self.name = self.run_dir.name
         if _is_main_process():
             self.cfg.save(self.run_dir / "config.yaml")

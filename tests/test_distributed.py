@@ -195,7 +195,7 @@ def _ddp_config(tmp_path: Path, model_dir: Path, out: Path, micro_batch: int) ->
         f"data.path={data}", "data.format=text", "data.train_on=all", "data.packing=false",
         "train.max_steps=3", f"train.micro_batch_size={micro_batch}", "train.grad_accum=1", "train.max_seq_len=64",
         "train.learning_rate=0.01", "train.scheduler=constant", "train.warmup_ratio=0.0", "train.precision=fp32",
-        "train.seed=7", f"train.output_dir={out}", "train.run_name=same",
+        "train.seed=7", f"train.output_dir={out}",  # no run_name: the ranks must agree on rank 0's
     ])
     return cfg.save(tmp_path / f"mb{micro_batch}.yaml")
 
@@ -233,19 +233,20 @@ def test_two_process_ddp_matches_one_process(tmp_path):
                   str(_ddp_config(tmp_path, model_dir, two, 2)), "--quiet"], tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
-    assert [p.name for p in two.iterdir()] == ["same"]  # one run folder, written by rank 0 alone
-    run = two / "same"
+    (run,) = two.iterdir()  # one run folder, written by rank 0 alone, trained into by both ranks
+    (one_run,) = one.iterdir()
+    assert set(ddp.stdout.split()) == {str(run)}  # every rank trained into that folder
     state = json.loads((run / "state.json").read_text())
     assert state["status"] == "done" and state["world_size"] == 2 and state["step"] == 3
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # one row per step, not one per process
-    single_rows = [json.loads(line) for line in (one / "same" / "metrics.jsonl").read_text().splitlines()]
+    single_rows = [json.loads(line) for line in (one_run / "metrics.jsonl").read_text().splitlines()]
     # the logged loss is the global one (averaged over processes), the token count the global one (summed)
     for a, b in zip(rows, single_rows):
         assert abs(a["loss"] - b["loss"]) < 1e-4
         assert a["tokens"] == b["tokens"]
 
-    got, want = _adapter(run), _adapter(one / "same")
+    got, want = _adapter(run), _adapter(one_run)
     assert got.keys() == want.keys() and got
     assert any(t.abs().max() > 1e-3 for k, t in want.items() if "lora_B" in k)  # training moved the weights
     for key in want:
