@@ -119,12 +119,6 @@ def _dtype_bytes(name: str, device: str, auto: str) -> int:
     return _DTYPE_BYTES[auto if name == "auto" else name]
 
 
-def _quant(cfg: RunConfig, method) -> str | None:
-    if cfg.model.quantization != "none":
-        return cfg.model.quantization
-    return {"4bit": "nf4", "8bit": "8bit"}.get(method.quantized or "", None)
-
-
 def _layer_params(arch: ArchSpec) -> int:
     h, q, kv, ff = arch.hidden_size, arch.num_heads * arch.head_dim, arch.num_kv_heads * arch.head_dim, \
         arch.intermediate_size
@@ -153,25 +147,27 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _R
     virtual = int(values.get("num_virtual_tokens") or 0)
     at = method.extra.get("virtual_tokens", "input")  # 'kv' for prefix tuning: keys/values only grow
     seq = min(cfg.train.max_seq_len, 10 ** 9)
-    quant = _quant(cfg, method)
+    model = methods.model_spec_for(cfg.model, cfg.method)  # QLoRA-style methods set the quantisation
+    quant = model.quantization if model.quantization != "none" else None
     auto_w = "bf16" if device == "cuda" else "fp32"
-    w_bytes = _dtype_bytes(cfg.model.dtype, device, auto_w)
+    w_bytes = _dtype_bytes(model.dtype, device, auto_w)
     p = cfg.train.precision
     c_name = ("bf16" if device == "cuda" else "fp32") if p == "auto" else p
     if quant in ("nf4", "fp4"):
-        cd = cfg.model.compute_dtype
+        cd = model.compute_dtype
         c_name = "bf16" if cd == "auto" else cd
     c_bytes = min(_DTYPE_BYTES[c_name], w_bytes) if quant is None else _DTYPE_BYTES[c_name]
     dist = cfg.train.distributed
     return _Run(
         batch=cfg.train.micro_batch_size, virtual=virtual, seq=seq + (virtual if at == "input" else 0), kv_seq=seq + virtual,
         w_bytes=w_bytes, c_bytes=c_bytes, autocast=_DTYPE_BYTES[c_name] < w_bytes and quant is None,
-        quant=quant, double_quant=cfg.model.double_quant, upcast=bool(quant) and method.extra.get("upcast", True),
+        quant=quant, double_quant=model.double_quant, upcast=bool(quant) and method.extra.get("upcast", True),
         trainable=trainable, base_trains=base_trains, trained_layers=trained_layers, grad_layers=grad_layers,
         embed_trains=embed_trains, adapted=adapted, adapter_dropout=float(values.get("dropout") or 0.0),
         adapter_sites=int(method.extra.get("adapter_sites", 2)) if method.family == "adapter" else 0,
-        adapter_dim=int(values.get("bottleneck") or values.get("r") or 64),
-        eager=cfg.model.attn_implementation == "eager", checkpointing=cfg.train.gradient_checkpointing,
+        adapter_dim=int(values.get("size") or values.get("r") or values.get("init_r") or 64),
+        eager=model.attn_implementation == "eager",
+        checkpointing=cfg.train.gradient_checkpointing or bool(values.get("gradient_checkpointing")),
         device=device, optimizer=cfg.train.optimizer, world=max(1, world_size),
         strategy=dist.strategy if world_size > 1 else "none", offload=dist.offload, grad_accum=cfg.train.grad_accum,
     )

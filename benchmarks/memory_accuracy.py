@@ -1,0 +1,234 @@
+"""Hold the memory estimate against measured peaks: real training steps across a matrix of runs.
+
+On a CUDA machine the measure is torch.cuda.max_memory_allocated over the second step (after warm-up);
+on a CPU it is the peak of live tensor storage during the second step, tracked by a
+TorchDispatchMode that follows every storage op outputs create (``LiveStorage`` below). Both are
+compared with ``Breakdown.allocated_peak_bytes`` (the allocator's view: no CUDA context, no margin).
+
+    PYTHONPATH=. python benchmarks/memory_accuracy.py            # the standard matrix (~3 min, 2 cores)
+    PYTHONPATH=. python benchmarks/memory_accuracy.py --quick    # a handful of rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+import weakref
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+from studio import memory, methods  # noqa: E402
+from studio.config import MethodSpec, RunConfig  # noqa: E402
+from studio.methods import Context  # noqa: E402
+from studio.models import ArchSpec  # noqa: E402
+
+
+def _shapes() -> dict:
+    """Small random models of realistic proportions, and the embedded SmolLM2-135M's own config."""
+    from transformers import AutoConfig, LlamaConfig, Qwen2Config
+
+    from studio.models import embedded_dir
+
+    return {
+        "llama-gqa": LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+                                 num_key_value_heads=2, vocab_size=8000, tie_word_embeddings=False),
+        "qwen2-tied": Qwen2Config(hidden_size=192, intermediate_size=512, num_hidden_layers=3, num_attention_heads=6,
+                                  num_key_value_heads=2, vocab_size=12000, tie_word_embeddings=True),
+        "smollm2-135m": AutoConfig.from_pretrained(embedded_dir()),
+    }
+
+
+KNOBS = {"lora": {"r": 8, "targets": ["q_proj", "v_proj"]}, "qlora": {"r": 8, "targets": ["q_proj", "v_proj"],
+         "compute_dtype": "fp32", "double_quant": False}, "freeze": {"top_blocks": 1},
+         "prompt": {"num_virtual_tokens": 16}, "prefix": {"num_virtual_tokens": 16}}
+
+# (shape, method, gradient checkpointing, micro-batch, seq len, dtype, attention)
+MATRIX = [
+    ("llama-gqa", "full", False, 2, 128, "fp32", "sdpa"),
+    ("llama-gqa", "full", True, 2, 128, "fp32", "sdpa"),
+    ("llama-gqa", "full", False, 4, 256, "fp32", "sdpa"),
+    ("llama-gqa", "lora", False, 1, 64, "fp32", "sdpa"),
+    ("llama-gqa", "lora", False, 2, 256, "fp32", "sdpa"),
+    ("llama-gqa", "lora", True, 4, 256, "fp32", "sdpa"),
+    ("llama-gqa", "lora", False, 2, 256, "bf16", "sdpa"),
+    ("llama-gqa", "lora", False, 2, 256, "fp32", "eager"),
+    ("llama-gqa", "freeze", False, 2, 256, "fp32", "sdpa"),
+    ("llama-gqa", "ia3", False, 2, 256, "fp32", "sdpa"),
+    ("llama-gqa", "prompt", False, 2, 256, "fp32", "sdpa"),
+    ("llama-gqa", "prefix", False, 2, 256, "fp32", "sdpa"),
+    ("llama-gqa", "adapter", False, 2, 256, "fp32", "sdpa"),
+    ("llama-gqa", "bitfit", False, 2, 256, "fp32", "sdpa"),
+    ("llama-gqa", "qlora", False, 2, 128, "fp32", "sdpa"),
+    ("qwen2-tied", "full", False, 2, 128, "fp32", "sdpa"),
+    ("qwen2-tied", "lora", False, 4, 128, "fp32", "sdpa"),
+    ("qwen2-tied", "lora", True, 2, 256, "fp32", "sdpa"),
+    ("qwen2-tied", "full", False, 2, 256, "bf16", "sdpa"),
+    ("smollm2-135m", "lora", False, 1, 128, "fp32", "sdpa"),
+    ("smollm2-135m", "lora", True, 2, 256, "fp32", "sdpa"),
+    ("smollm2-135m", "full", False, 1, 128, "fp32", "sdpa"),
+]
+QUICK = [0, 4, 5, 10, 19]
+
+
+def _cfg(method: str, gc_on: bool, batch: int, seq: int, dtype: str, attn: str) -> RunConfig:
+    cfg = RunConfig()
+    cfg.method = MethodSpec(method, dict(KNOBS.get(method, {})))
+    cfg.model.dtype, cfg.model.attn_implementation = dtype, attn
+    t = cfg.train
+    t.micro_batch_size, t.max_seq_len, t.gradient_checkpointing, t.precision = batch, seq, gc_on, dtype
+    t.optimizer, t.grad_accum = "adamw", 1
+    return cfg
+
+
+def _build(config, cfg: RunConfig):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config._attn_implementation = cfg.model.attn_implementation
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg.model.dtype]
+    spec = methods.model_spec_for(cfg.model, cfg.method)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if spec.quantization != "none":
+        model = _quantise(model, config, spec, dtype)
+    model.train()
+    return methods.get(cfg.method.name).apply(model, cfg.method, Context(
+        model_spec=spec, total_steps=2, gradient_checkpointing=cfg.train.gradient_checkpointing))
+
+
+def _quantise(model, config, spec, dtype):
+    """Save the random model and load it back 4-bit through transformers, as a real QLoRA run does."""
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.quantization,
+                               bnb_4bit_use_double_quant=spec.double_quant, bnb_4bit_compute_dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(tmp, quantization_config=q, dtype=dtype,
+                                                    attn_implementation=config._attn_implementation)
+
+
+def _step(model, opt, batch):
+    loss = model(**batch).loss  # the outputs (logits) go out of scope here, as in Trainer.compute_loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def measure(model, batch_size: int, seq: int, vocab: int) -> tuple[int, str]:
+    """Peak bytes of the second training step and the measure used."""
+    ids = torch.randint(0, vocab, (batch_size, seq), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "labels": ids.clone()}  # no padding: causal sdpa, as with packing
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    if torch.cuda.is_available():
+        batch = {k: v.cuda() for k, v in batch.items()}
+        _step(model, opt, batch)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        _step(model, opt, batch)
+        return torch.cuda.max_memory_allocated(), "cuda max_memory_allocated"
+    _step(model, opt, batch)
+    tracker = LiveStorage(model, opt)
+    with tracker:
+        _step(model, opt, batch)
+    return tracker.peak, "cpu live storage"
+
+
+class LiveStorage(TorchDispatchMode):
+    """Peak bytes of live tensor storage: what exists before (parameters, buffers, optimizer state) plus
+    every storage an op creates while active, released when its last reference dies (weakref callback).
+
+    torch's MemTracker does the same by category but hooks every parameter, which fails on frozen ones.
+    """
+
+    def __init__(self, model, opt):
+        super().__init__()
+        self._seen: dict[int, weakref.ref] = {}
+        self.live = 0
+        tensors = list(model.parameters()) + list(model.buffers())
+        tensors += [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+        for t in tensors:
+            self._track(t)
+        self.peak = self.live
+
+    def _track(self, t: torch.Tensor) -> None:
+        st = t.untyped_storage()
+        key = st.data_ptr()
+        if key == 0 or key in self._seen:
+            return
+        size = st.nbytes()
+        self.live += size
+
+        def gone(_ref, key=key, size=size):
+            self.live -= size
+            self._seen.pop(key, None)
+
+        self._seen[key] = weakref.ref(st, gone)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and not t.is_meta:
+                self._track(t)
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def run(rows) -> list[dict]:
+    shapes, out = _shapes(), []
+    for shape, method, gc_on, b, s, dtype, attn in rows:
+        if method not in methods.names():
+            continue
+        cfg = _cfg(method, gc_on, b, s, dtype, attn)
+        config = shapes[shape]
+        arch = ArchSpec.from_config(config)
+        est = memory.estimate(arch, cfg, device="cuda" if torch.cuda.is_available() else "cpu")
+        t0 = time.time()
+        try:
+            model = _build(config, cfg)
+            measured, how = measure(model, b, s, arch.vocab_size)
+        except Exception as err:  # report and go on: one broken method must not hide the rest
+            print(f"{shape} {method}: skipped ({type(err).__name__}: {str(err).splitlines()[0][:120]})",
+                  file=sys.stderr)
+            continue
+        finally:
+            gc.collect()
+        err = est.allocated_peak_bytes / measured - 1
+        out.append(dict(shape=shape, method=method, gc=gc_on, batch=b, seq=s, dtype=dtype, attn=attn,
+                        measured=measured, estimate=est.allocated_peak_bytes, error=err, measure=how,
+                        phase=est.peak_phase, seconds=time.time() - t0))
+        r = out[-1]
+        print(f"| {shape} | {method} | {'on' if gc_on else 'off'} | {b} | {s} | {dtype} | {attn} | "
+              f"{measured / 1e6:.1f} | {r['estimate'] / 1e6:.1f} | {err * 100:+.1f}% | {how} |", flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    rows = [MATRIX[i] for i in QUICK] if args.quick else MATRIX
+    print("| shape | method | checkpointing | micro-batch | seq | dtype | attention | measured MB | estimate MB "
+          "| error | measure |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    results = run(rows)
+    if results:
+        worst = max(results, key=lambda r: abs(r["error"]))
+        inside = sum(abs(r["error"]) <= 0.10 for r in results)
+        print(f"\n{inside}/{len(results)} rows within 10%; worst: {worst['shape']} {worst['method']} "
+              f"gc={'on' if worst['gc'] else 'off'} b={worst['batch']} s={worst['seq']} {worst['dtype']} "
+              f"{worst['attn']}: {worst['error'] * 100:+.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
