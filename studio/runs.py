@@ -227,12 +227,15 @@ def list_runs(root: str | Path = "runs") -> list[Run]:
 
 
 def loss_curve(run: Run | str | Path) -> dict[str, list]:
-    """Training and evaluation losses by step: {"step", "loss", "eval_step", "eval_loss"}."""
+    """Training and evaluation losses by step: {"step", "loss", "eval_step", "eval_loss"}.
+
+    Steps logged again after a resume from an earlier checkpoint replace the first logging of them.
+    """
     rows = read_metrics(run.path if isinstance(run, Run) else run)
-    train = [(r["step"], r["loss"]) for r in rows if isinstance(r.get("loss"), (int, float))]
-    evals = [(r["step"], r["eval_loss"]) for r in rows if isinstance(r.get("eval_loss"), (int, float))]
-    return {"step": [s for s, _ in train], "loss": [v for _, v in train],
-            "eval_step": [s for s, _ in evals], "eval_loss": [v for _, v in evals]}
+    train = {r["step"]: r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))}
+    evals = {r["step"]: r["eval_loss"] for r in rows if isinstance(r.get("eval_loss"), (int, float))}
+    return {"step": sorted(train), "loss": [train[s] for s in sorted(train)],
+            "eval_step": sorted(evals), "eval_loss": [evals[s] for s in sorted(evals)]}
 
 
 def write_model_card(run_dir: str | Path, cfg: RunConfig, state: dict) -> Path:

@@ -18,6 +18,7 @@ it going when the browser that started it goes away.
 
 from __future__ import annotations
 
+import errno
 import gc
 import math
 import os
@@ -293,6 +294,11 @@ class TrainingJob:
         self._event("setup", rows=len(prepared.train), eval_rows=len(prepared.eval), total_steps=total,
                     learning_rate=lr, stats=_stats_dict(prepared))
         checkpoint = runs.last_checkpoint(self.run_dir) if self._resume else None
+        if checkpoint is not None:  # the token count goes on from where the logged rows left it
+            upto = _step_of(checkpoint)
+            logged = [r["tokens"] for r in runs.read_metrics(self.run_dir) if "tokens" in r and r["step"] <= upto]
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            trainer.studio_tokens = int(logged[-1] // world) if logged else 0
         return trainer, checkpoint
 
     def _save(self, trainer, out) -> None:
@@ -323,6 +329,9 @@ class TrainingJob:
                 f"out of memory at train.micro_batch_size={t.micro_batch_size}, train.max_seq_len={t.max_seq_len}: "
                 "use a smaller micro-batch, shorter sequences, train.gradient_checkpointing: true, or QLoRA "
                 "(4-bit base); Retry smaller halves the micro-batch and doubles train.grad_accum")
+        elif isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            err = TrainingError(f"the disk is full ({self.run_dir}): free some space; the last complete checkpoint "
+                                "is intact and Resume continues from it")
         message = _one_line(err)
         self._log("".join(traceback.format_exception(err)) if not isinstance(err, ConfigError) else message)
         err.__traceback__ = None  # frames hold the model; dropping them lets its memory go
@@ -338,6 +347,10 @@ class TrainingJob:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.rpartition("-")[2])
+
 
 def _unpack_if_needed(cfg: RunConfig, tokenizer, model, prepared):
     """Packing is only safe where the adapted model keeps packed examples apart; else pad instead."""

@@ -240,3 +240,26 @@ def test_learning_rate_defaults_to_the_method_s(tiny_dirs, chat_file, tmp_path):
     job = run_job(make_cfg(tiny_dirs, chat_file, tmp_path, learning_rate=None, max_steps=1))
     setup = next(e for e in job.events(0) if e["type"] == "setup")
     assert setup["learning_rate"] == methods.get("lora").learning_rate
+
+
+def test_disk_full_while_saving_fails_clearly_and_keeps_the_checkpoint(tiny_dirs, chat_file, tmp_path, monkeypatch):
+    import errno
+
+    from studio import methods
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(methods, "save_result", full)
+    job = run_job(make_cfg(tiny_dirs, chat_file, tmp_path, max_steps=4, save_steps=2))
+    assert job.state == "failed" and "disk is full" in job.snapshot()["message"]
+    assert runs.last_checkpoint(job.run_dir).name == "checkpoint-4"
+    assert not (job.run_dir / "adapter").exists()
+    assert runs.load_run(job.run_dir).status == "failed"
+
+
+def test_resume_continues_the_token_count(tiny_dirs, chat_file, tmp_path):
+    part = run_job(make_cfg(tiny_dirs, chat_file, tmp_path, max_steps=6), At(3, lambda j: j.stop()))
+    run_job(None, resume_dir=part.run_dir)
+    tokens = [r["tokens"] for r in runs.read_metrics(part.run_dir) if "tokens" in r]
+    assert tokens == sorted(tokens) and len(tokens) == 6
