@@ -64,7 +64,7 @@ MATRIX = [
     ("llama-gqa", "prompt", False, 2, 256, "fp32", "sdpa"),
     ("llama-gqa", "prefix", False, 2, 256, "fp32", "sdpa"),
     ("llama-gqa", "adapter", False, 2, 256, "fp32", "sdpa"),
-    ("llama-gqa", "bitfit", False, 2, 256, "fp32", "sdpa"),
+    ("qwen2-tied", "bitfit", False, 2, 256, "fp32", "sdpa"),  # llama has no biases to train
     ("llama-gqa", "qlora", False, 2, 128, "fp32", "sdpa"),
     ("qwen2-tied", "full", False, 2, 128, "fp32", "sdpa"),
     ("qwen2-tied", "lora", False, 4, 128, "fp32", "sdpa"),
