@@ -281,8 +281,10 @@ class ChatEngine:
         """Split the panes into generate calls: the base and mixable adapters in one batch, the rest alone."""
         mixed = [p for p in panes if p is not BASE and self._slots[p].kind == "mixed"]
         calls = []
+        rows = ([BASE] if BASE in panes else []) + mixed
+        if len(rows) == 1 and mixed:  # one row needs no per-row routing, which costs time in every layer
+            return [self._single_call(self._slots[mixed[0]])] + self._plan([p for p in panes if p != mixed[0]])
         if mixed:
-            rows = ([BASE] if BASE in panes else []) + mixed
             names = [_MIXED_BASE if r is BASE else self._slots[r].key for r in rows]
             calls.append(_Call(rows, self._peft, lambda: self._setting(peft=True), {"adapter_names": names}))
         elif BASE in panes:
