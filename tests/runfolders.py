@@ -24,7 +24,7 @@ def perturb(model, seed: int = 1, scale: float = 0.3) -> None:
 
 
 def make_run(root: Path, model_dir: Path, name: str = "run", method: str = "lora", knobs: dict | None = None,
-             seed: int = 1, data: dict | None = None) -> Path:
+             seed: int = 1, data: dict | None = None, scale: float = 0.3) -> Path:
     """Write runs/<name>/ for ``method`` on the tiny model in ``model_dir`` and return the folder."""
     from studio import methods
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -39,7 +39,7 @@ def make_run(root: Path, model_dir: Path, name: str = "run", method: str = "lora
     tok = AutoTokenizer.from_pretrained(model_dir)
     m = methods.get(method)
     model = m.apply(base, spec, methods.Context(tokenizer=tok, total_steps=1, model_spec=cfg.model))
-    perturb(model, seed)
+    perturb(model, seed, scale)
     saver = getattr(methods, "save_result", None)  # the registry's own format once it has one
     if saver is not None:
         saver(model, spec, run / "adapter")

@@ -233,3 +233,61 @@ def test_remove_adapter(engine, tmp_path, tiny_dirs):
     assert engine.adapters() == ["y"]
     texts, _ = _final(engine, HELLO, [BASE, "y"])
     assert set(texts) == {BASE, "y"}
+
+
+def test_busy_while_a_training_job_trains(monkeypatch):
+    from studio import training
+
+    class _Job:
+        state = "training"
+
+        def snapshot(self):
+            return {"state": self.state}
+
+    job = _Job()
+    monkeypatch.setattr(training, "current_job", lambda: job)
+    assert "training run is using the model" in chat.training_busy_message()
+    job.state = "done"
+    assert chat.training_busy_message() is None
+
+
+@pytest.fixture(scope="module")
+def embedded_run(tmp_path_factory):
+    from studio import models
+
+    root = tmp_path_factory.mktemp("embedded-runs")
+    return make_run(root, models.embedded_dir(), "lora", knobs={"targets": ["attention"]}, scale=0.1)
+
+
+@pytest.mark.slow
+def test_embedded_side_by_side_equals_one_at_a_time(embedded_run):
+    from studio import models
+
+    engine = ChatEngine(ModelSpec(id=str(models.embedded_dir())))
+    engine.add_adapter("tuned", embedded_run)
+    gen = GenSettings(max_new_tokens=24, greedy=True)
+    messages = [{"role": "user", "content": "Who are you?"}]
+    together, tokens = _final(engine, messages, [BASE, "tuned"], gen)
+    base_alone, base_tokens = _final(engine, messages, [BASE], gen)
+    tuned_alone, tuned_tokens = _final(engine, messages, ["tuned"], gen)
+    assert tokens[BASE] == base_tokens[BASE] and tokens["tuned"] == tuned_tokens["tuned"]
+    assert together[BASE].strip() and tokens[BASE] != tokens["tuned"]
+
+
+@pytest.mark.slow
+def test_embedded_first_token_is_quick():
+    pieces, start, first = [], time.perf_counter(), None
+    for piece in chat.answer_once("embedded", "Who are you?", max_new_tokens=16):
+        if first is None and piece.strip():
+            first = time.perf_counter() - start
+        pieces.append(piece)
+    assert "".join(pieces).strip()
+    engine = ChatEngine(ModelSpec())
+    gen = GenSettings(max_new_tokens=4, greedy=True)
+    _final(engine, HELLO, [BASE], gen)  # warm
+    start = time.perf_counter()
+    for texts in engine.stream([{"role": "user", "content": "Who are you?"}], panes=[BASE], gen=gen):
+        if texts[BASE]:
+            break
+    # the target is < 1 s on an idle 2-core CPU; the bound leaves room for a shared, loaded machine
+    assert time.perf_counter() - start < 3.0
