@@ -97,8 +97,12 @@ def test_studio_end_to_end(studio, page):
     _tab(page, "4 · Train")
     _set_number(page, "#train-max_steps input", 8)
     _set_number(page, "#train-logging_steps input", 1)
+    page.locator("#run-name textarea, #run-name input").first.fill("browser-run")
     page.locator("#start-btn").click()
     page.wait_for_selector("#train-message :text('Started')")
+    # the view may still show an earlier run of this process until the next tick: wait for this one's chart
+    page.wait_for_function(
+        "(document.querySelector('#loss-plot .gtitle') || {}).textContent?.includes('browser-run')")
     page.wait_for_function(
         "document.querySelectorAll('#loss-plot .scatterlayer .trace:first-child .point').length >= 2")
     _shot(page, "03-training")

@@ -63,8 +63,10 @@ def field_widget(section: type, name: str, value: Any = None, **kw) -> gr.compon
     if meta.get("choices"):
         return gr.Dropdown(list(meta["choices"]), value=value, **kw)
     if kind in (int, float):
-        lo = 0 if optional else meta.get("min")
-        return _number_widget(kind, 0 if value is None else value, lo, meta.get("max"), None, **kw)
+        lo, hi = (0 if optional else meta.get("min")), meta.get("max")
+        if kind is float and meta.get("min") and hi is not None and meta["min"] < (hi - lo) / 100:
+            hi = None  # valid values finer than a slider step (a learning rate of 1e-4): a number field
+        return _number_widget(kind, 0 if value is None else value, lo, hi, None, **kw)
     return gr.Textbox(value=value or "", **kw)
 
 

@@ -45,7 +45,9 @@ def _num(value, fmt: str) -> str:
 def _settings(cfg: RunConfig | None) -> str:
     if cfg is None:
         return "–"
-    knobs = ", ".join(f"{k}={v}" for k, v in cfg.method.knobs.items() if not isinstance(v, list))
+    # the numbers only (rank, alpha...): switches and lists make the column unreadably wide
+    knobs = ", ".join(f"{k}={v:g}" for k, v in cfg.method.knobs.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool))
     t = cfg.train
     steps = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epochs"
     return f"{knobs}; {steps}, batch {t.micro_batch_size}×{t.grad_accum}, lr {t.learning_rate or 'default'}"
