@@ -31,6 +31,7 @@ def _number(page, selector: str, value) -> None:
 
 def _shoot(page, name: str) -> None:
     page.wait_for_timeout(1200)  # let plotly finish its transition
+    page.evaluate("window.scrollTo(0, 0)")  # filling a field lower down scrolls the page
     page.screenshot(path=str(OUT / f"{name}.png"), full_page=False)
     print(OUT / f"{name}.png")
 
