@@ -20,7 +20,7 @@ from pathlib import Path
 
 from studio.config import ConfigError, DataSpec, RunConfig
 
-__all__ = ["EvalItem", "EvalReport", "rouge_l", "lcs_length", "load_prompts", "items_from_rows", "heldout_rows",
+__all__ = ["EvalItem", "EvalReport", "rouge_l", "lcs_length", "load_prompts", "prompts_from_column", "items_from_rows", "heldout_rows",
            "mean_loss", "evaluate", "evaluate_run", "cli_eval", "EVAL_FILE"]
 
 EVAL_FILE = "eval.jsonl"
@@ -113,6 +113,24 @@ def _prompt_rows(path: Path) -> list[EvalItem]:
     from studio import data
 
     return items_from_rows(data.load_rows(DataSpec(path=str(path))).rows)
+
+
+def prompts_from_column(path: str, column: str, reference: str | None = None, limit: int | None = None,
+                        split: str = "train") -> list[EvalItem]:
+    """Prompts from one column of a dataset (file, folder or hub name), references from another."""
+    from studio.data.sources import read_records
+
+    items = []
+    for rec in read_records(path, split=split):
+        row = rec.data if isinstance(rec.data, dict) else {}
+        if column not in row:
+            raise ConfigError(f"{rec.where}: no column {column!r} (columns: {', '.join(map(str, row)) or 'none'})")
+        ref = row.get(reference) if reference else None
+        if isinstance(row[column], str) and row[column].strip():
+            items.append(EvalItem(row[column], ref if isinstance(ref, str) else None))
+        if limit and len(items) >= limit:
+            break
+    return items
 
 
 def heldout_rows(cfg: RunConfig) -> list[dict]:

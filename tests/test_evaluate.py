@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from studio.config import ConfigError
 from studio.evaluate import (EvalItem, evaluate_run, items_from_rows, lcs_length, load_prompts, mean_loss,
-                             rouge_l)
+                             prompts_from_column, rouge_l)
 from tests.runfolders import make_run
 
 CHAT_ROWS = [
@@ -111,3 +111,25 @@ def test_cli_eval(run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[1] hello" in out and "eval.jsonl" in out
     assert main(["eval", str(run), "--prompts", str(tmp_path / "nope.txt")]) == 2
+
+
+def test_prompts_from_a_dataset_column(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("question,gold\nwhat is up,nothing\nhow are you,fine\n")
+    items = prompts_from_column(str(path), "question", reference="gold")
+    assert [(i.prompt, i.reference) for i in items] == [("what is up", "nothing"), ("how are you", "fine")]
+    assert len(prompts_from_column(str(path), "question", limit=1)) == 1
+    with pytest.raises(ConfigError, match="no column 'nope'"):
+        prompts_from_column(str(path), "nope")
+
+
+@pytest.mark.slow
+def test_eval_on_the_embedded_model(tmp_path):
+    from studio import models
+
+    run = make_run(tmp_path, models.embedded_dir(), "lora", knobs={"targets": ["attention"]}, scale=0.1)
+    items = [EvalItem("Who are you?", "I am a helpful assistant."), EvalItem("What is 2+2?", "4")]
+    report = evaluate_run(run, items=items, max_new_tokens=16)
+    assert all(r["answers"]["base"].strip() for r in report.rows)
+    assert report.summary["loss_on"] == "the prompt/reference pairs"
+    assert 1.0 < report.summary["base"]["perplexity"] < 1e6

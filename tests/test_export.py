@@ -99,3 +99,19 @@ def test_cli_export(run, tmp_path, capsys):
     assert main(["export", str(run), "--out", str(tmp_path / "cli"), "--merge"]) == 0
     assert capsys.readouterr().out.strip().endswith("cli")
     assert main(["export", str(run), "--out", str(tmp_path / "cli"), "--merge"]) == 2
+
+
+@pytest.mark.slow
+def test_merged_embedded_model_matches_adapter(tmp_path):
+    from studio import models
+
+    model_dir = models.embedded_dir()
+    run = make_run(tmp_path, model_dir, "lora", knobs={"targets": ["attention"]}, scale=0.1)
+    out = export_run(run, tmp_path / "merged", merge=True)
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        got = merged(IDS).logits
+    want = _adapter_logits(model_dir, run)
+    # fp32 sums in another order: logits of size ~20 agree to ~1e-4
+    torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-4)
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
