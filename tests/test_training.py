@@ -263,3 +263,17 @@ def test_resume_continues_the_token_count(tiny_dirs, chat_file, tmp_path):
     run_job(None, resume_dir=part.run_dir)
     tokens = [r["tokens"] for r in runs.read_metrics(part.run_dir) if "tokens" in r]
     assert tokens == sorted(tokens) and len(tokens) == 6
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_logits_only_where_loss_is_gives_the_same_curve(tiny_dirs, chat_file, tmp_path, monkeypatch, family):
+    from studio.train_parts import StudioTrainer
+
+    curves = []
+    for sparse in (False, True):
+        monkeypatch.setattr(StudioTrainer, "sparse_logits", sparse)
+        cfg = make_cfg(tiny_dirs, chat_file, tmp_path, max_steps=4, grad_accum=2, micro_batch_size=1,
+                       run_name=f"s{sparse}")
+        cfg.model.id = str(tiny_dirs[family])
+        curves.append(runs.loss_curve(run_job(cfg).run_dir)["loss"])
+    assert curves[1] == pytest.approx(curves[0], rel=1e-5, abs=1e-6)
