@@ -149,6 +149,9 @@ class ChatEngine:
         self._check_same_base(cfg, Path(run_dir))
         with self._lock:
             slot = self._load_slot(name, Path(run_dir), method, cfg.method, folder)
+        if getattr(method, "quantized", None) and self.spec.quantization == "none":  # say so: it can shift answers
+            slot.note = " ".join(filter(None, [slot.note, f"{name} was trained on a {method.quantized} base; here it "
+                                               "runs on the full-precision base, so answers can differ slightly."]))
         self._slots[name] = slot
         return slot.note
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from studio.config import ConfigError, DataSpec, RunConfig
 
-__all__ = ["EvalItem", "EvalReport", "rouge_l", "lcs_length", "load_prompts", "prompts_from_column", "items_from_rows", "heldout_rows",
-           "mean_loss", "evaluate", "evaluate_run", "cli_eval", "EVAL_FILE"]
+__all__ = ["EvalItem", "EvalReport", "rouge_l", "lcs_length", "load_prompts", "prompts_from_column", "items_from_rows",
+           "heldout_rows",           "mean_loss", "evaluate", "evaluate_run", "cli_eval", "EVAL_FILE"]
 
 EVAL_FILE = "eval.jsonl"
 _REFERENCE_KEYS = ("reference", "response", "answer", "completion", "output")

@@ -20,6 +20,7 @@ from studio.config import ConfigError, RunConfig
 __all__ = ["export_run", "model_card", "DTYPES"]
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_LIBRARY = {"weights": "transformers", "peft": "peft", "adapter": "peft-studio"}  # result format -> who loads it
 _UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")  # pickle formats: never shipped
 
 
@@ -124,9 +125,10 @@ def model_card(cfg: RunConfig, method, run_dir: Path, merged: bool) -> str:
     """A README for the exported folder: what it is, how it was trained, and how to load it."""
     state = _read_json(run_dir / "state.json")
     knobs = method.values(cfg.method) if hasattr(method, "values") else cfg.method.knobs
-    lib = "transformers" if merged or getattr(method, "fmt", "peft") == "weights" else "peft"
+    lib = "transformers" if merged else _LIBRARY.get(getattr(method, "fmt", "peft"), "peft")
     lines = [
-        "---", f"library_name: {lib}", f"base_model: {_hub_name(cfg.model.id)}", "tags:", f"- {method.name}", "- peft-studio",
+        "---", f"library_name: {lib}", f"base_model: {_hub_name(cfg.model.id)}", "tags:", f"- {method.name}",
+        "- peft-studio",
         "---", "", f"# {run_dir.name}", "",
         f"{'The base model with the ' + method.title + ' update merged in' if merged else method.title + ' result'}"
         f", trained from `{cfg.model.id}` on `{cfg.data.path}`.", "",
@@ -143,6 +145,12 @@ def model_card(cfg: RunConfig, method, run_dir: Path, merged: bool) -> str:
 
 
 def _load_snippet(lib: str, cfg: RunConfig) -> list[str]:
+    if lib == "peft-studio":  # the studio's own bottleneck adapters: no other library reads them
+        return ["from studio import methods",
+                "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                f'base = AutoModelForCausalLM.from_pretrained("{_hub_name(cfg.model.id)}")',
+                'model = methods.load_result(base, "THIS_FOLDER")',
+                'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")']
     if lib == "transformers":
         return ["from transformers import AutoModelForCausalLM, AutoTokenizer",
                 'model = AutoModelForCausalLM.from_pretrained("THIS_FOLDER")',

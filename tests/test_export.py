@@ -115,3 +115,15 @@ def test_merged_embedded_model_matches_adapter(tmp_path):
     # fp32 sums in another order: logits of size ~20 agree to ~1e-4
     torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-4)
     assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_bottleneck_adapter_export_says_how_to_load(tmp_path, tiny_dirs):
+    from studio import methods
+
+    run = make_run(tmp_path, tiny_dirs["llama"], "adapter", method="adapter")
+    with pytest.raises(ConfigError, match="cannot merge"):
+        export_run(run, tmp_path / "m", merge=True)
+    out = export_run(run, tmp_path / "a")
+    assert "methods.load_result" in (out / "README.md").read_text()
+    model = methods.load_result(AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]).eval(), out)
+    assert model(IDS).logits.shape[-1] == 512
