@@ -129,6 +129,11 @@ class ChatEngine:
 
     # ---- adapters -------------------------------------------------------------------------------------
 
+    @property
+    def busy(self) -> bool:
+        """Whether a generation holds the model now (a new one would wait for it)."""
+        return self._lock.locked()
+
     def adapters(self) -> list[str]:
         """Names of the loaded adapters, in the order they were added."""
         return list(self._slots)

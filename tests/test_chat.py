@@ -128,7 +128,7 @@ def test_stop_ends_generation_promptly(engine, lora_run):
         engine.stop()
     assert time.perf_counter() - start < 5
     assert len(engine.last_tokens[BASE]) < 100
-    assert not engine._lock.locked()
+    assert not engine.busy
 
 
 def test_abandoned_stream_releases_the_model(engine, lora_run):
