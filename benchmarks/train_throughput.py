@@ -121,11 +121,11 @@ def run_studio(data: Path, args, precision: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="path of seed_recipe.py")
-    p.add_argument("--rows", type=int, default=64, help="examples in the generated dataset")
+    p.add_argument("--rows", type=int, default=40, help="examples in the generated dataset")
     p.add_argument("--max-seq-len", type=int, default=512)
     p.add_argument("--batch", type=int, default=4, help="the recipe's batch size")
     p.add_argument("--studio-batch", type=int, default=1, help="the studio's micro-batch (packed rows of max-seq-len)")
-    p.add_argument("--precision", default="auto", help="studio precision(s), comma separated: auto,fp32,bf16")
+    p.add_argument("--precision", default="auto,fp32", help="studio precision(s), comma separated: auto,fp32,bf16")
     p.add_argument("--no-packing", action="store_true", help="studio with dynamic padding only")
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--seed", type=int, default=0)
