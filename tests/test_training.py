@@ -277,3 +277,20 @@ def test_logits_only_where_loss_is_gives_the_same_curve(tiny_dirs, chat_file, tm
         cfg.model.id = str(tiny_dirs[family])
         curves.append(runs.loss_curve(run_job(cfg).run_dir)["loss"])
     assert curves[1] == pytest.approx(curves[0], rel=1e-5, abs=1e-6)
+
+
+def test_an_interrupted_run_is_listed_and_resumes(tiny_dirs, chat_file, tmp_path):
+    import subprocess
+    import sys
+
+    job = run_job(make_cfg(tiny_dirs, chat_file, tmp_path, max_steps=8, save_steps=4), At(6, lambda j: j.stop()))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    # what a kill -9 at step 6 leaves: status still 'training', its process gone, checkpoint-4 the last complete one
+    runs.write_state(job.run_dir, status="training", pid=dead.pid)
+    import shutil
+    shutil.rmtree(job.run_dir / "checkpoints" / "checkpoint-6")
+    assert runs.load_run(job.run_dir).status == "interrupted"
+    resumed = run_job(None, resume_dir=job.run_dir)
+    assert resumed.state == "done" and runs.read_state(job.run_dir)["step"] == 8
+    assert runs.loss_curve(job.run_dir)["step"] == list(range(1, 9))
