@@ -115,7 +115,8 @@ def run_studio(data: Path, args, precision: str) -> dict:
     return {"recipe": f"studio ({precision})", "steps": state["step"], "real_tokens": tokens,
             "train_seconds": state["train_seconds"],
             "real_tokens_per_second": round(tokens / state["train_seconds"], 2),
-            "final_train_loss": round(state["training_loss"], 4), "peak_rss_mb": round(state["peak_memory_bytes"] / 2**20, 1)}
+            "final_train_loss": round(state["training_loss"], 4),
+            "peak_rss_mb": round(state["peak_memory_bytes"] / 2**20, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,7 @@ __all__ = [
     "folder_bytes",
     "last_checkpoint",
     "write_model_card",
+    "replace_folder",
 ]
 
 ACTIVE = ("queued", "loading", "training", "saving")
@@ -250,23 +251,42 @@ def write_model_card(run_dir: str | Path, cfg: RunConfig, state: dict) -> Path:
         f"# {Path(run_dir).name}", "",
         f"A {m.name} fine-tune of `{cfg.model.id}`, made with PEFT Studio.", "",
         "## Method", "", f"- method: {m.name} ({knobs})", "",
-        "## Data", "", f"- source: `{cfg.data.path}` (format {cfg.data.format}, loss on {cfg.data.train_on} tokens,"
-        f" packing {'on' if cfg.data.packing else 'off'})", f"- validation: {cfg.data.val_path or cfg.data.val_fraction}", "",
+        "## Data", "",
+        f"- source: `{cfg.data.path}` (format {cfg.data.format}, loss on {cfg.data.train_on} tokens,"
+        f" packing {'on' if cfg.data.packing else 'off'})",
+        f"- validation: {cfg.data.val_path or cfg.data.val_fraction}", "",
         "## Settings", "",
-        f"- steps: {t.max_steps or f'{t.epochs} epochs'}, micro-batch {t.micro_batch_size} x accumulation {t.grad_accum},"
-        f" max_seq_len {t.max_seq_len}",
+        f"- steps: {t.max_steps or f'{t.epochs} epochs'}, micro-batch {t.micro_batch_size}"
+        f" x accumulation {t.grad_accum}, max_seq_len {t.max_seq_len}",
         f"- learning rate {t.learning_rate or 'method default'}, {t.scheduler} schedule, warmup {t.warmup_ratio},"
         f" optimizer {t.optimizer}, precision {t.precision}, seed {t.seed}", "",
         "## Result", "",
         f"- status: {state.get('status')}, step {state.get('step')}/{state.get('total_steps')}",
-        f"- final train loss: {fmt(state.get('final_loss'))}; final eval loss: {fmt(state.get('final_eval_loss'))}",
-        f"- train time: {fmt(state.get('train_seconds'))} s; adapter size: {state.get('adapter_bytes', 0) / 2**20:.1f} MB",
+        f"- final train loss: {fmt(state.get('final_loss'))};"
+        f" final eval loss: {fmt(state.get('final_eval_loss'))}",
+        f"- train time: {fmt(state.get('train_seconds'))} s;"
+        f" adapter size: {(state.get('adapter_bytes') or 0) / 2**20:.1f} MB",
         "", "Load it with `studio.methods.load_result(base_model, folder)`, or chat with it:",
         f"`python -m studio chat {run_dir} --prompt \"Hello\"`.", "",
     ]
     path = Path(run_dir) / "README.md"
     _atomic_write(path, "\n".join(lines))
     return path
+
+
+def replace_folder(target: Path, write) -> None:
+    """Write a folder under a temporary name, then swap it in, so a crash never leaves half a folder."""
+    import shutil
+
+    tmp = target.with_name(target.name + ".tmp")
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def now() -> float:

@@ -6,6 +6,7 @@ Kept apart from training.py so the job itself reads as setup, train, save, clean
 from __future__ import annotations
 
 import math
+import os
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +19,7 @@ from studio import distributed, runs
 from studio.config import ConfigError, RunConfig
 
 __all__ = ["OPTIMIZERS", "build_args", "cpu_has_bf16", "memory_now", "resolve_precision", "Progress", "EarlyStop",
-           "StudioTrainer", "TokenCountingCollator"]
+           "StudioTrainer", "TokenCountingCollator", "total_steps"]
 
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
               "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd"}
@@ -100,6 +101,19 @@ def memory_now() -> dict:
     import psutil
 
     return {"memory_bytes": psutil.Process().memory_info().rss}
+
+
+def total_steps(cfg: RunConfig, rows: int) -> int:
+    """Optimizer steps the run will take, computed the way Trainer does."""
+    t = cfg.train
+    if t.max_steps:
+        return t.max_steps
+    if t.epochs <= 0:
+        raise ConfigError("train.epochs is 0 and train.max_steps is not set: nothing to train")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    batches = math.ceil(rows / (t.micro_batch_size * world))
+    per_epoch = max(1, math.ceil(batches / t.grad_accum))
+    return max(1, math.ceil(per_epoch * t.epochs))
 
 
 class TokenCountingCollator:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import gc
-import math
 import os
 import threading
 import time
@@ -38,8 +37,9 @@ from studio.train_parts import (
     StudioTrainer,
     TokenCountingCollator,
     build_args,
+    Progress,
     cpu_has_bf16,
-    memory_now,
+    total_steps,
 )
 
 __all__ = ["STATES", "TrainingError", "OutOfMemory", "TrainingJob", "current_job", "run_headless",
@@ -264,7 +264,7 @@ class TrainingJob:
         model_spec = methods.model_spec_for(cfg.model, cfg.method)  # QLoRA asks for a 4-bit base here
         tokenizer = models.load_tokenizer(model_spec)
         prepared = data.build(cfg, tokenizer)
-        total = _total_steps(cfg, len(prepared.train))
+        total = total_steps(cfg, len(prepared.train))
         self._update(total=total)
         self._write_state(total_steps=total)
         model, tokenizer = models.load(model_spec)
@@ -280,8 +280,6 @@ class TrainingJob:
         lr = t.learning_rate if t.learning_rate is not None else method.learning_rate
         has_eval = bool(prepared.eval)
         args = build_args(cfg, self.run_dir / "checkpoints", lr=lr, total_steps=total, has_eval=has_eval)
-        from studio.train_parts import Progress
-
         callbacks = [Progress(self), *methods.trainer_callbacks(method), *self._callbacks]
         if has_eval and t.early_stopping_patience:
             callbacks.append(EarlyStop(t.early_stopping_patience, self))
@@ -314,8 +312,8 @@ class TrainingJob:
         if not trainer.is_world_process_zero():
             return
         adapter = self.run_dir / "adapter"
-        _replace_folder(adapter, lambda tmp: methods.save_result(trainer.model, self.cfg.method, tmp))
-        _replace_folder(self.run_dir / "tokenizer", lambda tmp: self.tokenizer.save_pretrained(tmp))
+        runs.replace_folder(adapter, lambda tmp: methods.save_result(trainer.model, self.cfg.method, tmp))
+        runs.replace_folder(self.run_dir / "tokenizer", lambda tmp: self.tokenizer.save_pretrained(tmp))
         size = runs.folder_bytes(adapter)
         self._write_state(step=out.global_step, final_loss=snap.get("loss"), final_eval_loss=final_eval,
                           train_seconds=snap.get("train_seconds"), adapter_bytes=size,
@@ -369,34 +367,6 @@ def _unpack_if_needed(cfg: RunConfig, tokenizer, model, prepared):
 def _stats_dict(prepared) -> dict:
     stats = prepared.stats
     return stats.to_dict() if hasattr(stats, "to_dict") else dict(stats or {})
-
-
-def _total_steps(cfg: RunConfig, rows: int) -> int:
-    """Optimizer steps the run will take, computed the way Trainer does."""
-    t = cfg.train
-    if t.max_steps:
-        return t.max_steps
-    if t.epochs <= 0:
-        raise TrainingError("train.epochs is 0 and train.max_steps is not set: nothing to train")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    batches = math.ceil(rows / (t.micro_batch_size * world))
-    per_epoch = max(1, math.ceil(batches / t.grad_accum))
-    return max(1, math.ceil(per_epoch * t.epochs))
-
-
-def _replace_folder(target: Path, write) -> None:
-    """Write a folder under a temporary name, then swap it in, so a crash never leaves half a folder."""
-    import shutil
-
-    tmp = target.with_name(target.name + ".tmp")
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_headless(cfg: RunConfig, quiet: bool = False) -> Path:
