@@ -34,7 +34,7 @@ _MIXED_BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
 
 def read_run(run_dir: str | Path) -> tuple[RunConfig, Any, Path]:
     """A run folder's config, its Method and its adapter folder; ConfigError when it is not usable."""
-    from studio import methods
+    from studio import methods, models
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -43,6 +43,7 @@ def read_run(run_dir: str | Path) -> tuple[RunConfig, Any, Path]:
     folder = run_dir / "adapter"
     if not folder.is_dir() or not any(folder.iterdir()):
         raise ConfigError(f"{run_dir}: the run has no trained result yet (adapter/ is missing or empty)")
+    models.refuse_pickle(folder)
     return cfg, methods.get(cfg.method.name), folder
 
 

@@ -21,7 +21,6 @@ __all__ = ["export_run", "model_card", "DTYPES"]
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _LIBRARY = {"weights": "transformers", "peft": "peft", "adapter": "peft-studio"}  # result format -> who loads it
-_UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")  # pickle formats: never shipped
 
 
 def export_run(run_dir: str | Path, out: str | Path, merge: bool = False, dtype: str = "auto",
@@ -46,9 +45,6 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False, dtype:
         raise ConfigError(f"--dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out: {out} already exists and is not an empty folder; choose a new folder")
-    unsafe = sorted(p.name for p in folder.iterdir() if p.suffix in _UNSAFE_SUFFIXES)
-    if unsafe:
-        raise ConfigError(f"{folder}: holds pickle weights ({', '.join(unsafe)}); the studio exports safetensors only")
     if merge:
         _check_mergeable(cfg, method, run_dir, dequantize)
         _write_merged(cfg, folder, out, dtype)

@@ -34,6 +34,7 @@ __all__ = [
     "load",
     "load_tokenizer",
     "pick_dtype",
+    "refuse_pickle",
 ]
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -100,6 +101,18 @@ def _clear_gguf_marker(model) -> None:
     model.hf_quantizer = None
     model.is_quantized = False
     model.config.__dict__.pop("quantization_config", None)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def refuse_pickle(folder: Path) -> None:
+    """ModelError when ``folder`` holds pickle-format weights: unpickling can run any code, so the studio
+    reads weights from safetensors only, never from these files, whatever else the folder holds."""
+    found = sorted(p.name for p in Path(folder).iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if found:
+        raise ModelError(f"{folder}: holds pickle-format weights ({', '.join(found)}); the studio loads "
+                         "safetensors only (convert them where you trust the source)")
 
 
 def _first_line(err: BaseException) -> str:
