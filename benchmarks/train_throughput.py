@@ -173,6 +173,14 @@ def _print(report: dict, as_json: bool) -> None:
     for r in report["results"]:
         print(f"{r['recipe']:<16} {r['real_tokens_per_second']:>10.1f} {r['train_seconds']:>8.1f} "
               f"{r['final_train_loss']:>9.4f} {r.get('ratio', '-'):>6}")
+    if base is None:
+        return
+    for r in report["results"]:
+        if r is not base:
+            fast, loss = r["ratio"] >= 3, r["final_train_loss"] <= base["final_train_loss"]
+            print(f"target for {r['recipe']}: >= 3x real tokens/s {'met' if fast else 'NOT met'} ({r['ratio']}x), "
+                  f"mean loss no worse than the recipe's {'met' if loss else 'NOT met'} "
+                  f"({r['final_train_loss'] - base['final_train_loss']:+.4f})")
 
 
 if __name__ == "__main__":
