@@ -88,3 +88,5 @@ def _isolated_cache(monkeypatch, tmp_path_factory):
     # The converted embedded model is shared across tests (it is read-only); everything else is per test.
     shared = Path(os.environ.get("STUDIO_CACHE", Path.home() / ".cache" / "peft-studio"))
     monkeypatch.setenv("STUDIO_CACHE", str(shared))
+    # the UI reads typed paths only under allowed folders; the tests' models and data live in pytest's tmp
+    monkeypatch.setenv("STUDIO_ALLOWED_DIRS", str(tmp_path_factory.getbasetemp()))

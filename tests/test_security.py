@@ -1,14 +1,17 @@
 """Launch security: loopback by default, a password to listen elsewhere, foreign Host headers refused,
-uploads size-limited, no analytics and no share link."""
+uploads size-limited, no analytics and no share link; paths typed in the browser read only under allowed
+folders, and Gradio's file route serves uploads only."""
 
 from __future__ import annotations
 
 import http.client
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
+from studio.config import RunConfig
 from studio.ui import launch
 
 
@@ -93,3 +96,165 @@ def test_upload_size_limit_is_enforced(tiny_dirs, tmp_path, monkeypatch):
         conn.close()
     finally:
         demo.close()
+
+
+# ---- paths typed in the browser ----------------------------------------------------------------------------
+
+REFUSED = "is outside the folders the studio may read"
+
+
+@pytest.fixture
+def locked(tmp_path, monkeypatch):
+    """Only the studio's own folders are allowed (pytest's tmp is not); the runs folder is tmp_path/runs."""
+    from studio.ui import paths, state
+
+    monkeypatch.delenv(paths.ENV, raising=False)
+    monkeypatch.setattr(state.get(), "default_model", "embedded")
+    monkeypatch.setattr(state.get(), "runs_root", tmp_path / "runs")
+    monkeypatch.setattr(paths, "_extra", [])
+    (tmp_path / "runs").mkdir()
+    return tmp_path / "runs"
+
+
+def _chat_file(path):
+    import json
+
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello"}]}) + "\n")
+    return path
+
+
+def _form_values(form, **settings):
+    values = [c.value for c in form.components]
+    for key, value in settings.items():
+        values[form.index(key.replace("__", "."))] = value
+    return values
+
+
+@pytest.fixture
+def ui_form(locked, tiny_dirs):
+    """The app's Form, built as `python app.py` builds it (the default model is the embedded one)."""
+    from studio.ui import state
+    from studio.ui.app import build_app
+
+    build_app(default_model="embedded", runs_root=str(locked))
+    return state.get().form
+
+
+def test_typed_path_outside_is_refused_by_every_handler(locked, tiny_dirs, tmp_path, ui_form):
+    from studio.config import ConfigError
+    from studio.ui import chat_tab, method_tab, model_tab, train_tab
+
+    outside = str(tiny_dirs["gpt2"])
+    card = model_tab.arch_card(outside)
+    assert REFUSED in card and "--allow-dir" in card and "gpt2" not in card.split(REFUSED)[1]
+    # the gpt2 folder is never read: its own module names (c_attn) do not appear
+    assert "c_attn" not in method_tab.target_choices(outside)
+    with pytest.raises(ConfigError) as err:
+        ui_form.to_config(*_form_values(ui_form, model__id=outside, data__path="/etc/passwd"))
+    assert len(err.value.problems) == 2 and all(REFUSED in p for p in err.value.problems)
+    cfg = RunConfig.from_dict({"model": {"id": outside}, "train": {"max_steps": 1}})
+    assert REFUSED in train_tab.start_training(cfg)
+    assert not any(locked.iterdir()), "a refused run still made a run folder"
+    assert "not a run in the runs folder" in train_tab.resume_training(str(tmp_path))
+    *_, (_, _, note) = chat_tab.chat_stream("hi", [], [], str(tmp_path), "embedded")
+    assert "not a run in the runs folder" in note
+    *_, (_, _, note) = chat_tab.chat_stream("hi", [], [], None, outside)
+    assert REFUSED in note
+
+
+def test_dotdot_and_symlinks_do_not_lead_out(locked, tiny_dirs, tmp_path):
+    from studio.ui import model_tab, paths
+
+    outside_file = _chat_file(tmp_path / "outside.jsonl")
+    with pytest.raises(paths.PathRefused):
+        paths.check(f"{locked}/../outside.jsonl", "data.path")
+    with pytest.raises(paths.PathRefused):
+        paths.check(f"{locked}/x/../../outside.jsonl", "data.path")
+    (locked / "link.jsonl").symlink_to(outside_file)
+    (locked / "model-link").symlink_to(tiny_dirs["llama"])
+    with pytest.raises(paths.PathRefused):
+        paths.check(str(locked / "link.jsonl"), "data.path")
+    assert REFUSED in model_tab.arch_card(str(locked / "model-link"))
+    # a symlink whose target lies in an allowed folder is fine
+    inside = _chat_file(locked / "inside.jsonl")
+    (locked / "alias.jsonl").symlink_to(inside)
+    assert paths.check(str(locked / "alias.jsonl"), "data.path") == str(locked / "alias.jsonl")
+
+
+def test_hub_ids_stay_allowed_unless_they_name_a_folder_here(locked, tiny_dirs, tmp_path, monkeypatch):
+    import shutil
+
+    from studio.ui import model_tab, paths
+
+    assert paths.check_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert paths.check("tatsu-lab/alpaca", "data.path") == "tatsu-lab/alpaca"
+    assert REFUSED not in model_tab.arch_card("HuggingFaceTB/SmolLM2-135M-Instruct")
+    # the same shape naming a folder in the working directory is a path, and that folder is outside
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_dirs["llama"], tmp_path / "org" / "name")
+    assert REFUSED in model_tab.arch_card("org/name")
+    with pytest.raises(paths.PathRefused):
+        paths.check("notes.jsonl", "data.path")  # a file name is local even when it does not exist
+
+
+def test_allowed_folders_work(locked, tiny_dirs, tmp_path, monkeypatch, ui_form):
+    import shutil
+
+    from studio.ui import model_tab, paths
+
+    shutil.copytree(tiny_dirs["llama"], locked / "model")
+    assert "| layers | 2 |" in model_tab.arch_card(str(locked / "model"))
+    data = _chat_file(locked / "data.jsonl")
+    cfg = ui_form.to_config(*_form_values(ui_form, model__id=str(locked / "model"), data__path=str(data)))
+    assert cfg.data.path == str(data)
+    assert paths.check("presets/data/identity.jsonl", "data.path")
+    # STUDIO_ALLOWED_DIRS: several folders separated by os.pathsep
+    monkeypatch.setenv(paths.ENV, os.pathsep.join([str(tmp_path / "nothing"), str(tiny_dirs["gpt2"].parent)]))
+    assert "| layers | 2 |" in model_tab.arch_card(str(tiny_dirs["gpt2"]))
+
+
+def test_allow_dir_flag_adds_a_folder_and_gradio_serves_uploads_only(locked, tiny_dirs, tmp_path):
+    from studio.ui import method_tab, model_tab, paths
+
+    secret = locked / "secret.txt"
+    secret.write_text("run data")
+    args = launch.build_parser().parse_args(["--runs", str(locked), "--allow-dir", str(tiny_dirs["gpt2"].parent)])
+    kw = launch.launch_kwargs(args)
+    assert kw["allowed_paths"] == [] and str(locked.resolve()) in kw["blocked_paths"]
+    assert REFUSED in model_tab.arch_card(str(tiny_dirs["gpt2"]))
+    port = _free_port()
+    demo = launch.main(["--port", str(port), "--runs", str(locked), "--allow-dir", str(tiny_dirs["gpt2"].parent)],
+                       prevent_thread_lock=True)
+    try:
+        assert "c_attn" in method_tab.target_choices(str(tiny_dirs["gpt2"]))
+        assert tiny_dirs["gpt2"].parent.resolve() in paths.allowed_dirs()
+        uploaded = _upload(port, b'{"text": "hi"}\n')
+        assert _get_path(port, f"/gradio_api/file={uploaded}") == 200
+        for path in (secret, Path.cwd() / "pyproject.toml", tiny_dirs["gpt2"] / "config.json"):
+            assert _get_path(port, f"/gradio_api/file={path}") == 403, path
+    finally:
+        demo.close()
+        paths.set_extra([])
+
+
+def _upload(port: int, body: bytes) -> str:
+    import json
+
+    boundary = "studio-test-boundary"
+    payload = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"d.jsonl\"\r\n"
+               "Content-Type: application/octet-stream\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/gradio_api/upload", body=payload,
+                 headers={"Host": f"127.0.0.1:{port}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    return json.loads(resp.read())[0]
+
+
+def _get_path(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path, headers={"Host": f"127.0.0.1:{port}"})
+    status = conn.getresponse().status
+    conn.close()
+    return status

@@ -10,7 +10,7 @@ import gradio as gr
 
 from studio import models
 from studio.config import ConfigError, ModelSpec, RunConfig
-from studio.ui import state
+from studio.ui import paths, state
 
 __all__ = ["ChatTab", "build_chat_tab", "chat_runs", "flatten", "chat_stream", "stop_chat", "engine_for"]
 
@@ -62,6 +62,7 @@ def engine_for(model_id: str, run_dir: str | None):
     """
     chat = state.core("chat")
     app = state.get()
+    run_dir, model_id = paths.check_run_dir(run_dir), paths.check_model(model_id)
     spec = RunConfig.load(Path(run_dir) / "config.yaml").model if run_dir else ModelSpec(id=model_id or "embedded")
     key = (models.resolve(spec), spec.quantization, spec.dtype)
     with app.lock:

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from studio import models
 from studio.config import ConfigError, DataSpec, RunConfig
-from studio.ui import plots, state
+from studio.ui import paths, plots, state
 from studio.ui.form import Form, field_widget
 
 __all__ = ["DataTab", "build_data_tab", "preset_files", "use_upload", "preview_view", "render_example"]
@@ -63,7 +63,7 @@ def preview_view(cfg: RunConfig, n: int = 3) -> tuple[str, str, go.Figure]:
     if data is None:
         return state.missing("Data preview"), "", plots.empty("Tokens per example")
     try:
-        tokenizer = models.load_tokenizer(cfg.model)
+        tokenizer = models.load_tokenizer(paths.check_config(cfg).model)
         view = data.preview(cfg, tokenizer, n=int(n))
     except ConfigError as err:
         return "**Cannot read the data:** " + "; ".join(err.problems), "", plots.empty("Tokens per example")

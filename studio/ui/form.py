@@ -17,6 +17,7 @@ import gradio as gr
 from studio import methods
 from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.methods import Knob
+from studio.ui import paths
 
 __all__ = ["Form", "field_widget", "knob_widget", "OPTIONAL_ZERO"]
 
@@ -108,7 +109,10 @@ class Form:
         return self.keys.index(key)
 
     def to_config(self, *values) -> RunConfig:
-        """A validated RunConfig from the widget values, in ``components`` order (ConfigError if bad)."""
+        """A validated RunConfig from the widget values, in ``components`` order (ConfigError if bad).
+
+        Paths typed in the browser must lie under an allowed folder (studio.ui.paths.PathRefused if not).
+        """
         if len(values) != len(self.keys):
             raise ConfigError(f"the form has {len(self.keys)} settings, got {len(values)} values")
         data: dict = {"model": {}, "method": {}, "data": {}, "train": {}}
@@ -124,7 +128,7 @@ class Form:
             for part in path[:-1]:
                 node = node.setdefault(part, {})
             node[path[-1]] = _clean_field(path, value)
-        return RunConfig.from_dict(data)
+        return paths.check_config(RunConfig.from_dict(data))
 
     def from_config(self, cfg: RunConfig) -> list:
         """Widget values for ``cfg``, in ``components`` order (knobs of other methods are left alone)."""

@@ -5,6 +5,8 @@
 - Requests whose Host header is not this machine are rejected (DNS rebinding): a page on another site
   that points its own name at 127.0.0.1 still cannot talk to the studio.
 - Uploads are size-limited, Gradio's analytics are off and no share link is made.
+- A path typed in the browser is read only under an allowed folder (studio.ui.paths); ``--allow-dir DIR``
+  adds one. Gradio's file route serves uploads only: no allowed_paths, and the studio's folders blocked.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=os.environ.get("STUDIO_MODEL", "embedded"),
                    help="model preselected on the Model tab (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--runs", default=os.environ.get("STUDIO_RUNS", "runs"), help="folder of run folders")
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                   help="also let paths typed in the browser read from this folder (repeatable; or "
+                        "STUDIO_ALLOWED_DIRS, separated by os.pathsep)")
     return p
 
 
@@ -78,6 +83,7 @@ def launch_kwargs(args: argparse.Namespace) -> dict:
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from studio.ui.app import CSS
+    from studio.ui.paths import block_for_gradio
 
     auth = parse_auth(args.auth or os.environ.get("STUDIO_AUTH"))
     if args.host not in LOOPBACK and auth is None:
@@ -87,7 +93,7 @@ def launch_kwargs(args: argparse.Namespace) -> dict:
     return dict(
         server_name=args.host, server_port=args.port, share=False, auth=auth, max_file_size=MAX_FILE_SIZE,
         run_history=False, footer_links=["api"], css=CSS, app_kwargs={"middleware": middleware},
-        enable_monitoring=False, mcp_server=False,
+        enable_monitoring=False, mcp_server=False, allowed_paths=[], blocked_paths=block_for_gradio(args.runs),
     )
 
 
@@ -99,8 +105,10 @@ def main(argv: list[str] | None = None, *, prevent_thread_lock: bool = False):
     except LaunchError as err:
         print(err.code, file=sys.stderr)
         return 2
+    from studio.ui import paths
     from studio.ui.app import build_app
 
+    paths.set_extra(args.allow_dir)
     demo = build_app(default_model=args.model, runs_root=args.runs)
     demo.queue(default_concurrency_limit=1)
     demo.launch(prevent_thread_lock=prevent_thread_lock, quiet=prevent_thread_lock, **kwargs)

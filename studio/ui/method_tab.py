@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from studio import methods, models, targets
 from studio.config import ConfigError, RunConfig, TrainSpec
-from studio.ui import plots, state
+from studio.ui import paths, plots, state
 from studio.ui.form import Form, field_widget, knob_widget
 from studio.ui.model_tab import HERE
 
@@ -38,7 +38,7 @@ def method_groups(name: str) -> list:
 def target_choices(model_id: str) -> list[str]:
     """Groups and module names the model's layers offer, from its architecture alone."""
     try:
-        arch = models.read_arch(models.ModelSpec(id=(model_id or "embedded").strip()))
+        arch = models.read_arch(models.ModelSpec(id=paths.check_model(model_id) or "embedded"))
         found = targets.for_arch(arch.model_type)
     except ConfigError:
         found = targets.for_arch("llama")

@@ -8,7 +8,7 @@ import gradio as gr
 
 from studio import models
 from studio.config import ConfigError, ModelSpec
-from studio.ui import state
+from studio.ui import paths, state
 from studio.ui.form import Form, field_widget
 
 __all__ = ["ModelTab", "build_model_tab", "arch_card", "hardware_card", "gpu_choices", "HERE"]
@@ -36,9 +36,13 @@ def _fmt_count(n: int) -> str:
 
 
 def arch_card(model_id: str, trust_remote_code: bool = False) -> str:
-    """Markdown card of the architecture, read from the model's config alone (no weights load)."""
+    """Markdown card of the architecture, read from the model's config alone (no weights load).
+
+    A typed folder outside the allowed ones is refused before anything reads it (studio.ui.paths).
+    """
     spec = ModelSpec(id=(model_id or "embedded").strip(), trust_remote_code=bool(trust_remote_code))
     try:
+        paths.check_model(spec.id)
         arch = models.read_arch(spec)
     except ConfigError as err:
         return "**Cannot read this model:** " + "; ".join(err.problems)

@@ -14,7 +14,7 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from studio.config import ConfigError, RunConfig, TrainSpec
-from studio.ui import plots, state
+from studio.ui import paths, plots, state
 from studio.ui.form import Form, field_widget
 
 __all__ = ["TrainTab", "TrainView", "build_train_tab", "start_training", "stop_training", "resume_training",
@@ -69,7 +69,7 @@ def start_training(cfg: RunConfig) -> str:
     # runs go to the studio's runs folder only, whatever the config (or an API caller) says
     cfg.train.output_dir = str(state.get().runs_root)
     try:
-        job = training.TrainingJob(cfg).start()
+        job = training.TrainingJob(paths.check_config(cfg)).start()
     except ConfigError as err:
         return "**Cannot start:** " + "; ".join(err.problems)
     state.get().job = job
@@ -112,7 +112,7 @@ def resume_training(run_dir: str | None) -> str:
     if not run_dir:
         return "Pick a run to resume."
     try:
-        job = training.TrainingJob.resume(run_dir)
+        job = training.TrainingJob.resume(paths.check_run_dir(run_dir))
     except ConfigError as err:
         return "**Cannot resume:** " + "; ".join(err.problems)
     state.get().job = job
