@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 import pytest
+import torch
+from transformers import TrainerCallback
 
 from studio.config import ConfigError, RunConfig
 from studio.ui import method_tab, model_tab
@@ -194,3 +196,67 @@ def test_launch_view_renders_command(tiny_dirs):
     estimate, config_yaml, commands = gpus_panel.launch_view(cfg, 4, "A100 80GB")
     assert "accelerate launch" in commands and "num_processes: 4" in config_yaml
     assert "Per GPU" in estimate
+
+
+class _OutOfMemoryAt(TrainerCallback):
+    """Raises CUDA's out-of-memory error once, at the end of ``step`` (as test_training simulates it)."""
+
+    def __init__(self, step: int = 1):
+        self.step, self.fired = step, False
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step and not self.fired:
+            self.fired = True  # once: the retry carries the same callbacks
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def _oom_job(tiny_dirs, tmp_path, micro_batch: int):
+    from studio import training
+    from studio.ui import state
+
+    state.configure(runs_root=tmp_path / "runs")
+    cfg = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])}, "method": {"name": "lora", "r": 4},
+                               "train": {"max_steps": 2, "micro_batch_size": micro_batch, "grad_accum": 1,
+                                         "max_seq_len": 64, "run_name": "oom", "output_dir": str(tmp_path / "runs")}})
+    job = training.TrainingJob(cfg, callbacks=(_OutOfMemoryAt(),)).start()
+    state.get().job = job
+    assert job.wait(240)
+    return job
+
+
+def test_retry_smaller_shows_after_out_of_memory_and_restarts(tiny_dirs, tmp_path):
+    from studio.ui import state, train_tab
+
+    job = _oom_job(tiny_dirs, tmp_path, micro_batch=4)
+    view = train_tab.training_view()
+    assert view.retry and not view.active and "out of memory" in view.result
+    assert train_tab.tick()[-1].visible is True  # the poll shows the button
+    message = train_tab.retry_training()
+    assert message.startswith("Retrying as **oom-retry** with micro-batch 2 × accumulation 2"), message
+    retry = state.get().job
+    assert retry is not job and train_tab.current() is retry
+    assert retry.wait(240) and retry.state == "done"
+    view = train_tab.training_view()
+    assert "oom-retry" in view.figure.layout.title.text and "Finished" in view.result and not view.retry
+    assert train_tab.tick()[-1].visible is False
+    assert "Nothing to retry" in train_tab.retry_training()
+
+
+def test_retry_smaller_refuses_at_micro_batch_one(tiny_dirs, tmp_path):
+    from studio.ui import train_tab
+
+    _oom_job(tiny_dirs, tmp_path, micro_batch=1)
+    assert train_tab.training_view().retry
+    assert train_tab.retry_training().startswith("**Cannot retry:** train.micro_batch_size is 1 already")
+
+
+def test_no_retry_offered_after_other_failures(tiny_dirs, tmp_path):
+    from studio.ui import train_tab
+
+    cfg = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])},
+                               "data": {"path": str(tmp_path / "missing.jsonl")}, "train": {"max_steps": 1}})
+    assert "Started" in train_tab.start_training(cfg)
+    train_tab.current().wait(240)
+    view = train_tab.training_view()
+    assert "failed" in view.progress and not view.retry
+    assert "Nothing to retry" in train_tab.retry_training()

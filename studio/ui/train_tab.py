@@ -18,7 +18,8 @@ from studio.ui import paths, plots, state
 from studio.ui.form import Form, field_widget
 
 __all__ = ["TrainTab", "TrainView", "build_train_tab", "start_training", "stop_training", "resume_training",
-           "resumable_runs", "current", "training_view", "status", "start_from_yaml"]
+           "resumable_runs", "current", "training_view", "status", "start_from_yaml",
+           "retry_training", "ran_out_of_memory"]
 
 SCHEDULE_FIELDS = ("epochs", "max_steps", "learning_rate", "scheduler", "warmup_ratio", "weight_decay",
                    "max_grad_norm", "eval_steps", "save_steps", "logging_steps", "early_stopping_patience", "seed")
@@ -39,6 +40,7 @@ class TrainTab:
     log: gr.Textbox
     result: gr.Markdown
     timer: gr.Timer
+    retry: gr.Button
 
 
 @dataclass
@@ -51,6 +53,8 @@ class TrainView:
     log: str
     result: str
     active: bool
+    retry: bool = False
+    """offer Retry smaller: the job ended out of memory"""
 
 
 def current():
@@ -83,6 +87,28 @@ def start_from_yaml(config_yaml: str) -> str:
     except ConfigError as err:
         return "**Cannot start:** " + "; ".join(err.problems)
     return start_training(cfg)
+
+
+def ran_out_of_memory(job) -> bool:
+    """Whether ``job`` has ended failed with out-of-memory (the core wraps it as OutOfMemory)."""
+    training = state.core("training")
+    return (training is not None and job is not None and not job.running
+            and isinstance(getattr(job, "error", None), training.OutOfMemory))
+
+
+def retry_training() -> str:
+    """Run the job that ran out of memory again with half the micro-batch and twice the accumulation."""
+    job = current()
+    if not ran_out_of_memory(job):
+        return "Nothing to retry: the last run did not run out of memory."
+    try:
+        retry = job.retry_smaller()
+    except ConfigError as err:
+        return "**Cannot retry:** " + "; ".join(err.problems)
+    state.get().job = retry
+    t = retry.cfg.train
+    return (f"Retrying as **{retry.name}** with micro-batch {t.micro_batch_size} × accumulation {t.grad_accum} "
+            "(the same tokens per step).")
 
 
 def stop_training() -> str:
@@ -205,7 +231,8 @@ def training_view(job=None) -> TrainView:
     lines = [line for line in map(_log_line, events) if line]
     ended = snap.get("state") in _ENDED and not job.running
     return TrainView(_progress_html(snap), _stats_md(snap), plots.loss_chart(rows, title=f"Loss · {job.name}"),
-                     "\n".join(lines[-_LOG_LINES:]), _result_md(job, snap), not ended)
+                     "\n".join(lines[-_LOG_LINES:]), _result_md(job, snap), not ended,
+                     ended and ran_out_of_memory(job))
 
 
 def status() -> dict:
@@ -215,7 +242,8 @@ def status() -> dict:
 
 
 def _view_outputs(view: TrainView) -> tuple:
-    return view.progress, view.stats, view.figure, view.log, view.result, gr.Timer(active=view.active)
+    return (view.progress, view.stats, view.figure, view.log, view.result, gr.Timer(active=view.active),
+            gr.Button(visible=view.retry))
 
 
 def tick() -> tuple:
@@ -247,15 +275,17 @@ def build_train_tab(form: Form, runs_root: str) -> TrainTab:
             stats = gr.Markdown(elem_id="train-stats")
             plot = gr.Plot(plots.loss_chart([]), show_label=False, elem_id="loss-plot")
             result = gr.Markdown(elem_id="train-result")
+            retry = gr.Button("Retry smaller: half the micro-batch, twice the accumulation", visible=False,
+                              variant="primary", elem_id="retry-btn")
             log = gr.Textbox(label="log", lines=8, max_lines=8, interactive=False, elem_id="train-log",
                              elem_classes=["mono"])
     timer = gr.Timer(1.0, active=False)
-    return TrainTab(start, stop, resume_run, resume, message, progress, stats, plot, log, result, timer)
+    return TrainTab(start, stop, resume_run, resume, message, progress, stats, plot, log, result, timer, retry)
 
 
 def wire_train_tab(tab: TrainTab, form: Form, demo: gr.Blocks) -> None:
     """Start / Stop / Resume, the polling timer, and picking a running job back up on page load."""
-    view = [tab.progress, tab.stats, tab.plot, tab.log, tab.result, tab.timer]
+    view = [tab.progress, tab.stats, tab.plot, tab.log, tab.result, tab.timer, tab.retry]
 
     def _start(*values):
         try:
@@ -275,6 +305,13 @@ def wire_train_tab(tab: TrainTab, form: Form, demo: gr.Blocks) -> None:
     tab.stop.click(stop_training, None, tab.message, concurrency_limit=None, api_name="stop_training")
     tab.resume.click(_resume, tab.resume_run, [tab.message, tab.timer], concurrency_limit=None,
                      api_name="resume_training")
+    def _retry():
+        text = retry_training()
+        running = current() is not None and current().running
+        return text, gr.Timer(active=running), gr.Button(visible=not running and ran_out_of_memory(current()))
+
+    tab.retry.click(_retry, None, [tab.message, tab.timer, tab.retry], concurrency_limit=None,
+                    api_name="retry_smaller")
     tab.resume_run.focus(lambda: gr.update(choices=resumable_runs()), None, tab.resume_run,
                          api_visibility="private", concurrency_limit=None)
     tab.timer.tick(tick, None, view, concurrency_limit=None, show_progress="hidden", api_visibility="private")
