@@ -143,7 +143,7 @@ def ui_form(locked, tiny_dirs):
 
 def test_typed_path_outside_is_refused_by_every_handler(locked, tiny_dirs, tmp_path, ui_form):
     from studio.config import ConfigError
-    from studio.ui import chat_tab, method_tab, model_tab, train_tab
+    from studio.ui import chat_tab, data_tab, method_tab, model_tab, train_tab
 
     outside = str(tiny_dirs["gpt2"])
     card = model_tab.arch_card(outside)
@@ -153,7 +153,11 @@ def test_typed_path_outside_is_refused_by_every_handler(locked, tiny_dirs, tmp_p
     with pytest.raises(ConfigError) as err:
         ui_form.to_config(*_form_values(ui_form, model__id=outside, data__path="/etc/passwd"))
     assert len(err.value.problems) == 2 and all(REFUSED in p for p in err.value.problems)
-    cfg = RunConfig.from_dict({"model": {"id": outside}, "train": {"max_steps": 1}})
+    columns, *_ = data_tab.inspect_source(str(_chat_file(tmp_path / "outside.jsonl")))
+    assert REFUSED in columns and "messages" not in columns.split(REFUSED)[0]
+    cfg = RunConfig.from_dict({"model": {"id": outside}, "data": {"path": str(tmp_path / "outside.jsonl")},
+                               "train": {"max_steps": 1}})
+    assert REFUSED in data_tab.preview_view(cfg)[0]
     assert REFUSED in train_tab.start_training(cfg)
     assert not any(locked.iterdir()), "a refused run still made a run folder"
     assert "not a run in the runs folder" in train_tab.resume_training(str(tmp_path))

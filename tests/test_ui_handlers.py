@@ -260,3 +260,81 @@ def test_no_retry_offered_after_other_failures(tiny_dirs, tmp_path):
     view = train_tab.training_view()
     assert "failed" in view.progress and not view.retry
     assert "Nothing to retry" in train_tab.retry_training()
+
+
+# ---- data tab: columns, mapping, hub dataset ---------------------------------------------------------------
+
+def _qa_file(path):
+    import json
+
+    rows = [{"question": f"what is {i}?", "answer": f"it is {i}.", "source": "quiz"} for i in range(6)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def _mapping(updates) -> dict:
+    """name -> (visible, choices, value) of the mapping dropdowns, from inspect_source's updates."""
+    from studio.ui.data_tab import MAP_FIELDS
+
+    return {name: (u["visible"], [c[1] for c in u["choices"]], u["value"]) for name, u in zip(MAP_FIELDS, updates)}
+
+
+def test_inspect_source_shows_columns_and_the_format_fields(tmp_path):
+    from studio.ui import data_tab
+
+    path = str(_qa_file(tmp_path / "qa.jsonl"))
+    text, *updates = data_tab.inspect_source(path, "auto", None, "train")
+    assert "none fits" in text and "question, answer, source" in text
+    assert not any(visible for visible, _, _ in _mapping(updates).values())
+    text, *updates = data_tab.inspect_source(path, "prompt_completion", None, "train")
+    shown = {name for name, (visible, _, _) in _mapping(updates).items() if visible}
+    assert shown == {"prompt", "completion", "system"}
+    assert _mapping(updates)["prompt"][1] == ["", "question", "answer", "source"]
+    # with the mapping in place, detection finds the format on its own
+    current = ["question" if n == "prompt" else "answer" if n == "completion" else "" for n in data_tab.MAP_FIELDS]
+    text, *updates = data_tab.inspect_source(path, "auto", None, "train", *current)
+    assert "**Detected format:** prompt_completion" in text
+    assert _mapping(updates)["prompt"] == (True, ["", "question", "answer", "source"], "question")
+    # a source without those columns drops the stale mapping
+    other = tmp_path / "chat.jsonl"
+    other.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    text, *updates = data_tab.inspect_source(str(other), "auto", None, "train", *current)
+    assert "**Detected format:** chat" in text and _mapping(updates)["prompt"] == (False, ["", "messages"], "")
+    assert "Cannot read the data" in data_tab.inspect_source(str(tmp_path / "none.jsonl"))[0]
+
+
+def test_column_mapping_feeds_the_run_config(app_form, tmp_path):
+    from studio.ui import data_tab
+
+    path = str(_qa_file(tmp_path / "qa.jsonl"))
+    values = _values(app_form)
+    values[app_form.index("data.path")] = path
+    values[app_form.index("data.format")] = "prompt_completion"
+    values[app_form.index("data.columns.prompt")] = "question"
+    values[app_form.index("data.columns.completion")] = "answer"
+    cfg = app_form.to_config(*values)
+    assert cfg.data.columns == {"prompt": "question", "completion": "answer"}
+    summary, body, _ = data_tab.preview_view(cfg, 2)
+    assert "**Format:** prompt_completion" in summary and "rows:** 6" in summary and "it is 0." in body
+    back = app_form.from_config(cfg)
+    assert back[app_form.index("data.columns.prompt")] == "question"
+    assert back[app_form.index("data.columns.input")] == ""
+    values[app_form.index("data.columns.prompt")] = ""
+    assert app_form.to_config(*values).data.columns == {"completion": "answer"}
+
+
+def test_hub_dataset_fields(app_form, tmp_path):
+    from studio.ui import data_tab
+
+    path_update, note = data_tab.use_hub(" tatsu-lab/alpaca ")
+    assert path_update["value"] == "tatsu-lab/alpaca" and "hub dataset" in note
+    path_update, note = data_tab.use_hub(str(_qa_file(tmp_path / "qa.jsonl")))
+    assert "value" not in path_update and "file or folder" in note
+    files, hub = data_tab.source_groups("hub dataset")
+    assert files["visible"] is False and hub["visible"] is True
+    values = _values(app_form)
+    values[app_form.index("data.path")] = "tatsu-lab/alpaca"
+    values[app_form.index("data.hub_config")] = "plain"
+    values[app_form.index("data.split")] = "test"
+    cfg = app_form.to_config(*values)
+    assert (cfg.data.path, cfg.data.hub_config, cfg.data.split) == ("tatsu-lab/alpaca", "plain", "test")

@@ -47,7 +47,7 @@ def build_app(default_model: str | None = None, runs_root: str | None = None) ->
                 runs = runs_tab.build_runs_tab()
         model_tab.wire_model_tab(model)
         method_tab.wire_method_tab(method, form, model.model_id, model.gpu, demo)
-        data_tab.wire_data_tab(data, form)
+        data_tab.wire_data_tab(data, form, demo)
         train_tab.wire_train_tab(train, form, demo)
         gpus_panel.wire_gpus_panel(gpus, form, model.gpu)
         chat_tab.wire_chat_tab(chat, model.model_id)

@@ -12,19 +12,39 @@ import plotly.graph_objects as go
 
 from studio import models
 from studio.config import ConfigError, DataSpec, RunConfig
+from studio.data.formats import FORMATS, detect
+from studio.data.sources import read_records
 from studio.ui import paths, plots, state
 from studio.ui.form import Form, field_widget
 
-__all__ = ["DataTab", "build_data_tab", "preset_files", "use_upload", "preview_view", "render_example"]
+__all__ = ["DataTab", "build_data_tab", "preset_files", "use_upload", "preview_view", "render_example",
+           "inspect_source", "use_hub", "source_groups", "MAP_FIELDS"]
 
 UPLOAD_TYPES = [".json", ".jsonl", ".csv", ".parquet"]
 PRESET_DATA = Path("presets") / "data"
 
 
+MAP_FIELDS = tuple(dict.fromkeys(c for f in FORMATS.values() for c in f.required + f.optional))
+"""Every column name a format reads, each with its own mapping dropdown (shown for the format in use)."""
+SOURCES = ("file or folder", "hub dataset")
+_NOT_MAPPED = ("(its own name)", "")
+_SAMPLE_ROWS = 200  # detection looks at this many rows, and so does the column list
+
+
 @dataclass
 class DataTab:
+    source: gr.Radio
+    file_group: gr.Group
+    hub_group: gr.Group
     path: gr.Dropdown
     upload: gr.File
+    hub_name: gr.Textbox
+    hub_message: gr.Markdown
+    format: gr.Dropdown
+    hub_config: gr.Textbox
+    split: gr.Textbox
+    columns: gr.Markdown
+    mapping: list  # one gr.Dropdown per MAP_FIELDS entry, registered as data.columns.<field>
     examples: gr.Slider
     preview_button: gr.Button
     summary: gr.Markdown
@@ -44,6 +64,83 @@ def use_upload(file_path: str | None) -> dict:
     if not file_path:
         return gr.update()
     return gr.update(value=file_path, choices=preset_files() + [file_path])
+
+
+_samples: dict[tuple, list] = {}
+
+
+def _sample(path: str, hub_config: str | None, split: str) -> list:
+    """The first rows of a source, kept per file version so a format change does not read it again."""
+    target = Path(path).expanduser()
+    stamp = (target.stat().st_mtime_ns, target.stat().st_size) if target.exists() else None
+    key = (str(target.resolve()) if paths.is_local(path) else path, stamp, hub_config, split)
+    if key not in _samples:
+        _samples.clear()  # one source at a time: the rows may be large
+        _samples[key] = read_records(path, hub_config=hub_config or None, split=split or "train")[:_SAMPLE_ROWS]
+    return _samples[key]
+
+
+def _found_columns(records: list) -> list[str]:
+    found: list[str] = []
+    for rec in records:
+        if isinstance(rec.data, dict):
+            found += [str(k) for k in rec.data if str(k) not in found]
+    return found
+
+
+def _mapping_updates(shown: str | None, columns: list[str], current: tuple) -> list:
+    """One update per MAP_FIELDS dropdown: the format's fields show, choices are the file's columns."""
+    fields = FORMATS[shown].required + FORMATS[shown].optional if shown else ()
+    choices = [_NOT_MAPPED] + [(c, c) for c in columns]
+    return [gr.update(visible=name in fields, choices=choices, value=value if value in columns else "")
+            for name, value in zip(MAP_FIELDS, current)]
+
+
+def inspect_source(path: str | None, fmt: str = "auto", hub_config: str | None = None, split: str = "train",
+                   *current: str) -> tuple:
+    """The detected format and the columns of the chosen source, and the mapping dropdowns for its format.
+
+    ``current`` holds the mapping dropdowns' values (MAP_FIELDS order); those naming a column the source
+    has are kept, so a run's settings loaded from the Runs tab keep their mapping.
+
+    Returns:
+        (markdown, *dropdown updates).
+    """
+    current = tuple(current) + ("",) * (len(MAP_FIELDS) - len(current))
+    if not (path or "").strip():
+        return ("", *_mapping_updates(None, [], current))
+    mapping = {name: value for name, value in zip(MAP_FIELDS, current) if value}
+    try:
+        records = _sample(paths.check(path, "data.path"), hub_config, split)
+    except ConfigError as err:
+        return ("**Cannot read the data:** " + "; ".join(err.problems), *_mapping_updates(None, [], current))
+    columns = _found_columns(records)
+    try:
+        detected = detect(records, mapping, path).name
+    except ConfigError:
+        detected = None
+    shown = detected if fmt in (None, "", "auto") else fmt
+    line = (f"**Detected format:** {detected} ({FORMATS[detected].about})" if detected else
+            "**Detected format:** none fits these columns: pick a format above, then map its fields below")
+    text = f"{line}  \n**Columns:** {', '.join(columns) or 'none'}"
+    if shown:
+        text += f"  \nMap **{shown}**'s fields to your columns (left as *{_NOT_MAPPED[0]}*: the same name)."
+    return (text, *_mapping_updates(shown, columns, current))
+
+
+def use_hub(name: str | None) -> tuple:
+    """A hub dataset name -> data.path; a local path typed here is sent back to the file picker."""
+    name = (name or "").strip()
+    if not name:
+        return gr.update(), ""
+    if paths.is_local(name):
+        return gr.update(), f"`{name}` is a file or folder here: choose it under *{SOURCES[0]}*."
+    return gr.update(value=name), f"Using the hub dataset `{name}`."
+
+
+def source_groups(source: str) -> tuple:
+    """Show the file picker or the hub fields."""
+    return gr.update(visible=source != SOURCES[1]), gr.update(visible=source == SOURCES[1])
 
 
 def render_example(runs: list[tuple[str, bool]]) -> str:
@@ -75,42 +172,75 @@ def preview_view(cfg: RunConfig, n: int = 3) -> tuple[str, str, go.Figure]:
     return "\n".join(lines), body, plots.length_histogram(view.lengths, view.max_seq_len)
 
 
+def _mapping_widgets(form: Form) -> list:
+    """One dropdown per format field, in the form as data.columns.<field>; hidden until a format needs it."""
+    widgets = []
+    with gr.Row():
+        for name in MAP_FIELDS:
+            widgets.append(form.add(f"data.columns.{name}", gr.Dropdown(
+                [_NOT_MAPPED], value="", allow_custom_value=True, visible=False, label=f"{name} ←", min_width=140,
+                info="your column", elem_id=f"data-map-{name}")))
+    return widgets
+
+
 def build_data_tab(form: Form) -> DataTab:
-    """Source, format and masking settings (in ``form``); preview and histogram."""
+    """Source (file or hub), format, column mapping and masking settings (in ``form``); preview, histogram."""
     presets = preset_files()
     default = DataSpec().path
     with gr.Row():
         with gr.Column(scale=3):
-            path = form.add("data.path", gr.Dropdown(
-                presets or [default], value=default if default in presets or not presets else presets[0],
-                allow_custom_value=True, label="dataset", elem_id="data-path",
-                info="a preset, an uploaded file, a local .json/.jsonl/.csv/.parquet path or a hub dataset name"))
-            upload = gr.File(label="upload a dataset", file_types=UPLOAD_TYPES, type="filepath",
-                             elem_id="data-upload", height=90)
+            source = gr.Radio(list(SOURCES), value=SOURCES[0], show_label=False, elem_id="data-source")
+            with gr.Group() as file_group:
+                path = form.add("data.path", gr.Dropdown(
+                    presets or [default], value=default if default in presets or not presets else presets[0],
+                    allow_custom_value=True, label="dataset", elem_id="data-path",
+                    info="a preset, an uploaded file, or a local .json/.jsonl/.csv/.parquet file or folder"))
+                upload = gr.File(label="upload a dataset", file_types=UPLOAD_TYPES, type="filepath",
+                                 elem_id="data-upload", height=90)
+            with gr.Group(visible=False) as hub_group:
+                hub_name = gr.Textbox(label="hub dataset", placeholder="org/name", elem_id="data-hub-name",
+                                      info="a dataset name on the Hugging Face hub (press Enter to use it)")
+                with gr.Row():
+                    hub_config = form.add("data.hub_config", field_widget(DataSpec, "hub_config",
+                                                                          elem_id="data-hub-config"))
+                    split = form.add("data.split", field_widget(DataSpec, "split", elem_id="data-split"))
+                hub_message = gr.Markdown(elem_id="data-hub-message")
             with gr.Row():
-                form.add("data.format", field_widget(DataSpec, "format"))
+                fmt = form.add("data.format", field_widget(DataSpec, "format", elem_id="data-format"))
                 form.add("data.train_on", field_widget(DataSpec, "train_on"))
+            columns = gr.Markdown(elem_id="data-columns")
+            mapping = _mapping_widgets(form)
             with gr.Row():
                 form.add("data.packing", field_widget(DataSpec, "packing"))
                 form.add("data.val_fraction", field_widget(DataSpec, "val_fraction"))
             with gr.Accordion("more data settings", open=False):
                 form.add("data.system_prompt", field_widget(DataSpec, "system_prompt"))
                 form.add("data.max_rows", field_widget(DataSpec, "max_rows"))
-                with gr.Row():
-                    form.add("data.hub_config", field_widget(DataSpec, "hub_config"))
-                    form.add("data.split", field_widget(DataSpec, "split"))
         with gr.Column(scale=2):
             examples = gr.Slider(1, 20, value=3, step=1, precision=0, label="examples to show")
             preview_button = gr.Button("Preview", elem_id="data-preview-btn")
             summary = gr.Markdown(elem_id="data-summary")
             lengths = gr.Plot(plots.empty("Tokens per example"), show_label=False, elem_id="data-lengths")
     preview = gr.HTML(elem_id="data-preview")
-    return DataTab(path, upload, examples, preview_button, summary, preview, lengths)
+    return DataTab(source, file_group, hub_group, path, upload, hub_name, hub_message, fmt, hub_config, split,
+                   columns, mapping, examples, preview_button, summary, preview, lengths)
 
 
-def wire_data_tab(tab: DataTab, form: Form) -> None:
-    """Upload -> data.path; Preview (and a new source) -> summary, examples, histogram."""
+def wire_data_tab(tab: DataTab, form: Form, demo: gr.Blocks | None = None) -> None:
+    """Upload or hub name -> data.path; a new source or format -> columns and mapping; Preview -> examples."""
     tab.upload.upload(use_upload, tab.upload, tab.path, api_visibility="private")
+    tab.source.change(source_groups, tab.source, [tab.file_group, tab.hub_group], api_visibility="private",
+                      show_progress="hidden")
+    for trigger in (tab.hub_name.submit, tab.hub_name.blur):
+        trigger(use_hub, tab.hub_name, [tab.path, tab.hub_message], api_visibility="private")
+
+    inspect_inputs = [tab.path, tab.format, tab.hub_config, tab.split, *tab.mapping]
+    inspect_outputs = [tab.columns, *tab.mapping]
+    for trigger in (tab.path.change, tab.format.change):
+        trigger(inspect_source, inspect_inputs, inspect_outputs, concurrency_limit=2, trigger_mode="always_last",
+                show_progress="hidden", api_visibility="private")
+    if demo is not None:
+        demo.load(inspect_source, inspect_inputs, inspect_outputs, show_progress="hidden", api_visibility="private")
 
     def _preview(*values):
         try:

@@ -94,7 +94,8 @@ class Form:
     """The ordered widgets that make up a RunConfig.
 
     Keys are ``section.field`` (``train.distributed.strategy`` for nested ones) or ``knob:METHOD:NAME``
-    for a method knob; only the selected method's knobs go into the config.
+    for a method knob; only the selected method's knobs go into the config. A mapping field gets one
+    widget per entry (``data.columns.instruction``); an empty widget leaves its entry out.
     """
 
     keys: list[str] = field(default_factory=list)
@@ -124,6 +125,8 @@ class Form:
                     data["method"][name] = _clean_knob(methods.get(owner).knob(name), value)
                 continue
             path = key.split(".")
+            if _is_entry(path) and value in ("", None):
+                continue
             node = data
             for part in path[:-1]:
                 node = node.setdefault(part, {})
@@ -145,7 +148,7 @@ class Form:
             node: Any = flat
             for part in key.split("."):
                 node = node.get(part) if isinstance(node, dict) else None
-            out.append(_show(node))
+            out.append("" if node is None and _is_entry(key.split(".")) else _show(node))
         return out
 
 
@@ -165,6 +168,11 @@ def _optional_hint(path: list[str]) -> tuple[bool, type | None]:
         return False, None
     hint = typing.get_type_hints(section).get(path[-1])
     return type(None) in typing.get_args(hint), _base_type(hint)
+
+
+def _is_entry(path: list[str]) -> bool:
+    """Whether ``path`` names one entry of a mapping field (data.columns.instruction), not a field."""
+    return len(path) > 2 and _optional_hint(path[:-1])[1] is dict
 
 
 def _clean_field(path: list[str], value: Any) -> Any:
