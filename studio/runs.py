@@ -275,11 +275,17 @@ def write_model_card(run_dir: str | Path, cfg: RunConfig, state: dict) -> Path:
 
 
 def replace_folder(target: Path, write) -> None:
-    """Write a folder under a temporary name, then swap it in, so a crash never leaves half a folder."""
+    """Write a folder under a temporary name, then swap it in, so a crash never leaves half a folder.
+
+    A kill while writing leaves ``<name>.tmp`` beside the intact previous folder (or none); a kill in the
+    instant between the two renames leaves the previous one as ``<name>.old``, put back on the next call.
+    """
     import shutil
 
     tmp = target.with_name(target.name + ".tmp")
     old = target.with_name(target.name + ".old")
+    if old.is_dir() and not target.exists():
+        old.rename(target)
     shutil.rmtree(tmp, ignore_errors=True)
     write(tmp)
     if target.exists():
