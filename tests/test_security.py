@@ -262,3 +262,15 @@ def _get_path(port: int, path: str) -> int:
     status = conn.getresponse().status
     conn.close()
     return status
+
+
+def test_runs_tab_reads_only_run_folders(locked, tmp_path):
+    import json
+
+    from studio.ui import runs_tab
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.5}) + "\n")
+    chart = runs_tab.overlay(["../elsewhere"])
+    assert all(len(trace.x or ()) == 0 for trace in chart.data), "read a metrics file outside the runs folder"
+    assert f"{locked}/elsewhere/config.yaml" in runs_tab.run_yaml("../elsewhere")  # looked in the runs folder

@@ -77,7 +77,8 @@ def overlay(names: list[str] | None, root: str | None = None) -> go.Figure:
     runs = state.core("runs")
     if runs is None or not names:
         return plots.overlay_chart({})
-    return plots.overlay_chart({n: runs.loss_curve(Path(_root(root)) / n) for n in names})
+    # a name is a folder in the runs folder, never a path elsewhere
+    return plots.overlay_chart({n: runs.loss_curve(Path(_root(root)) / Path(n).name) for n in names})
 
 
 def _config(name: str, root: str | None) -> RunConfig:
