@@ -205,7 +205,7 @@ def test_hub_ids_stay_allowed_unless_they_name_a_folder_here(locked, tiny_dirs, 
 def test_allowed_folders_work(locked, tiny_dirs, tmp_path, monkeypatch, ui_form):
     import shutil
 
-    from studio.ui import model_tab, paths
+    from studio.ui import data_tab, model_tab, paths
 
     shutil.copytree(tiny_dirs["llama"], locked / "model")
     assert "| layers | 2 |" in model_tab.arch_card(str(locked / "model"))
@@ -213,6 +213,11 @@ def test_allowed_folders_work(locked, tiny_dirs, tmp_path, monkeypatch, ui_form)
     cfg = ui_form.to_config(*_form_values(ui_form, model__id=str(locked / "model"), data__path=str(data)))
     assert cfg.data.path == str(data)
     assert paths.check("presets/data/identity.jsonl", "data.path")
+    # an upload: Gradio stores it in its temp folder, which the data tab then reads
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    (tmp_path / "uploads" / "3f2a").mkdir(parents=True)
+    upload = str(_chat_file(tmp_path / "uploads" / "3f2a" / "mine.jsonl"))
+    assert "**Detected format:** chat" in data_tab.inspect_source(upload)[0]
     # STUDIO_ALLOWED_DIRS: several folders separated by os.pathsep
     monkeypatch.setenv(paths.ENV, os.pathsep.join([str(tmp_path / "nothing"), str(tiny_dirs["gpt2"].parent)]))
     assert "| layers | 2 |" in model_tab.arch_card(str(tiny_dirs["gpt2"]))

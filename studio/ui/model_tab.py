@@ -64,7 +64,8 @@ def hardware_card() -> str:
     for d in hardware.detect():
         free = f", {d.free_bytes / 1e9:.1f} GB free" if d.free_bytes is not None else ""
         driver = f", driver {d.driver}" if d.driver else ""
-        lines.append(f"- **{d.name}**: {d.total_bytes / 1e9:.1f} GB{free}{driver}" + (f"  \n  _{d.note}_" if d.note else ""))
+        note = f"  \n  _{d.note}_" if d.note else ""
+        lines.append(f"- **{d.name}**: {d.total_bytes / 1e9:.1f} GB{free}{driver}{note}")
     return "\n".join(lines)
 
 
