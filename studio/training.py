@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PrinterCallback, set_seed
+from transformers import PrinterCallback, TrainerState, set_seed
+from transformers.trainer_utils import TrainOutput
 
 from studio import runs
 from studio.config import ConfigError, RunConfig
@@ -242,7 +243,7 @@ class TrainingJob:
                 self._set_state("stopped", "stopped before training began", finished=runs.now())
                 return
             self._set_state("training", f"resuming from {checkpoint.name}" if checkpoint else "")
-            out = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            out = self._train(trainer, checkpoint)
             stopped = self._stop.is_set()
             self._set_state("saving", "writing the adapter")
             self._save(trainer, out)
@@ -298,6 +299,27 @@ class TrainingJob:
             world = int(os.environ.get("WORLD_SIZE", "1"))
             trainer.studio_tokens = int(logged[-1] // world) if logged else 0
         return trainer, checkpoint
+
+    def _train(self, trainer, checkpoint: Path | None):
+        """``trainer.train``, or only loading the checkpoint when it is the run's last step already.
+
+        That happens after a kill while the final adapter was written. Resumed there, Trainer would take
+        one step past max_steps before it checks; loading the checkpoint makes the final save write
+        exactly what it holds. (DeepSpeed and FSDP load inside train(), so they keep that path.)
+        """
+        total = self.snapshot()["total"] or 0
+        finished = checkpoint is not None and _step_of(checkpoint) >= total
+        if not finished or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+            return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        trainer._load_from_checkpoint(str(checkpoint))
+        trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+        losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        self._update(step=trainer.state.global_step, loss=losses[-1] if losses else None,
+                     tokens=trainer.studio_tokens * world)
+        self._event("message", text=f"{checkpoint.name} is the last step: nothing left to train, saving it")
+        # Trainer's training_loss is the mean over steps; the mean of the logged losses is that for equal intervals
+        return TrainOutput(trainer.state.global_step, sum(losses) / len(losses) if losses else None, {})
 
     def _save(self, trainer, out) -> None:
         from studio import methods

@@ -7,11 +7,17 @@ watch one run, a reload picks it back up and closing the page does not stop it.
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
+from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import gradio as gr
 import plotly.graph_objects as go
+from gradio.components.plot import PlotData
 
 from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.ui import paths, plots, state
@@ -25,6 +31,7 @@ SCHEDULE_FIELDS = ("epochs", "max_steps", "learning_rate", "scheduler", "warmup_
                    "max_grad_norm", "eval_steps", "save_steps", "logging_steps", "early_stopping_patience", "seed")
 _ENDED = ("done", "stopped", "failed", "interrupted")
 _LOG_LINES = 14
+_CHART_POINTS = 1000
 
 
 @dataclass
@@ -219,19 +226,72 @@ def _adapter_bytes(job) -> int:
     return int(runs.read_state(job.run_dir).get("adapter_bytes") or 0)
 
 
+class _Feed:
+    """One job's events as the view has read them so far.
+
+    Every open page polls once a second, so a tick reads only the events that are new since the last
+    one, and the chart is rebuilt only when a row was added: ten pages watching cost about what one does,
+    however long the run has been going. The job's own lock is held only while the new events are copied.
+    """
+
+    def __init__(self, job):
+        self.job, self.seen = job, 0
+        self.rows: list[dict] = []
+        self.lines: deque[str] = deque(maxlen=_LOG_LINES)
+        self.figure: go.Figure | None = None
+        self.lock = threading.Lock()
+
+    def read(self) -> tuple[go.Figure, str]:
+        """The chart and the log tail as of now."""
+        with self.lock:
+            new = self.job.events(self.seen)
+            if new:
+                self.seen = new[-1]["index"] + 1
+                rows = [e for e in new if e.get("type") in ("log", "eval")]
+                self.lines.extend(line for line in map(_log_line, new) if line)
+                if rows:
+                    self.rows += rows
+                    self.figure = None
+            if self.figure is None:
+                self.figure = plots.loss_chart(_thin(self.rows), title=f"Loss · {self.job.name}")
+            return self.figure, "\n".join(self.lines)
+
+
+_feeds: "weakref.WeakKeyDictionary[Any, _Feed]" = weakref.WeakKeyDictionary()
+_feeds_lock = threading.Lock()
+
+
+def _feed(job) -> _Feed:
+    with _feeds_lock:
+        feed = _feeds.get(job)
+        if feed is None:
+            feed = _feeds[job] = _Feed(job)
+        return feed
+
+
+@lru_cache(maxsize=1)
+def _empty_chart() -> go.Figure:
+    return plots.loss_chart([])
+
+
+def _thin(rows: list[dict]) -> list[dict]:
+    """At most about _CHART_POINTS training rows (evenly spaced, the last kept) and every eval row."""
+    stride = -(-len(rows) // _CHART_POINTS)
+    if stride <= 1:
+        return rows
+    last = len(rows) - 1
+    return [r for i, r in enumerate(rows) if i % stride == 0 or i == last or "eval_loss" in r]
+
+
 def training_view(job=None) -> TrainView:
     """The Train tab's view of ``job`` (default: the current one); ``active`` is False once it has ended."""
     job = job if job is not None else current()
     if job is None:
-        return TrainView("<div id='train-progress-label'>No run yet.</div>", "", plots.loss_chart([]), "", "",
-                         False)
+        return TrainView("<div id='train-progress-label'>No run yet.</div>", "", _empty_chart(), "", "", False)
     snap = job.snapshot()
-    events = job.events(0)
-    rows = [e for e in events if e.get("type") in ("log", "eval")]
-    lines = [line for line in map(_log_line, events) if line]
+    figure, log = _feed(job).read()
     ended = snap.get("state") in _ENDED and not job.running
-    return TrainView(_progress_html(snap), _stats_md(snap), plots.loss_chart(rows, title=f"Loss · {job.name}"),
-                     "\n".join(lines[-_LOG_LINES:]), _result_md(job, snap), not ended,
+    return TrainView(_progress_html(snap), _stats_md(snap), figure, log, _result_md(job, snap), not ended,
                      ended and ran_out_of_memory(job))
 
 
@@ -241,8 +301,20 @@ def status() -> dict:
     return job.snapshot() if job is not None else {"state": "idle"}
 
 
+_serialised: list = [None, None]  # [figure, its PlotData]: one chart serialised once for every page polling
+_serialised_lock = threading.Lock()
+
+
+def _plot_data(figure: go.Figure) -> PlotData:
+    """What gr.Plot sends for ``figure``, made once per chart rather than once per page and tick."""
+    with _serialised_lock:
+        if _serialised[0] is not figure:
+            _serialised[:] = [figure, PlotData(type="plotly", plot=figure.to_json())]
+        return _serialised[1]
+
+
 def _view_outputs(view: TrainView) -> tuple:
-    return (view.progress, view.stats, view.figure, view.log, view.result, gr.Timer(active=view.active),
+    return (view.progress, view.stats, _plot_data(view.figure), view.log, view.result, gr.Timer(active=view.active),
             gr.Button(visible=view.retry))
 
 
