@@ -1,0 +1,265 @@
+"""UI load: training throughput with nobody watching, with ten pages polling, and with ten pages plus two chats.
+
+The studio runs as its own server process (``python app.py``), as a person would start it; this script is
+only its visitors. The same short run trains three times, one after the other:
+
+1. alone: nobody polls (the script follows the run from its state.json on disk);
+2. polling: ten pages tick the Train tab once a second, the page's own request (the gr.Timer tick through
+   /gradio_api/queue/join and its SSE stream);
+3. polling + chat: the same ten pages and two people chatting with a finished run on the Chat tab
+   (gradio_client on /chat): one message, the streamed answer of both panes, think time, the next one.
+
+Tokens/s is read from the run's metrics.jsonl (real tokens between the first and the last logged step,
+so model loading is left out). Poll time is the round trip of one tick as a page sees it.
+
+    python benchmarks/ui_load.py                       # the embedded SmolLM2-135M, 60 steps per run (~1-2 min each)
+    python benchmarks/ui_load.py --steps 40 --think 10 # longer runs, slower chatters
+
+On a 2-core CPU the chat's generation and the training share the same cores: the drop under chat load
+says how much of the machine a chat takes, not how much the UI costs; the polling-only run says that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+_LABEL = re.compile(r"id='train-progress-label'>(\w+) · step (\d+)/")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_dataset(path: Path, rows: int) -> Path:
+    """Chat rows of varied length about the studio's own words (no download)."""
+    words = ("the model learns a small adapter beside frozen weights so memory stays low and training is quick "
+             "rank alpha dropout target modules learning rate warmup schedule batch tokens loss").split()
+    out = []
+    for i in range(rows):
+        q = " ".join(words[(i + k) % len(words)] for k in range(8 + i % 12))
+        a = " ".join(words[(3 * i + k) % len(words)] for k in range(30 + (7 * i) % 60))
+        out.append({"messages": [{"role": "user", "content": q + "?"}, {"role": "assistant", "content": a + "."}]})
+    path.write_text("\n".join(json.dumps(r) for r in out), encoding="utf-8")
+    return path
+
+
+def run_config(args, data: Path, name: str, steps: int) -> dict:
+    return {"model": {"id": args.model}, "method": {"name": "lora", "r": 8, "targets": ["q_proj", "v_proj"]},
+            "data": {"path": str(data), "packing": True},
+            "train": {"max_steps": steps, "micro_batch_size": args.batch, "max_seq_len": args.seq_len,
+                      "logging_steps": 1, "save_steps": 1000, "run_name": name, "precision": "auto"}}
+
+
+class Server:
+    """``python app.py`` on a free port with its own runs folder; stopped (by its pid) on exit."""
+
+    def __init__(self, args, runs_root: Path, allow: Path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        cmd = [sys.executable, str(ROOT / "app.py"), "--port", str(self.port), "--model", args.model,
+               "--runs", str(runs_root), "--allow-dir", str(allow)]
+        self.log = open(runs_root.parent / "server.log", "w")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "config", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the studio did not start; see {self.log.name}")
+            time.sleep(1)
+        raise SystemExit("the studio did not answer within 300 s")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def tick_endpoint(url: str) -> tuple[int, int]:
+    """(fn_index, trigger_id) of the Train tab's timer tick, from the page's config."""
+    config = httpx.get(url + "config", timeout=30).json()
+    timers = {c["id"] for c in config["components"] if c.get("type") == "timer"}
+    for index, dep in enumerate(config["dependencies"]):
+        for target, event in dep.get("targets", []):
+            if target in timers and event == "tick":
+                return dep.get("id", index), target
+    raise SystemExit("no timer tick in the page's config")
+
+
+def poll_once(http: httpx.Client, url: str, fn_index: int, trigger_id: int, session: str) -> list:
+    body = {"data": [], "event_data": None, "fn_index": fn_index, "trigger_id": trigger_id, "session_hash": session}
+    event_id = http.post(url + "gradio_api/queue/join", json=body).raise_for_status().json()["event_id"]
+    with http.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                msg = json.loads(line[5:])
+                if msg.get("msg") == "process_completed" and msg.get("event_id") == event_id:
+                    return msg["output"].get("data") or []
+    raise RuntimeError("the stream ended without the tick's result")
+
+
+def poller(url: str, endpoint: tuple[int, int], interval: float, stop: threading.Event, times: list) -> None:
+    """One open page on the Train tab: a tick every ``interval`` seconds until ``stop``."""
+    session = uuid.uuid4().hex[:11]
+    with httpx.Client(timeout=120) as http:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            poll_once(http, url, *endpoint, session)
+            times.append(time.perf_counter() - t0)
+            stop.wait(max(0.0, interval - (time.perf_counter() - t0)))
+
+
+def chatter(url: str, run_dir: str, model: str, think: float, tokens: int, stop: threading.Event,
+            log: list) -> None:
+    """One person on the Chat tab: a message, both panes' answers streamed back, think time, again."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    i = 0
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        client.predict(f"Question {i}: what does the adapter rank change?", [], [], run_dir, model,
+                       tokens, 0.7, 0.9, 50, 1.1, False, api_name="/chat")
+        log.append(time.perf_counter() - t0)
+        i += 1
+        stop.wait(think)
+
+
+def start_run(url: str, cfg: dict) -> None:
+    from gradio_client import Client
+
+    message = Client(url, verbose=False).predict(yaml.safe_dump(cfg), api_name="/start_yaml")
+    if "Started" not in message:
+        raise SystemExit(f"could not start the run: {message}")
+
+
+def wait_done(run_dir: Path, timeout: float = 1800) -> dict:
+    """Follow the run from state.json on disk (no request to the server)."""
+    from studio import runs
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = runs.read_state(run_dir)
+        if state.get("status") in ("done", "stopped", "failed"):
+            return state
+        time.sleep(2)
+    raise SystemExit(f"{run_dir.name} did not finish within {timeout:.0f} s")
+
+
+def tokens_per_second(run_dir: Path) -> tuple[float, float]:
+    """(tokens/s, seconds) between the first and the last logged step of the run."""
+    from studio import runs
+
+    rows = [r for r in runs.read_metrics(run_dir) if "tokens" in r and "time" in r]
+    first, last = rows[0], rows[-1]
+    seconds = last["time"] - first["time"]
+    return (last["tokens"] - first["tokens"]) / seconds, seconds
+
+
+def measure(args, url: str, data: Path, runs_root: Path, name: str, pages: int, chats: int,
+            chat_run: Path) -> dict:
+    """Train one run with ``pages`` pollers and ``chats`` chatters going; its tokens/s and the poll times."""
+    stop, poll_times, chat_times, threads = threading.Event(), [], [], []
+    endpoint = tick_endpoint(url)
+    start_run(url, run_config(args, data, name, args.steps))
+    for _ in range(pages):
+        threads.append(threading.Thread(target=poller, args=(url, endpoint, args.interval, stop, poll_times)))
+    for _ in range(chats):
+        threads.append(threading.Thread(target=chatter, args=(url, str(chat_run), args.model, args.think,
+                                                              args.chat_tokens, stop, chat_times)))
+    for t in threads:
+        t.start()
+    state = wait_done(runs_root / name)
+    stop.set()
+    for t in threads:
+        t.join(300)
+    rate, seconds = tokens_per_second(runs_root / name)
+    return {"name": name, "status": state["status"], "tokens_per_second": rate, "seconds": seconds,
+            "poll_times": poll_times, "chat_times": chat_times}
+
+
+def _ms(values: list[float]) -> str:
+    if len(values) < 2:
+        return "-"
+    p95 = statistics.quantiles(values, n=20)[-1]
+    return f"median {statistics.median(values) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms ({len(values)} ticks)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="embedded", help="model.id for the runs and the chat (default: embedded)")
+    p.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
+    p.add_argument("--batch", type=int, default=2, help="micro-batch (packed rows of --seq-len)")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--pages", type=int, default=10, help="pages polling the Train tab")
+    p.add_argument("--chats", type=int, default=2, help="people chatting")
+    p.add_argument("--interval", type=float, default=1.0, help="the page's tick interval (gr.Timer), seconds")
+    p.add_argument("--think", type=float, default=10.0, help="seconds a chatter waits between messages")
+    p.add_argument("--chat-tokens", type=int, default=64, help="max new tokens per answer")
+    args = p.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(ROOT))
+    with tempfile.TemporaryDirectory(prefix="ui-load-") as tmp:
+        tmp = Path(tmp)
+        runs_root = tmp / "runs"
+        data = make_dataset(tmp / "chat.jsonl", 200)
+        # the run the chatters pick: finished before the studio starts, so its Chat tab lists it
+        cfg_path = tmp / "picked.yaml"
+        cfg_path.write_text(yaml.safe_dump(run_config(args, data, "picked", 2)))
+        subprocess.run([sys.executable, "-m", "studio", "train", str(cfg_path), "--output", str(runs_root),
+                        "--quiet"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        server = Server(args, runs_root, tmp)
+        try:
+            results = [measure(args, server.url, data, runs_root, "alone", 0, 0, runs_root / "picked"),
+                       measure(args, server.url, data, runs_root, "polling", args.pages, 0, runs_root / "picked"),
+                       measure(args, server.url, data, runs_root, "polling-chat", args.pages, args.chats,
+                               runs_root / "picked")]
+        finally:
+            server.close()
+    _print(args, results)
+    return 0
+
+
+def _print(args, results: list[dict]) -> None:
+    alone = results[0]["tokens_per_second"]
+    print(f"model {args.model}, LoRA r8 q/v, {args.steps} steps of {args.batch} x {args.seq_len} packed tokens; "
+          f"{os.cpu_count()} CPU cores; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for r in results:
+        drop = 100 * (1 - r["tokens_per_second"] / alone)
+        line = (f"{r['name']:<13} {r['tokens_per_second']:8.1f} tokens/s over {r['seconds']:6.1f} s"
+                f"  drop {drop:5.1f}%  status {r['status']}")
+        if r["poll_times"]:
+            line += f"\n{'':<14}poll per tick: {_ms(r['poll_times'])}"
+        if r["chat_times"]:
+            line += (f"\n{'':<14}chat: {len(r['chat_times'])} answers, median "
+                     f"{statistics.median(r['chat_times']):.1f} s each (think time {args.think:.0f} s)")
+        print(line)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
