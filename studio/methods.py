@@ -49,8 +49,8 @@ from typing import Any, Callable
 from studio.config import ConfigError, MethodSpec, ModelSpec
 
 __all__ = ["Knob", "Method", "Context", "MergeRefused", "register", "get", "names", "all_methods", "check_spec",
-           "model_spec_for", "trainer_callbacks", "save_result", "load_result", "result_spec", "merge",
-           "adapter_off", "count_trainable", "method_of", "RESULT_FILE"]
+           "model_spec_for", "quantised_refusal", "trainer_callbacks", "save_result", "load_result", "result_spec",
+           "merge", "adapter_off", "count_trainable", "method_of", "RESULT_FILE"]
 
 RESULT_FILE = "studio_method.json"
 
@@ -130,6 +130,7 @@ class Method:
         overrides: knob values -> ModelSpec fields this method sets (see ``model_overrides``).
         mixed_ok: knob values -> whether base and tuned rows can share one batch.
         step_hook: ``(model, global_step)`` run after each optimizer step, before zero_grad.
+        checks: knob values -> problems with how they combine (each knob alone is checked by its range).
         save, load, merge_fn: how the result is stored, read back onto a base, and merged.
         fmt: the result's format on disk: 'peft', 'adapter' or 'weights'.
     """
@@ -149,6 +150,7 @@ class Method:
     overrides: Callable[[dict], dict] | None = None
     mixed_ok: Callable[[dict], bool] | bool = False
     step_hook: Callable[[Any, int], None] | None = None
+    checks: Callable[[dict], list[str]] | None = None
     save: Callable[..., None] | None = None
     load: Callable[..., Any] | None = None
     merge_fn: Callable[[Any], Any] | None = None
@@ -207,12 +209,17 @@ def _checked_apply(method: Method) -> Callable[..., Any]:
     def apply(model, spec: MethodSpec, ctx: Context | None = None):
         quantised = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
         if quantised and method.family == "weights":
-            raise ConfigError(f"{method.name} changes the base weights, which a quantised base cannot train; "
-                              "set model.quantization: none or pick qlora / lora_8bit")
+            raise ConfigError(quantised_refusal(method))
         return tag(raw(model, spec, ctx or Context()), spec)
 
     apply.__doc__ = raw.__doc__
     return apply
+
+
+def quantised_refusal(method: Method) -> str:
+    """Why a method that changes the base weights cannot run on a quantised base (shown before and at load)."""
+    return (f"{method.name} changes the base weights, which a quantised base cannot train; "
+            "set model.quantization: none or pick qlora / lora_8bit")
 
 
 def _load_all() -> None:
@@ -239,7 +246,7 @@ def all_methods() -> list[Method]:
 
 
 def check_spec(spec: MethodSpec, prefix: str = "method") -> list[str]:
-    """Every problem with a MethodSpec: an unknown name, unknown knobs, values out of range."""
+    """Every problem with a MethodSpec: an unknown name, unknown knobs, values out of range, knobs that clash."""
     try:
         method = get(spec.name)
     except ConfigError as err:
@@ -254,6 +261,8 @@ def check_spec(spec: MethodSpec, prefix: str = "method") -> list[str]:
         problem = knob.problem(value, f"{prefix}.{key}")
         if problem:
             out.append(problem)
+    if not out and method.checks is not None:
+        out += [f"{prefix}.{line}" for line in method.checks(method.values(spec))]
     return out
 
 

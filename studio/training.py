@@ -31,7 +31,7 @@ import torch
 from transformers import PrinterCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
-from studio import runs
+from studio import preflight, runs
 from studio.config import ConfigError, RunConfig
 from studio.train_parts import (
     EarlyStop,
@@ -129,13 +129,19 @@ class TrainingJob:
         return job.start() if start else job
 
     def start(self) -> "TrainingJob":
-        """Start the background thread; refuses while another job in this process is going."""
+        """Start the background thread; refuses while another job in this process is going.
+
+        Raises:
+            ConfigError: another job is going, or the preflight found settings this model or machine cannot
+                take (every problem at once; no run folder is made).
+        """
         global _current
         with _slot:
             if _current is not None and _current.running:
                 raise ConfigError(f"a run is already going: {_current.name}")
             if self._thread is not None:
                 raise ConfigError(f"this job was started already: {self.name}")
+            preflight.check(self.cfg)  # settings the model or this machine cannot take, before any weights load
             self._prepare_folder()
             _current = self
             self._thread = threading.Thread(target=self._run, name=f"train-{self.name}", daemon=False)

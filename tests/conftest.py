@@ -17,18 +17,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny_config(family: str):
-    """A config for a tiny model of the given family (llama, gpt2, qwen2): 2 blocks, hidden 64."""
+    """A config for a tiny model of the given family (llama, gpt2, qwen2): 2 blocks, hidden 64.
+
+    Llama and Qwen2 state a 1024-token context, above the default train.max_seq_len (512), which the studio
+    refuses beyond a model's context. GPT-2 keeps 256 learned positions (more would change every weight drawn
+    from the seed after them), so a GPT-2 run sets train.max_seq_len to 256 or less."""
     from transformers import GPT2Config, LlamaConfig, Qwen2Config
 
     common = dict(vocab_size=512, tie_word_embeddings=family != "llama")
     if family == "llama":
         return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=256, **common)
+                           num_key_value_heads=2, max_position_embeddings=1024, **common)
     if family == "gpt2":
         return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=1, eos_token_id=2, **common)
     if family == "qwen2":
         return Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=256, **common)
+                           num_key_value_heads=2, max_position_embeddings=1024, **common)
     raise ValueError(family)
 
 

@@ -31,14 +31,24 @@ def schedule(values: dict, total_steps: int | None) -> dict:
     """Step numbers (tinit, tfinal, deltaT, total_step) for PEFT from the knobs' fractions."""
     if not total_steps:
         raise ConfigError("adalora: its rank schedule needs the run's total number of steps (none was given)")
-    if values["tinit"] + values["tfinal"] >= 1.0:
-        raise ConfigError("adalora: method.tinit + method.tfinal must stay below 1 (the pruning phase needs steps)")
-    if values["target_r"] > values["init_r"]:
-        raise ConfigError("adalora: method.target_r must not exceed method.init_r")
+    problems = checks(values)
+    if problems:
+        raise ConfigError([f"method.{p}" for p in problems])
     tinit, tfinal = int(values["tinit"] * total_steps), int(values["tfinal"] * total_steps)
     if tinit >= total_steps - tfinal:  # very short runs
         tinit, tfinal = 0, 0
     return {"tinit": tinit, "tfinal": tfinal, "deltaT": values["delta_t"], "total_step": total_steps}
+
+
+def checks(values: dict) -> list[str]:
+    """Knobs that do not go together: the schedule needs a pruning phase, and ranks only shrink."""
+    out = []
+    if values["tinit"] + values["tfinal"] >= 1.0:
+        out.append(f"tfinal: tinit + tfinal is {values['tinit'] + values['tfinal']:g}; it must stay below 1 "
+                   "(the pruning phase needs steps)")
+    if values["target_r"] > values["init_r"]:
+        out.append(f"target_r: {values['target_r']} is above init_r {values['init_r']}; AdaLoRA only prunes ranks")
+    return out
 
 
 def _apply(model, spec, ctx):
@@ -68,5 +78,5 @@ def _trainable(arch, spec) -> int:
 ADALORA = register(Method(
     name="adalora", title="AdaLoRA", summary="LoRA whose rank budget moves to the layers that need it during training",
     knobs=KNOBS, apply=_apply, trainable=_trainable, family="lora", learning_rate=5e-4,
-    step_hook=_on_step, mixed_ok=False, **MERGEABLE, **PEFT_STORAGE,
+    step_hook=_on_step, checks=checks, mixed_ok=False, **MERGEABLE, **PEFT_STORAGE,
 ))

@@ -35,13 +35,13 @@ QLORA_KNOBS = LORA_KNOBS + (
 KBIT_KNOBS = LORA_KNOBS + (QLORA_KNOBS[-1],)
 
 
-def resolve_targets(model, wanted: list[str]) -> list[str]:
-    """Module names for PEFT, groups expanded from what the model really has."""
+def resolve_targets(model, wanted: list[str], key: str = "method.targets") -> list[str]:
+    """Module names for PEFT, groups expanded from what the model really has (``key`` names the setting)."""
     found = tg.discover(model)
     names = tg.expand(wanted, found)
     unknown = [n for n in names if n not in found["all-linear"]]
     if unknown:
-        raise ConfigError(f"method.targets: {', '.join(unknown)} not in this model "
+        raise ConfigError(f"{key}: {', '.join(unknown)} not in this model "
                           f"(it has: {', '.join(found['all-linear'])}; or use attention / mlp / all-linear)")
     return names
 

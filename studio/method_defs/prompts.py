@@ -83,6 +83,12 @@ def _apply_prompt(model, spec, ctx):
     return peft_model
 
 
+def _prompt_checks(v: dict) -> list[str]:
+    if v["init"] == "text" and not v["init_text"].strip():
+        return ["init_text: empty, but init is text; type the text the prompt starts from, or pick init vocab"]
+    return []
+
+
 def _init_from_text(model, tokenizer, text: str, n: int) -> None:
     # done here rather than by PEFT, which would load the tokenizer again by name (and offline, cannot)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -95,7 +101,7 @@ def _init_from_text(model, tokenizer, text: str, n: int) -> None:
 
 PROMPT = register(Method(
     name="prompt", title="Prompt tuning", summary="a learned soft prompt at the input: the smallest result of all",
-    knobs=PROMPT_KNOBS, apply=_apply_prompt, learning_rate=3e-2,
+    knobs=PROMPT_KNOBS, apply=_apply_prompt, learning_rate=3e-2, checks=_prompt_checks,
     trainable=lambda arch, spec: PROMPT.values(spec)["num_virtual_tokens"] * arch.hidden_size, **_COMMON,
 ))
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 import plotly.graph_objects as go
 
-from studio import methods, models, targets
+from studio import methods, models, preflight, targets
 from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.ui import paths, plots, state
 from studio.ui.form import Form, field_widget, knob_widget
@@ -90,7 +90,15 @@ def estimate_view(cfg: RunConfig, gpu: str = HERE) -> tuple[str, go.Figure, str]
         return trainable, plots.empty("VRAM estimate"), "**Cannot estimate:** " + "; ".join(err.problems)
     parts = {name: getattr(breakdown, name) for name in memory.PARTS}
     title = f"{'RAM' if device.kind == 'cpu' else 'VRAM'} estimate: {breakdown.peak_bytes / 1e9:.2f} GB peak"
-    return trainable, plots.memory_bar(parts, device.total_bytes, title=title), _fit_md(fit)
+    return trainable, plots.memory_bar(parts, device.total_bytes, title=title), _preflight_md(cfg, gpu) + _fit_md(fit)
+
+
+def _preflight_md(cfg: RunConfig, gpu: str | None) -> str:
+    """What Start would refuse, above the verdict (this machine's checks only when planning for it)."""
+    found = preflight.problems(cfg, machine=gpu in (None, "", HERE))
+    if not found:
+        return ""
+    return "**Cannot train with these settings:**\n" + "\n".join(f"- {p}" for p in found) + "\n\n"
 
 
 def estimate_event(form: Form):

@@ -23,8 +23,8 @@ from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.ui import paths, plots, state
 from studio.ui.form import Form, field_widget
 
-__all__ = ["TrainTab", "TrainView", "build_train_tab", "start_training", "stop_training", "resume_training",
-           "resumable_runs", "current", "training_view", "status", "start_from_yaml",
+__all__ = ["TrainTab", "TrainView", "build_train_tab", "cannot_start", "start_training", "stop_training",
+           "resume_training", "resumable_runs", "current", "training_view", "status", "start_from_yaml",
            "retry_training", "ran_out_of_memory"]
 
 SCHEDULE_FIELDS = ("epochs", "max_steps", "learning_rate", "scheduler", "warmup_ratio", "weight_decay",
@@ -72,6 +72,11 @@ def current():
     return job or app.job
 
 
+def cannot_start(problems: list[str]) -> str:
+    """The refusal shown instead of starting: one bullet per problem."""
+    return "**Cannot start:**\n" + "\n".join(f"- {p}" for p in problems)
+
+
 def start_training(cfg: RunConfig) -> str:
     """Start a TrainingJob for ``cfg``; the message says where it writes or why it cannot start."""
     training = state.core("training")
@@ -81,8 +86,8 @@ def start_training(cfg: RunConfig) -> str:
     cfg.train.output_dir = str(state.get().runs_root)
     try:
         job = training.TrainingJob(paths.check_config(cfg)).start()
-    except ConfigError as err:
-        return "**Cannot start:** " + "; ".join(err.problems)
+    except ConfigError as err:  # bad values, or what the preflight found: one line per problem
+        return cannot_start(err.problems)
     state.get().job = job
     return f"Started **{job.name}** in `{job.run_dir}`."
 
@@ -92,7 +97,7 @@ def start_from_yaml(config_yaml: str) -> str:
     try:
         cfg = RunConfig.from_yaml(config_yaml or "", "config")
     except ConfigError as err:
-        return "**Cannot start:** " + "; ".join(err.problems)
+        return cannot_start(err.problems)
     return start_training(cfg)
 
 
