@@ -17,6 +17,12 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
 
 
+# Filling a field lower down scrolls the page, and not always the window: every scrolled box goes back up,
+# and the focused field lets go so its scroll-into-view does not run again.
+_TO_TOP = ("() => { document.activeElement?.blur(); window.scrollTo(0, 0);"
+           " for (const e of document.querySelectorAll('*')) if (e.scrollTop) e.scrollTop = 0; }")
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -31,7 +37,7 @@ def _number(page, selector: str, value) -> None:
 
 def _shoot(page, name: str) -> None:
     page.wait_for_timeout(1200)  # let plotly finish its transition
-    page.evaluate("window.scrollTo(0, 0)")  # filling a field lower down scrolls the page
+    page.evaluate(_TO_TOP)
     page.screenshot(path=str(OUT / f"{name}.png"), full_page=False)
     print(OUT / f"{name}.png")
 

@@ -15,6 +15,8 @@ CSS = """
 #train-progress .track {background: var(--neutral-200); border-radius: 4px; width: 100%}
 #train-progress-label {font-size: 0.9rem; margin-top: 4px}
 .mono textarea {font-family: var(--font-mono); font-size: 12px}
+#runs-table th, #runs-table th *, #runs-table td * {word-break: keep-all !important; overflow-wrap: normal !important}
+#runs-table table {font-size: 12px}
 """
 
 _INTRO = ("# PEFT Studio\nPick a model and a method, see whether it fits, train, then chat with the base and the "
