@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("launch", help="write an accelerate config and run the preset on several GPUs")
-    _add_config_args(p)
+    _add_config_args(p, preset_required=False)  # no preset: the default RunConfig, written beside the launch
     p.add_argument("--gpus", type=int, default=1)
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--node-rank", type=int, default=0)

@@ -29,6 +29,7 @@ from studio.config import ConfigError, RunConfig
 
 __all__ = [
     "DEFAULT_PORT",
+    "SHARDED",
     "LaunchPlan",
     "accelerate_config",
     "render_launch",
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 29500
+# Strategies that split the weights themselves across GPUs (the others keep a whole copy on each).
+SHARDED = ("fsdp", "deepspeed-zero3")
 _DEEPSPEED_STAGE = {"deepspeed-zero2": 2, "deepspeed-zero3": 3}
 # accelerate's DistributedType for each strategy once there is more than one process
 _DISTRIBUTED_TYPE = {"none": "MULTI_GPU", "ddp": "MULTI_GPU", "fsdp": "FSDP",
@@ -101,10 +104,19 @@ def _problems(cfg: RunConfig, gpus: int, nodes: int, node_rank: int) -> list[str
     if strategy == "fsdp" and _quantized(cfg) == "8bit":
         out.append("train.distributed.strategy: FSDP cannot shard 8-bit weights; use model.quantization=nf4 "
                    "(FSDP+QLoRA) or deepspeed-zero3")
+    if strategy in SHARDED and _method_format(cfg) == "adapter":
+        out.append(f"train.distributed.strategy: {strategy} shards the weights, and bottleneck adapters are saved "
+                   "from whole layers only; use ddp or deepspeed-zero2 (each GPU keeps the whole model)")
     if strategy in ("none", "ddp") and cfg.train.distributed.offload:
         out.append("train.distributed.offload: offloading needs fsdp or a deepspeed strategy (DDP keeps a full "
                    "copy on every GPU)")
     return out
+
+
+def _method_format(cfg: RunConfig) -> str:
+    from studio import methods
+
+    return methods.get(cfg.method.name).fmt
 
 
 def _fsdp_config(cfg: RunConfig) -> dict:
@@ -244,7 +256,7 @@ def _notes(cfg: RunConfig, gpus: int, nodes: int) -> list[str]:
         notes.append("train.distributed.strategy is 'none': several processes run as plain DDP")
     if strategy in _DEEPSPEED_STAGE and not deepspeed_available():
         notes.append("DeepSpeed is not installed here: `pip install deepspeed` before running this command")
-    if strategy in ("fsdp", "deepspeed-zero3") and _quantized(cfg) in ("nf4", "fp4"):
+    if strategy in SHARDED and _quantized(cfg) in ("nf4", "fp4"):
         notes.append("sharded QLoRA: the 4-bit weights are packed into the compute dtype (bnb_4bit_quant_storage) "
                      "so they can be sharded like any float weight; keep model.dtype equal to the compute dtype")
     if nodes > 1:

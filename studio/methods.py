@@ -49,8 +49,8 @@ from typing import Any, Callable
 from studio.config import ConfigError, MethodSpec, ModelSpec
 
 __all__ = ["Knob", "Method", "Context", "MergeRefused", "register", "get", "names", "all_methods", "check_spec",
-           "model_spec_for", "quantised_refusal", "trainer_callbacks", "save_result", "load_result", "result_spec",
-           "merge", "adapter_off", "count_trainable", "method_of", "RESULT_FILE"]
+           "model_spec_for", "quantised_refusal", "trainer_callbacks", "save_result", "finish_result", "load_result",
+           "result_spec", "merge", "adapter_off", "count_trainable", "method_of", "RESULT_FILE"]
 
 RESULT_FILE = "studio_method.json"
 
@@ -306,10 +306,15 @@ def method_of(model) -> MethodSpec | None:
 
 def save_result(model, spec: MethodSpec, folder: str | Path) -> Path:
     """Write the trained result into ``folder`` in the method's format (safetensors) plus studio_method.json."""
-    method = get(spec.name)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    method.save(model, spec, folder)
+    get(spec.name).save(model, spec, folder)
+    return finish_result(folder, spec)
+
+
+def finish_result(folder: str | Path, spec: MethodSpec) -> Path:
+    """Mark ``folder``, which holds the method's saved weights, as a result: write studio_method.json."""
+    method, folder = get(spec.name), Path(folder)
     info = {"method": spec.name, "knobs": method.values(spec), "format": method.fmt}
     (folder / RESULT_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
     return folder

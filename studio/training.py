@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -337,10 +338,14 @@ class TrainingJob:
         self.result = {"training_loss": out.training_loss, "final_loss": snap.get("loss"),
                        "final_eval_loss": final_eval, "train_seconds": snap.get("train_seconds"),
                        "tokens": snap.get("tokens"), "global_step": out.global_step}
+        adapter = self.run_dir / "adapter"
+        gathered = _save_gathered(trainer, adapter.with_name("adapter.gathered"))  # every rank, when sharded
         if not trainer.is_world_process_zero():
             return
-        adapter = self.run_dir / "adapter"
-        runs.replace_folder(adapter, lambda tmp: methods.save_result(trainer.model, self.cfg.method, tmp))
+        if gathered is None:
+            runs.replace_folder(adapter, lambda tmp: methods.save_result(trainer.model, self.cfg.method, tmp))
+        else:
+            runs.replace_folder(adapter, lambda tmp: methods.finish_result(gathered.rename(tmp), self.cfg.method))
         runs.replace_folder(self.run_dir / "tokenizer", lambda tmp: self.tokenizer.save_pretrained(tmp))
         size = runs.folder_bytes(adapter)
         self._write_state(step=out.global_step, final_loss=snap.get("loss"), final_eval_loss=final_eval,
@@ -373,6 +378,25 @@ class TrainingJob:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+
+def _save_gathered(trainer, folder: Path) -> Path | None:
+    """Under FSDP or ZeRO-3, have Trainer gather the shards and write the whole result; None when unsharded.
+
+    Every rank holds only its shard, so every rank must take part; Trainer.save_model gathers (FSDP through
+    a full state dict, as PEFT documents for FSDP + LoRA; ZeRO-3 through its 16-bit weights) and writes on
+    rank 0, in the same format save_result writes for PEFT and whole-model methods (bottleneck adapters are
+    refused for sharded launches). Checkpoints stay sharded: only this final save gathers.
+    """
+    ds = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+    if not (trainer.is_fsdp_enabled or ds):
+        return None
+    if trainer.is_world_process_zero():
+        shutil.rmtree(folder, ignore_errors=True)  # left by a run killed here before
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(folder))
+    return folder
+
 
 def _step_of(checkpoint: Path) -> int:
     return int(checkpoint.name.rpartition("-")[2])

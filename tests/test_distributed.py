@@ -107,6 +107,10 @@ def test_bad_combinations(tmp_path):
         distributed.render_launch(_cfg(tmp_path, "train.distributed.strategy=ddp", "train.distributed.offload=true"), 2)
     with pytest.raises(ConfigError, match="gpus"):
         distributed.render_launch(_cfg(tmp_path), 0)
+    for strategy in distributed.SHARDED:  # bottleneck adapters are saved from whole layers
+        with pytest.raises(ConfigError, match="bottleneck adapters"):
+            distributed.render_launch(_cfg(tmp_path, f"train.distributed.strategy={strategy}", "method.name=adapter"), 2)
+    distributed.render_launch(_cfg(tmp_path, "train.distributed.strategy=deepspeed-zero2", "method.name=adapter"), 2)
 
 
 def test_render_for_the_ui_trains_the_runs_own_copy(tmp_path):
@@ -135,6 +139,18 @@ def test_cli_dry_run_prints_config_and_command(tmp_path, strategy):
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
     if strategy.startswith("deepspeed") and not distributed.deepspeed_available():
         assert "DeepSpeed is not installed" in out.stderr
+
+
+def test_cli_dry_run_without_a_preset_plans_the_default_run(tmp_path):
+    out = _cli("launch", "--gpus", "2", "--dry-run", "--set", "train.distributed.strategy=fsdp",
+               "--set", f"train.output_dir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    conf_text, _, command = out.stdout.partition("\n")[2].rstrip().rpartition("\n")
+    run_name = command.rpartition("--set train.run_name=")[2]
+    # the default RunConfig travels as the run's own copy, written beside the accelerate config when launched
+    assert f" -m studio train {tmp_path / run_name / 'launch' / 'run.yaml'} " in command
+    assert yaml.safe_load(conf_text)["distributed_type"] == "FSDP"
+    assert not any(tmp_path.iterdir())
 
 
 def test_cli_launch_runs_accelerate(tmp_path, monkeypatch, capsys):
