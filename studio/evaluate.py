@@ -246,11 +246,12 @@ def evaluate(engine, items: list[EvalItem], panes: dict, max_new_tokens: int = 9
 
 
 def evaluate_run(run_dir: str | Path, items: list[EvalItem] | None = None, prompts_file: str | Path | None = None,
-                 max_new_tokens: int = 96, save: bool = True, engine=None) -> EvalReport:
+                 max_new_tokens: int = 96, save: bool = True, engine=None, pane: str = "tuned") -> EvalReport:
     """Evaluate a run's tuned model against its base and write ``eval.jsonl`` into the run folder.
 
     Prompts: ``items``, else ``prompts_file``, else the run's held-out split. Loss and perplexity are
     computed on the held-out split when the run has one, else on the prompt/reference pairs.
+    ``engine`` (optional) already holds the run's adapter under the name ``pane``, e.g. the UI's shared one.
     """
     from studio.chat import ChatEngine
 
@@ -265,11 +266,11 @@ def evaluate_run(run_dir: str | Path, items: list[EvalItem] | None = None, promp
         raise ConfigError(f"{run_dir}: no prompts: give --prompts FILE (the run has no held-out split)")
     if engine is None:
         engine = ChatEngine(cfg.model, system_prompt=cfg.data.system_prompt)
-        engine.add_adapter("tuned", run_dir)
+        engine.add_adapter(pane, run_dir)
     pairs = [{"messages": it.messages() + [{"role": "assistant", "content": it.reference}]}
              for it in items if it.reference]
     loss_rows, loss_on = (held, "the held-out split") if held else (pairs, "the prompt/reference pairs")
-    report = evaluate(engine, items, {"base": None, "tuned": "tuned"}, max_new_tokens, loss_rows or None,
+    report = evaluate(engine, items, {"base": None, "tuned": pane}, max_new_tokens, loss_rows or None,
                       max_len=cfg.train.max_seq_len)
     report.summary["loss_on"] = loss_on if loss_rows else None
     report.summary["prompts"] = len(items)
