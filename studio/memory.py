@@ -143,7 +143,7 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _R
     if isinstance(targets, list):
         from studio import targets as tg
 
-        adapted = frozenset(n.split(".")[-1] for n in tg.expand(targets, tg.for_arch(arch.model_type)))
+        adapted = frozenset(n.split(".")[-1] for n in tg.expand(targets, tg.for_arch(arch)))
     virtual = int(values.get("num_virtual_tokens") or 0)
     at = method.extra.get("virtual_tokens", "input")  # 'kv' for prefix tuning: keys/values only grow
     seq = min(cfg.train.max_seq_len, 10 ** 9)

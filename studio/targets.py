@@ -1,30 +1,47 @@
-"""Which layers a method can target, discovered from a loaded model or, without weights, from model facts.
+"""Which layers a method can target, discovered from the model itself: its Linear and Conv1D layers.
 
-Groups: 'attention', 'mlp' and 'all-linear'. Names are the short module names PEFT matches on
-(``q_proj``, GPT-2's ``c_attn``...). Per-model facts are data (``ARCH_TARGETS``), not if/elif chains.
+Groups: 'attention', 'mlp' and 'all-linear' (plus 'ffn-out' and 'ia3'). Names are the short module names
+PEFT matches on (``q_proj``, Phi-3's fused ``qkv_proj``, GPT-2's ``c_attn``...).
+
+With a loaded model, ``discover(model)`` reads them. Without weights, ``layout(arch)`` builds a copy of the
+model on the meta device (shapes only, no memory; preflight's cached builder) from a config carrying the
+architecture's facts, and reads the names, the layers' shapes and the parts' sizes from it, once per
+architecture. Only a model type that cannot be built that way (remote code, not a causal LM) falls back
+to the names in ``ARCH_TARGETS`` and to shapes computed from the architecture's numbers.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import torch
 
-__all__ = ["ARCH_TARGETS", "GROUPS", "discover", "for_arch", "expand", "linear_shapes", "bias_total",
-           "block_part_sizes", "norm_weight_total", "blocks", "block_part", "is_norm"]
+from studio.config import ConfigError
+
+__all__ = ["ARCH_TARGETS", "GROUPS", "Layout", "discover", "layout", "meta_model", "for_arch", "expand",
+           "linear_shapes", "bias_total", "block_part_sizes", "norm_weight_total", "blocks", "block_part",
+           "is_norm", "resolve_layers", "resolve_modules", "module_names"]
 
 # 'ffn-out': the MLP's down projection (input = the MLP's hidden size); 'ia3': what the IA3 paper rescales
 # (keys, values and the down projection's input).
 GROUPS = ("attention", "mlp", "all-linear", "ffn-out", "ia3")
 
-# Short module names per model family, as the loaded model names them.
+_LLAMA = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"],
+          "ffn-out": ["down_proj"], "ia3": ["k_proj", "v_proj", "down_proj"]}
+# Short module names per model family, as the loaded model names them. Discovery finds the names by
+# itself; the table says what IA3 rescales, and names the layers of a model that cannot be built on meta.
 ARCH_TARGETS: dict[str, dict[str, list[str]]] = {
-    "llama": {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"],
-              "ffn-out": ["down_proj"], "ia3": ["k_proj", "v_proj", "down_proj"]},
+    "llama": _LLAMA,
     # GPT-2 computes q, k and v in one Conv1D, so IA3 rescales all three there
     "gpt2": {"attention": ["c_attn", "attn.c_proj"], "mlp": ["c_fc", "mlp.c_proj"],
              "ffn-out": ["mlp.c_proj"], "ia3": ["c_attn", "mlp.c_proj"]},
+    # Phi-3 fuses q, k, v into qkv_proj and the gate and up projections into gate_up_proj
+    "phi3": {"attention": ["qkv_proj", "o_proj"], "mlp": ["gate_up_proj", "down_proj"],
+             "ffn-out": ["down_proj"], "ia3": ["qkv_proj", "down_proj"]},
 }
-for _alias in ("mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo", "granite"):
-    ARCH_TARGETS[_alias] = ARCH_TARGETS["llama"]
+for _alias in ("mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "granite"):
+    ARCH_TARGETS[_alias] = _LLAMA
 
 _ATTENTION_HINTS = ("attn", "attention")
 _MLP_HINTS = ("mlp", "ffn", "feed_forward")
@@ -39,25 +56,34 @@ def _is_linear(module: torch.nn.Module) -> bool:
     return type(module).__name__ in ("Linear4bit", "Linear8bitLt")
 
 
+def _matches(full_name: str, name: str) -> bool:
+    # PEFT's rule: the whole dotted name, or its end after a dot
+    return full_name == name or full_name.endswith("." + name)
+
+
 def discover(model: torch.nn.Module) -> dict[str, list[str]]:
     """Linear and Conv1D layers inside the blocks, grouped; names are unique suffixes PEFT matches on."""
+    linears = [(n, m) for n, m in model.named_modules() if _is_linear(m)]
+    parents: dict[str, set[str]] = {}
+    for full_name, _ in linears:
+        parts = full_name.split(".")
+        parents.setdefault(parts[-1], set()).add(parts[-2] if len(parts) > 1 else "")
     found: dict[str, list[str]] = {"attention": [], "mlp": []}
-    for full_name, module in model.named_modules():
-        if not _is_linear(module) or any(s in full_name for s in _SKIP):
+    first: dict[str, torch.nn.Module] = {}
+    for full_name, module in linears:
+        if any(s in full_name for s in _SKIP):
             continue
         parts = full_name.split(".")
         parent, leaf = (parts[-2] if len(parts) > 1 else ""), parts[-1]
-        group = "attention" if any(h in parent for h in _ATTENTION_HINTS) else (
-            "mlp" if any(h in parent for h in _MLP_HINTS) else "mlp")
-        # the same leaf name in both groups (GPT-2's c_proj) is qualified by its parent
-        name = leaf
-        other = "mlp" if group == "attention" else "attention"
-        if any(n.split(".")[-1] == leaf for n in found[other]) or _leaf_in_both(model, leaf):
-            name = f"{parent}.{leaf}"
+        group = "attention" if any(h in parent for h in _ATTENTION_HINTS) else "mlp"
+        # the same leaf name under two parents (GPT-2's c_proj) is qualified by its parent
+        name = f"{parent}.{leaf}" if len(parents[leaf]) > 1 else leaf
         if name not in found[group]:
             found[group].append(name)
+            first[name] = module
     found["all-linear"] = found["attention"] + found["mlp"]
-    found["ffn-out"] = [n for n in found["mlp"] if _widest_input(model, n)]
+    # the down projection reads the MLP's wide hidden state and writes the narrower residual stream
+    found["ffn-out"] = [n for n in found["mlp"] if _in_out(first[n])[0] > _in_out(first[n])[1]]
     known = ARCH_TARGETS.get(getattr(getattr(model, "config", None), "model_type", ""), {}).get("ia3")
     found["ia3"] = [n for n in known if n in found["all-linear"]] if known else (
         found["attention"] + found["ffn-out"])
@@ -70,26 +96,40 @@ def _in_out(module: torch.nn.Module) -> tuple[int, int]:
     return module.weight.shape[0], module.weight.shape[1]  # transformers' Conv1D stores (in, out)
 
 
-def _widest_input(model: torch.nn.Module, name: str) -> bool:
-    # the down projection reads the MLP's wide hidden state and writes the narrower residual stream
+def resolve_layers(model: torch.nn.Module, wanted: list[str], key: str = "method.targets") -> list[str]:
+    """Layer names for PEFT, groups expanded from what the model really has (``key`` names the setting)."""
+    found = discover(model)
+    names = expand(wanted, found)
+    unknown = [n for n in names if n not in found["all-linear"]]
+    if unknown:
+        raise ConfigError(f"{key}: {', '.join(unknown)} not in this model "
+                          f"(it has: {', '.join(found['all-linear'])}; or use attention / mlp / all-linear)")
+    return names
+
+
+def module_names(model: torch.nn.Module) -> list[str]:
+    """The short names (last part) of the modules that hold parameters, in model order: lm_head, norm, mlp..."""
+    out: list[str] = []
     for full_name, module in model.named_modules():
-        if (full_name == name or full_name.endswith("." + name)) and _is_linear(module):
-            i, o = _in_out(module)
-            return i > o
-    return False
+        leaf = full_name.split(".")[-1]
+        if leaf and not leaf.isdigit() and leaf not in out and next(module.parameters(), None) is not None:
+            out.append(leaf)
+    return out
 
 
-def _leaf_in_both(model: torch.nn.Module, leaf: str) -> bool:
-    parents = {n.split(".")[-2] for n, m in model.named_modules() if n.endswith("." + leaf) and _is_linear(m)}
-    return len(parents) > 1
-
-
-def for_arch(model_type: str) -> dict[str, list[str]]:
-    """Target groups for a model type without loading it (falls back to the Llama names)."""
-    base = ARCH_TARGETS.get(model_type, ARCH_TARGETS["llama"])
-    return {"attention": list(base["attention"]), "mlp": list(base["mlp"]),
-            "all-linear": base["attention"] + base["mlp"], "ffn-out": list(base["ffn-out"]),
-            "ia3": list(base["ia3"])}
+def resolve_modules(model: torch.nn.Module, wanted: list[str], key: str = "method.modules") -> list[str]:
+    """Full names of the modules ``wanted`` picks (a name or the end of a dotted name: lm_head, layers.3.mlp)."""
+    names = [n for n, m in model.named_modules() if n and next(m.parameters(), None) is not None]
+    picked, unknown = [], []
+    for want in wanted:
+        hits = [n for n in names if _matches(n, want)]
+        if not hits:
+            unknown.append(want)
+        picked += [n for n in hits if n not in picked]
+    if unknown:
+        raise ConfigError(f"{key}: {', '.join(unknown)} not in this model (it has: {', '.join(module_names(model))}; "
+                          "a name also picks the end of a dotted path, e.g. layers.0.mlp for one block's MLP)")
+    return picked
 
 
 def expand(targets: list[str], groups: dict[str, list[str]]) -> list[str]:
@@ -102,43 +142,144 @@ def expand(targets: list[str], groups: dict[str, list[str]]) -> list[str]:
     return out
 
 
-# --- shapes from the architecture alone (no weights), for trainable-parameter counts ---------------------
+# --- without weights: a meta-device copy built from the architecture -------------------------------------
+
+@dataclass(frozen=True)
+class Layout:
+    """One architecture's layers as the model names them, and the sizes parameter counts need."""
+
+    groups: dict  # group -> target names (attention, mlp, all-linear, ffn-out, ia3)
+    shapes: dict  # target name -> (in_features, out_features, bias size) in one block
+    parts: dict  # parameters of one block by part: attention, mlp, norms
+    biases: int  # every bias in the model
+    norm_weights: int  # every norm's scale weight
+    source: str  # 'model' (read from a meta-device copy) or 'table' (ARCH_TARGETS and formulas)
+
+
+# ArchSpec field -> the config names ArchSpec.from_config reads it from, the usual one first
+_CONFIG_NAMES = {
+    "hidden_size": ("hidden_size", "n_embd", "d_model"), "num_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+    "num_heads": ("num_attention_heads", "n_head"), "num_kv_heads": ("num_key_value_heads",),
+    "head_dim": ("head_dim",), "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim"),
+    "vocab_size": ("vocab_size",), "max_position": ("max_position_embeddings", "n_positions", "n_ctx"),
+    "tied_embeddings": ("tie_word_embeddings",), "attention_bias": ("attention_bias",), "mlp_bias": ("mlp_bias",),
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _config_for(arch):
+    """A transformers config of ``arch``'s model type carrying its facts, or None when none reproduces them.
+
+    Kept per architecture, so preflight's builder (which caches per config object) builds each model once.
+    """
+    from transformers import AutoConfig
+
+    from studio.models import ArchSpec
+
+    try:
+        plain = AutoConfig.for_model(arch.model_type)
+        kwargs = {}
+        for fact, names in _CONFIG_NAMES.items():
+            # the name this config class really stores (GPT-2: hidden_size is an alias of n_embd)
+            real = [plain.attribute_map.get(n, n) for n in names]
+            stored = next((n for n in real if n in vars(plain)), None)
+            if stored is not None:
+                kwargs[stored] = getattr(arch, fact)
+        for token in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if isinstance(getattr(plain, token, None), int) and getattr(plain, token) >= arch.vocab_size:
+                kwargs[token] = None  # a default token id beyond a small vocabulary cannot build
+        config = AutoConfig.for_model(arch.model_type, **kwargs)
+    except Exception:  # noqa: BLE001 - an unknown or remote-code model type: no config to build from
+        return None
+    return config if ArchSpec.from_config(config) == arch else None
+
+
+def meta_model(arch):
+    """A copy of ``arch``'s model on the meta device (module names and shapes, no memory), or None."""
+    from studio import preflight
+
+    config = _config_for(arch)
+    return preflight._meta_model(config, False) if config is not None else None
+
+
+@functools.lru_cache(maxsize=64)
+def layout(arch) -> Layout:
+    """``arch``'s layers and sizes, read from its meta-device copy (the table where it cannot be built)."""
+    model = meta_model(arch)
+    return _read_layout(model) if model is not None else _table_layout(arch)
+
+
+def _read_layout(model: torch.nn.Module) -> Layout:
+    groups = discover(model)
+    block = blocks(model)[0]
+    inside = [(n, m) for n, m in block.named_modules() if _is_linear(m)]
+    shapes = {}
+    for name in groups["all-linear"]:
+        module = next(m for n, m in inside if _matches(n, name))
+        bias = module.bias.numel() if getattr(module, "bias", None) is not None else 0
+        shapes[name] = (*_in_out(module), bias)
+    parts = {"attention": 0, "mlp": 0, "norms": 0}
+    for name, child in block.named_children():
+        parts[block_part(name, child)] += sum(p.numel() for p in child.parameters())
+    biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
+    norms = sum(m.weight.numel() for m in model.modules() if is_norm(m) and getattr(m, "weight", None) is not None)
+    return Layout(groups, shapes, parts, biases, norms, "model")
+
+
+def for_arch(arch) -> dict[str, list[str]]:
+    """Target groups of ``arch``'s model, without loading it."""
+    return {g: list(names) for g, names in layout(arch).groups.items()}
+
 
 def linear_shapes(arch) -> dict[str, tuple[int, int, int]]:
     """Every block linear layer by its target name: (in_features, out_features, bias size)."""
+    return dict(layout(arch).shapes)
+
+
+def block_part_sizes(arch) -> dict[str, int]:
+    """Parameters of one block by part: attention, mlp (weights and biases) and norms."""
+    return dict(layout(arch).parts)
+
+
+def bias_total(arch) -> int:
+    """Every bias in the model: linear layers of all blocks plus the norms' biases (LayerNorm has them)."""
+    return layout(arch).biases
+
+
+def norm_weight_total(arch) -> int:
+    """The norms' scale weights: two per block plus the final norm."""
+    return layout(arch).norm_weights
+
+
+# --- the fallback: names from the table, shapes from the architecture's numbers ----------------------------
+
+def _table_layout(arch) -> Layout:
+    base = ARCH_TARGETS.get(arch.model_type, _LLAMA)
+    groups = {"attention": list(base["attention"]), "mlp": list(base["mlp"]),
+              "all-linear": base["attention"] + base["mlp"], "ffn-out": list(base["ffn-out"]),
+              "ia3": list(base["ia3"])}
+    shapes = _formula_shapes(arch, groups["all-linear"])
+    part = lambda g: sum(i * o + b for i, o, b in (shapes[n] for n in groups[g]))  # noqa: E731
+    norms = 2 * arch.hidden_size * (2 if arch.norm_bias else 1)
+    linear_biases = sum(b for _, _, b in shapes.values()) * arch.num_layers
+    norm_biases = (2 * arch.num_layers + 1) * arch.hidden_size if arch.norm_bias else 0
+    return Layout(groups, shapes, {"attention": part("attention"), "mlp": part("mlp"), "norms": norms},
+                  linear_biases + norm_biases, (2 * arch.num_layers + 1) * arch.hidden_size, "table")
+
+
+def _formula_shapes(arch, names: list[str]) -> dict[str, tuple[int, int, int]]:
     h, q = arch.hidden_size, arch.num_heads * arch.head_dim
     kv, ff = arch.num_kv_heads * arch.head_dim, arch.intermediate_size
     qkv_b, out_b, mlp_b = arch.attention_bias, arch.out_bias, arch.mlp_bias
     shapes = {
         "q_proj": (h, q, q * qkv_b), "k_proj": (h, kv, kv * qkv_b), "v_proj": (h, kv, kv * qkv_b),
         "o_proj": (q, h, h * out_b), "gate_proj": (h, ff, ff * mlp_b), "up_proj": (h, ff, ff * mlp_b),
-        "down_proj": (ff, h, h * mlp_b),
+        "down_proj": (ff, h, h * mlp_b), "qkv_proj": (h, q + 2 * kv, (q + 2 * kv) * qkv_b),
+        "gate_up_proj": (h, 2 * ff, 2 * ff * mlp_b),
         "c_attn": (h, q + 2 * kv, (q + 2 * kv) * qkv_b), "attn.c_proj": (q, h, h * out_b),
         "c_fc": (h, ff, ff * mlp_b), "mlp.c_proj": (ff, h, h * mlp_b),
     }
-    names = for_arch(arch.model_type)["all-linear"]
     return {n: shapes[n] for n in names}
-
-
-def block_part_sizes(arch) -> dict[str, int]:
-    """Parameters of one block by part: attention, mlp (weights and biases) and norms."""
-    shapes = linear_shapes(arch)
-    groups = for_arch(arch.model_type)
-    part = lambda g: sum(i * o + b for i, o, b in (shapes[n] for n in groups[g]))  # noqa: E731
-    norms = 2 * arch.hidden_size * (2 if arch.norm_bias else 1)
-    return {"attention": part("attention"), "mlp": part("mlp"), "norms": norms}
-
-
-def bias_total(arch) -> int:
-    """Every bias in the model: linear layers of all blocks plus the norms' biases (LayerNorm has them)."""
-    linear = sum(b for _, _, b in linear_shapes(arch).values()) * arch.num_layers
-    norms = (2 * arch.num_layers + 1) * arch.hidden_size if arch.norm_bias else 0
-    return linear + norms
-
-
-def norm_weight_total(arch) -> int:
-    """The norms' scale weights: two per block plus the final norm."""
-    return (2 * arch.num_layers + 1) * arch.hidden_size
 
 
 # --- the blocks of a loaded model --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ saved result loads onto a fresh base with identical logits, and merging works or
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -274,6 +275,40 @@ def test_adalora_hook_and_schedule():
     model = method.apply(tiny_model("llama"), MethodSpec("adalora"), Context(total_steps=200))
     cfg = model.peft_config["default"]
     assert (cfg.tinit, cfg.tfinal, cfg.total_step) == (20, 40, 200)
+
+
+def _phi3_config():
+    from transformers import Phi3Config
+
+    return Phi3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=512, max_position_embeddings=1024, pad_token_id=0,
+                      bos_token_id=1, eos_token_id=2)
+
+
+@pytest.mark.parametrize("name,knobs", [("lora", {"targets": ["all-linear"]}), ("lora", {"targets": ["qkv_proj"]}),
+                                        ("ia3", {}), ("adalora", {}), ("freeze", {"top_blocks": 1})])
+def test_fused_phi3_layers_are_discovered_and_counted(name, knobs):
+    from transformers import AutoModelForCausalLM
+
+    from studio import targets
+
+    arch = ArchSpec.from_config(_phi3_config())
+    found = targets.for_arch(arch)  # from a meta-device copy, not a table of names
+    assert targets.layout(arch).source == "model"
+    assert set(found["attention"]) == {"qkv_proj", "o_proj"} and set(found["mlp"]) == {"gate_up_proj", "down_proj"}
+    assert targets.linear_shapes(arch)["gate_up_proj"] == (64, 2 * 128, 0)
+    spec = MethodSpec(name, knobs)
+    torch.manual_seed(0)
+    model = methods.get(name).apply(AutoModelForCausalLM.from_config(_phi3_config()), spec, Context(total_steps=10))
+    assert methods.get(name).trainable(arch, spec) == methods.count_trainable(model) > 0
+
+
+def test_a_model_type_that_cannot_be_built_falls_back_to_the_table():
+    from studio import targets
+
+    arch = dataclasses.replace(ArchSpec.from_config(tiny_model("llama").config), model_type="someone_custom")
+    assert targets.layout(arch).source == "table"
+    assert targets.for_arch(arch)["attention"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 def test_unknown_targets_name_what_the_model_has():

@@ -70,7 +70,7 @@ def _on_step(model, global_step: int) -> None:
 def _trainable(arch, spec) -> int:
     v = ADALORA.values(spec)
     shapes = tg.linear_shapes(arch)
-    names = [n for n in tg.expand(v["targets"], tg.for_arch(arch.model_type)) if n in shapes]
+    names = [n for n in tg.expand(v["targets"], tg.for_arch(arch)) if n in shapes]
     # P (r x in), Q (out x r) and the singular values E (r): the mask prunes E, the tensors keep their size
     return arch.num_layers * sum(v["init_r"] * (shapes[n][0] + shapes[n][1] + 1) for n in names)
 

@@ -35,7 +35,7 @@ def _apply(model, spec, ctx):
 
 def _trainable(arch, spec) -> int:
     v = IA3.values(spec)
-    groups = tg.for_arch(arch.model_type)
+    groups = tg.for_arch(arch)
     shapes = tg.linear_shapes(arch)
     targets = [n for n in tg.expand(v["targets"], groups) if n in shapes]
     ff = set(_feedforward(targets, v["feedforward"], groups))

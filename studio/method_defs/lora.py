@@ -37,13 +37,7 @@ KBIT_KNOBS = LORA_KNOBS + (QLORA_KNOBS[-1],)
 
 def resolve_targets(model, wanted: list[str], key: str = "method.targets") -> list[str]:
     """Module names for PEFT, groups expanded from what the model really has (``key`` names the setting)."""
-    found = tg.discover(model)
-    names = tg.expand(wanted, found)
-    unknown = [n for n in names if n not in found["all-linear"]]
-    if unknown:
-        raise ConfigError(f"{key}: {', '.join(unknown)} not in this model "
-                          f"(it has: {', '.join(found['all-linear'])}; or use attention / mlp / all-linear)")
-    return names
+    return tg.resolve_layers(model, wanted, key)
 
 
 def lora_config(model, values: dict, task_type: str = "CAUSAL_LM"):
@@ -57,14 +51,14 @@ def lora_config(model, values: dict, task_type: str = "CAUSAL_LM"):
 def linear_shapes(arch, wanted: list[str]) -> list[tuple[int, int]]:
     """(in, out) features of every adapted layer in the whole model, from the architecture alone."""
     shapes = tg.linear_shapes(arch)
-    names = tg.expand(wanted, tg.for_arch(arch.model_type))
+    names = tg.expand(wanted, tg.for_arch(arch))
     return [shapes[n][:2] for n in names if n in shapes] * arch.num_layers
 
 
 def lora_trainable(arch, v: dict) -> int:
     """LoRA A and B (r x in + out x r per layer), DoRA magnitudes, and the biases the bias knob frees."""
     shapes = tg.linear_shapes(arch)
-    names = [n for n in tg.expand(v["targets"], tg.for_arch(arch.model_type)) if n in shapes]
+    names = [n for n in tg.expand(v["targets"], tg.for_arch(arch)) if n in shapes]
     per_block = sum(v["r"] * (shapes[n][0] + shapes[n][1]) for n in names)
     if v["use_dora"]:
         per_block += sum(shapes[n][1] for n in names)  # one magnitude per output feature

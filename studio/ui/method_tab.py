@@ -36,13 +36,12 @@ def method_groups(name: str) -> list:
 
 
 def target_choices(model_id: str) -> list[str]:
-    """Groups and module names the model's layers offer, from its architecture alone."""
+    """Groups and layer names the model offers, from a meta-device copy built from its config (cached)."""
     try:
         arch = models.read_arch(models.ModelSpec(id=paths.check_model(model_id) or "embedded"))
-        found = targets.for_arch(arch.model_type)
     except ConfigError:
-        found = targets.for_arch("llama")
-    return list(targets.GROUPS) + [n for n in found["all-linear"]]
+        return list(targets.GROUPS)
+    return list(targets.GROUPS) + targets.for_arch(arch)["all-linear"]
 
 
 def trainable_text(cfg: RunConfig) -> str:
