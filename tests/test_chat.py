@@ -141,10 +141,28 @@ def test_abandoned_stream_releases_the_model(engine, lora_run):
 
 
 def test_generations_are_serialised(engine, lora_run):
+    # Adapters are switched on the whole shared model, so two generations must never run forward passes
+    # at the same time: count the passes in flight from two chatting threads.
     engine.add_adapter("tuned", lora_run)
-    results = []
+    forward, guard = engine._hf.forward, threading.Lock()
+    flight = {"now": 0, "most": 0}
+
+    def counted(*args, **kwargs):
+        with guard:
+            flight["now"] += 1
+            flight["most"] = max(flight["most"], flight["now"])
+        try:
+            time.sleep(0.005)  # widen the window in which a second generation would overlap
+            return forward(*args, **kwargs)
+        finally:
+            with guard:
+                flight["now"] -= 1
+
+    engine._hf.forward = counted
+    results, start = [], threading.Barrier(2)
 
     def run():
+        start.wait()
         results.append(_final(engine, HELLO, [BASE, "tuned"])[1])
 
     threads = [threading.Thread(target=run) for _ in range(2)]
@@ -152,7 +170,8 @@ def test_generations_are_serialised(engine, lora_run):
         t.start()
     for t in threads:
         t.join()
-    assert results[0] == results[1]
+    assert len(results) == 2 and results[0] == results[1]
+    assert flight["most"] == 1
 
 
 def test_training_run_blocks_chat(engine, monkeypatch):
