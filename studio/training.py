@@ -355,19 +355,29 @@ class TrainingJob:
 
     def _fail(self, err: BaseException) -> None:
         t = self.cfg.train
+        original = err
         if _is_oom(err):
             err = OutOfMemory(
                 f"out of memory at train.micro_batch_size={t.micro_batch_size}, train.max_seq_len={t.max_seq_len}: "
                 "use a smaller micro-batch, shorter sequences, train.gradient_checkpointing: true, or QLoRA "
                 "(4-bit base); Retry smaller halves the micro-batch and doubles train.grad_accum")
-        elif isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            err = TrainingError(f"the disk is full ({self.run_dir}): free some space; the last complete checkpoint "
-                                "is intact and Resume continues from it")
+        elif self.run_dir is not None and _is_disk_full(err, self.run_dir):
+            then = ("the last complete checkpoint is intact and Resume continues from it"
+                    if runs.last_checkpoint(self.run_dir) else "no checkpoint was complete, so start the run again")
+            err = TrainingError(f"the disk is full ({self.run_dir}): free some space; {then}")
+            if _is_main_process():
+                _drop_partial_checkpoints(self.run_dir)  # room for state.json, and nothing half-written to resume
         message = _one_line(err)
-        self._log("".join(traceback.format_exception(err)) if not isinstance(err, ConfigError) else message)
-        err.__traceback__ = None  # frames hold the model; dropping them lets its memory go
+        try:  # on a full disk these writes can fail too; the job must still end as failed
+            self._log(message if isinstance(original, ConfigError) else "".join(traceback.format_exception(original)))
+        except OSError:
+            pass
+        original.__traceback__ = err.__traceback__ = None  # frames hold the model; dropping them lets its memory go
         self.error = err
-        self._set_state("failed", message, finished=runs.now())
+        try:
+            self._set_state("failed", message, finished=runs.now())
+        except OSError:  # still no room for state.json: the folder reads as interrupted once this process ends
+            pass
 
     def _release(self) -> None:
         """Drop every reference to the model so its memory goes back (the process stays usable)."""
@@ -378,6 +388,44 @@ class TrainingJob:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+
+_NO_SPACE = ("no space left on device", "disk quota exceeded", "os error 28")
+# torch.save reports a failed write without the OS reason; with the disk (nearly) full it is that
+_WRITE_FAILED = ("iostream error", "inline_container", "failed writing", "file write failed", "i/o error")
+
+
+def _is_disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether ``err`` (or an error it was raised from) is a write that failed for want of space.
+
+    Python says ENOSPC; safetensors says "I/O error: No space left on device (os error 28)" in a
+    SafetensorError; torch.save says only "basic_ios::clear: iostream error" or "[enforce fail at
+    inline_container.cc] unexpected pos", so for those the free space left is the evidence.
+    """
+    seen: list[BaseException] = []
+    while err is not None and err not in seen:
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    for e in seen:
+        text = str(e).lower()
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) or any(t in text for t in _NO_SPACE):
+            return True
+    if any(t in str(e).lower() for e in seen for t in _WRITE_FAILED):
+        try:
+            return shutil.disk_usage(folder).free < 64 * 2**20
+        except OSError:
+            return False
+    return False
+
+
+def _drop_partial_checkpoints(run_dir: Path) -> None:
+    """Remove checkpoints newer than the last complete one: a save cut short, which cannot be resumed."""
+    last = runs.last_checkpoint(run_dir)
+    newest = _step_of(last) if last is not None else -1
+    for folder in (run_dir / "checkpoints").glob("checkpoint-*"):
+        step = folder.name.rpartition("-")[2]
+        if step.isdigit() and int(step) > newest:
+            shutil.rmtree(folder, ignore_errors=True)
+
 
 def _save_gathered(trainer, folder: Path) -> Path | None:
     """Under FSDP or ZeRO-3, have Trainer gather the shards and write the whole result; None when unsharded.

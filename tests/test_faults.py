@@ -1,18 +1,24 @@
-"""Faults around the final save: a stop that arrives while the job is saving, and a kill -9 mid-write.
+"""Faults: a stop that arrives while the job is saving, a kill -9 mid-write and mid-training, a full disk.
 
-The write path is the real one (methods.save_result into runs.replace_folder); the tests only pause it
-at a known point: a callback during the final evaluation, or the method's own save that returns (or
-hangs) once the weights file is on disk and before studio_method.json is written.
+The write path is the real one (methods.save_result into runs.replace_folder); the save tests only pause
+it at a known point: a callback during the final evaluation, or the method's own save that returns (or
+hangs) once the weights file is on disk and before studio_method.json is written. The mid-training kill
+is a SIGKILL of a real ``python -m studio train``; the full disk is a real tmpfs too small for the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +202,96 @@ def test_a_folder_left_aside_between_the_renames_is_put_back(tmp_path):
     runs.replace_folder(target, lambda folder: (folder.mkdir(), (folder / "weights").write_text("new")))
     assert (target / "weights").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, checkpoint: Path, timeout: float = 300) -> None:
+    """Until ``checkpoint`` is complete: its trainer_state.json, which Trainer writes last, parses."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+            return
+        except (OSError, ValueError):
+            pass
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.02)
+
+
+def test_kill_in_the_middle_of_training_keeps_the_checkpoint_and_resumes(tiny_dirs, chat_file, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+
+    cfg = make_cfg(tiny_dirs, chat_file, tmp_path, max_steps=60, save_steps=4)
+    cfg.save(tmp_path / "preset.yaml")
+    run_dir = tmp_path / "runs" / "t"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "studio", "train", str(tmp_path / "preset.yaml"), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    try:
+        _wait_for_checkpoint(proc, run_dir / "checkpoints" / "checkpoint-4")
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(60)
+
+    state = runs.read_state(run_dir)
+    assert state["status"] == "training" and 4 <= state["step"] < 60, "the kill did not land mid-training"
+    assert not (run_dir / "adapter").exists()
+    assert [(r.name, r.status) for r in runs.list_runs(tmp_path / "runs")] == [("t", "interrupted")]
+    assert RunConfig.load(run_dir / "config.yaml").to_dict() == cfg.to_dict()
+    logged = [r["step"] for r in runs.read_metrics(run_dir)]
+    checkpoint = runs.last_checkpoint(run_dir)
+    step = int(checkpoint.name.rpartition("-")[2])
+    assert step >= 4 and logged == list(range(1, len(logged) + 1)) and len(logged) >= step
+    assert TrainerState.load_from_json(str(checkpoint / "trainer_state.json")).global_step == step
+    assert load_file(checkpoint / "adapter_model.safetensors"), "the checkpoint's adapter is empty"
+
+    resumed = run_job(None, resume_dir=run_dir)
+    assert resumed.state == "done" and runs.read_state(run_dir)["step"] == 60
+    assert f"resuming from {checkpoint.name}" in [e["message"] for e in resumed.events() if e["type"] == "state"]
+    assert runs.loss_curve(run_dir)["step"] == list(range(1, 61))
+    _assert_complete_adapter(run_dir, tiny_dirs)
+
+
+@contextlib.contextmanager
+def _small_disk(folder: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``folder``, unmounted afterwards. Needs root (CI runs as root)."""
+    assert os.geteuid() == 0, "the full-disk test mounts a tmpfs, which needs root; run it as root"
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"cannot mount a tmpfs here: {done.stderr.strip()}"
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)]).returncode:  # still busy: detach it now, free it when idle
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+# At these sizes checkpoint-1 fits and checkpoint-2 does not; the write that fails first differs:
+# safetensors (SafetensorError ... No space left on device), torch.save ("basic_ios::clear: iostream
+# error"), torch.save again ("[enforce fail at inline_container.cc] unexpected pos")
+@pytest.mark.parametrize("size", ["220k", "260k", "300k"])
+def test_a_full_disk_fails_the_run_clearly_and_keeps_the_checkpoint(tiny_dirs, chat_file, tmp_path, size):
+    from safetensors.torch import load_file
+
+    cfg = make_cfg(tiny_dirs, chat_file, tmp_path, max_steps=6, save_steps=1)
+    cfg.train.output_dir = str(tmp_path / "disk")
+    with _small_disk(tmp_path / "disk", size):
+        job = run_job(cfg)
+        run_dir = job.run_dir
+        assert job.state == "failed" and runs.read_state(run_dir)["status"] == "failed"
+        assert job.snapshot()["message"] == (f"the disk is full ({run_dir}): free some space; the last complete "
+                                             "checkpoint is intact and Resume continues from it")
+        assert isinstance(job.error, training.TrainingError)
+        assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["checkpoint-1"], "a cut-short save is left"
+        assert not (run_dir / "adapter").exists()
+        assert load_file(run_dir / "checkpoints" / "checkpoint-1" / "adapter_model.safetensors")
+        shutil.copytree(run_dir, tmp_path / "roomy" / "t")
+    resumed = run_job(None, resume_dir=tmp_path / "roomy" / "t")  # where there is room, it goes on from there
+    assert resumed.state == "done" and runs.read_state(resumed.run_dir)["step"] == 6
+    assert "resuming from checkpoint-1" in [e["message"] for e in resumed.events() if e["type"] == "state"]
+    _assert_complete_adapter(resumed.run_dir, tiny_dirs)
