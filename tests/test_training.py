@@ -180,12 +180,19 @@ def test_failure_in_the_thread_keeps_logs_and_frees_the_model(tiny_dirs, chat_fi
 
 
 def test_out_of_memory_says_what_to_change_and_retries_smaller(tiny_dirs, chat_file, tmp_path):
-    cfg = make_cfg(tiny_dirs, chat_file, tmp_path, micro_batch_size=4, grad_accum=1, max_steps=2)
-    job = run_job(cfg, Boom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), step=1))
+    cfg = make_cfg(tiny_dirs, chat_file, tmp_path, micro_batch_size=4, grad_accum=1, max_steps=3, save_steps=1)
+    boom = Boom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), step=2)
+    job = run_job(cfg, boom)
     assert job.state == "failed" and isinstance(job.error, training.OutOfMemory)
     message = job.snapshot()["message"]
     for hint in ("micro-batch", "shorter sequences", "gradient_checkpointing", "QLoRA"):
         assert hint in message
+    assert runs.read_state(job.run_dir)["message"] == message
+    assert [r["step"] for r in runs.read_metrics(job.run_dir)] == [1]
+    assert runs.last_checkpoint(job.run_dir).name == "checkpoint-1"
+    assert job.model is None
+    gc.collect()
+    assert boom.model_ref() is None, "the model that ran out of memory is still referenced"
     retry = job.retry_smaller()
     assert retry.wait(120) and retry.state == "done"
     assert (retry.cfg.train.micro_batch_size, retry.cfg.train.grad_accum) == (2, 2)
