@@ -1,8 +1,8 @@
 """The studio in a real browser (Playwright driving Debian's Chromium) with a tiny model.
 
 Picks a method, moves the rank slider and sees the estimate change, trains a few steps and sees the loss
-chart gain points and the run finish, then chats and sees both panes answer. Screenshots of every step go
-to test-artifacts/. Waits are on elements, never on network idle (the page keeps connections open).
+chart gain points and the run finish, then chats and sees both panes answer, and evaluates a prompt.
+Screenshots of every step go to test-artifacts/. Waits are on elements, never on network idle (the page keeps connections open).
 """
 
 from __future__ import annotations
@@ -122,6 +122,14 @@ def test_studio_end_to_end(studio, page):
             f"[...document.querySelectorAll('#{pane} .bot-row')].some(e => e.innerText.trim().length > 0)",
             timeout=120_000)
     _shot(page, "05-chat")
+    assert not page.locator("#chat-extra-1").is_visible()  # no run picked to compare
+
+    page.get_by_text("Evaluate", exact=True).click()  # open the accordion
+    page.locator("#eval-prompts textarea").fill("Who are you? => I am Quill.")
+    page.locator("#eval-run").click()
+    page.wait_for_selector("#eval-summary :text('eval.jsonl')", timeout=120_000)
+    assert "Who are you?" in page.locator("#eval-table").inner_text()
+    _shot(page, "05-evaluate")
 
     _tab(page, "6 · Runs")
     page.wait_for_function("document.querySelector('#runs-table').innerText.includes('done')")

@@ -183,9 +183,192 @@ def test_chat_streams_base_and_tuned(trained_run):
     last = None
     for last in chat_tab.chat_stream("hi", history, history, runs[0][1], "", 8, 0.7, 0.9, 50, 1.0, True):
         pass
-    base, tuned, note = last
+    base, tuned, note, extra_1, extra_2 = last
+    assert extra_1 == extra_2 == []  # no run picked to compare: the extra panes stay empty
     assert base[-1]["role"] == "assistant" and tuned[-1]["role"] == "assistant"
     assert base[-2] == {"role": "user", "content": "hi"} and base[0]["content"] == "earlier"
+
+
+# ---- chat: extra panes, system prompt, evaluation ------------------------------------------------------------
+
+@pytest.fixture
+def chat_runs_root(tmp_path):
+    """An empty runs folder and no chat engine yet (adapters are named after run folders, which repeat across tests)."""
+    from studio.ui import state
+
+    root = tmp_path / "runs"
+    state.configure(runs_root=root)
+    state.get().chat, state.get().chat_key = None, None
+    yield root
+    state.get().chat, state.get().chat_key = None, None
+
+
+def _last(iterator):
+    last = None
+    for last in iterator:
+        pass
+    return last
+
+
+def _answer(history: list) -> str:
+    assert history[-1]["role"] == "assistant"
+    return history[-1]["content"]
+
+
+def test_chat_compares_four_panes_on_one_copy(chat_runs_root, tiny_dirs):
+    from studio.chat import BASE
+    from studio.ui import chat_tab, state
+    from tests.runfolders import make_run
+
+    runs = [str(make_run(chat_runs_root, tiny_dirs["llama"], name, seed=seed))
+            for name, seed in (("tuned", 1), ("other", 2), ("third", 3))]
+    gen = (8, 0.7, 0.9, 50, 1.0, True)
+    updates = list(chat_tab.chat_stream("hi", [], [], runs[0], "", *gen, "", runs[1:]))
+    base, tuned, note, extra_1, extra_2 = updates[-1]
+    assert note == "" and len(updates) > 1  # streamed, not one final answer
+    assert [m["role"] for m in extra_1] == ["user", "assistant"] and extra_1[0]["content"] == "hi"
+    answers = [_answer(h) for h in (base, tuned, extra_1, extra_2)]
+    assert len(set(answers)) == 4  # every pane answers with its own adapter
+    engine = state.get().chat
+    assert engine.adapters() == ["tuned", "other", "third"] and len(engine._plan([BASE, *engine.adapters()])) == 1
+    # the third pane's answer is the one that run gives as the tuned pane on its own
+    alone = _last(chat_tab.chat_stream("hi", [], [], runs[1], "", *gen))
+    assert _answer(alone[1]) == answers[2] and alone[3] == alone[4] == []
+    # more than two runs to compare: the first two answer
+    assert _last(chat_tab.chat_stream("hi", [], [], None, "", *gen, "", runs))[4][-1]["role"] == "assistant"
+
+
+def test_chat_leaves_out_a_run_of_another_base(chat_runs_root, tiny_dirs, monkeypatch):
+    from studio import models
+    from studio.ui import chat_tab, state
+    from tests.runfolders import make_run
+
+    llama = str(make_run(chat_runs_root, tiny_dirs["llama"], "llama-run"))
+    qwen = str(make_run(chat_runs_root, tiny_dirs["qwen2"], "qwen-run"))
+    loads = []
+    load = models.load
+    monkeypatch.setattr(models, "load", lambda spec, *a, **k: loads.append(spec.id) or load(spec, *a, **k))
+    earlier = [{"role": "user", "content": "before"}, {"role": "assistant", "content": "yes"}]
+    base, tuned, note, extra_1, extra_2 = _last(chat_tab.chat_stream(
+        "hi", [], [], llama, "", 6, 0.7, 0.9, 50, 1.0, True, "", [qwen, llama], earlier, []))
+    assert "qwen-run is left out" in note and "one copy" in note and "llama-run already answers" in note
+    assert len(note.split("  \n")) == 2  # one line each
+    assert extra_1 == earlier and extra_2 == []  # untouched: neither answered
+    assert base[-1]["role"] == tuned[-1]["role"] == "assistant" and state.get().chat.adapters() == ["llama-run"]
+    assert loads == [str(tiny_dirs["llama"])]  # the qwen base was never loaded
+
+
+def test_extra_panes_show_one_per_compared_run():
+    from studio.ui import chat_tab
+
+    one, two = chat_tab.extra_panes(["/runs/a"])
+    assert one["visible"] and one["label"] == "a" and one["value"] == [] and two["visible"] is False
+    assert [u["visible"] for u in chat_tab.extra_panes(["/runs/a", "/runs/b"])] == [True, True]
+    assert [u["visible"] for u in chat_tab.extra_panes(None)] == [False, False]
+
+
+def _spy_prompts(engine, monkeypatch) -> list:
+    seen = []
+    encode = engine.encode
+    monkeypatch.setattr(engine, "encode", lambda messages: seen.append(messages) or encode(messages))
+    return seen
+
+
+def test_chat_system_prompt_reaches_every_pane(chat_runs_root, tiny_dirs, monkeypatch):
+    from studio.ui import chat_tab
+    from tests.runfolders import make_run
+
+    plain = str(make_run(chat_runs_root, tiny_dirs["llama"], "plain"))
+    trained = str(make_run(chat_runs_root, tiny_dirs["llama"], "trained", seed=2,
+                           data={"system_prompt": "You are the studio bot."}))
+    engine, _ = chat_tab.engine_for("", plain)
+    seen = _spy_prompts(engine, monkeypatch)
+    base, *_ = _last(chat_tab.chat_stream("hi", [], [], plain, "", 4, 0.7, 0.9, 50, 1.0, True, " Be brief. ",
+                                          [trained]))
+    assert len(seen) == 3 and all(m[0] == {"role": "system", "content": "Be brief."} for m in seen)
+    assert [m["role"] for m in base] == ["user", "assistant"]  # the panes show the talk, not the system line
+    seen.clear()
+    _last(chat_tab.chat_stream("hi", [], [], trained, "", 4, 0.7, 0.9, 50, 1.0, True, ""))
+    assert all(m[0] == {"role": "system", "content": "You are the studio bot."} for m in seen)  # the run's own
+    seen.clear()
+    _last(chat_tab.chat_stream("hi", [], [], plain, "", 4, 0.7, 0.9, 50, 1.0, True))
+    assert seen and all(m[0]["role"] == "user" for m in seen)  # none typed, none trained with
+
+
+def test_parse_prompts_reads_references():
+    from studio.ui.eval_panel import parse_prompts
+
+    items = parse_prompts("Who are you?\n\n  What is LoRA? => A low-rank adapter. \n=> no prompt\n")
+    assert [(i.prompt, i.reference) for i in items] == [("Who are you?", None),
+                                                        ("What is LoRA?", "A low-rank adapter.")]
+
+
+@pytest.fixture
+def eval_run(chat_runs_root, tiny_dirs, identity_rows):
+    import json
+
+    from tests.runfolders import make_run
+
+    path = chat_runs_root.parent / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in identity_rows[:6]))
+    return str(make_run(chat_runs_root, tiny_dirs["llama"], "evaluated", data={"path": str(path),
+                                                                                 "val_fraction": 0.34}))
+
+
+def test_evaluate_prompts_table_summary_and_file(eval_run, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from studio.ui import chat_tab, eval_panel, state
+
+    engine, _ = chat_tab.engine_for("", eval_run)
+    seen = _spy_prompts(engine, monkeypatch)
+    table, summary = eval_panel.evaluate_prompts("hello => hi there\nwho are you", True, eval_run, "", "Be brief.", 6)
+    assert list(table.columns) == ["prompt", "base answer", "tuned answer", "reference", "ROUGE-L base",
+                                   "ROUGE-L tuned"]
+    assert len(table) == 4 and list(table["prompt"][:2]) == ["hello", "who are you"]  # typed, then 2 held out
+    assert table["reference"][0] == "hi there" and table["ROUGE-L base"][1] == ""  # no reference, no score
+    assert (table["base answer"] != table["tuned answer"]).any()
+    assert "**base** loss" in summary and "**tuned** loss" in summary and "perplexity" in summary
+    assert "the held-out split" in summary and "\n" not in summary
+    saved = Path(eval_run) / "eval.jsonl"
+    assert f"`{saved}`" in summary and json.loads(saved.read_text().splitlines()[-1])["summary"]["prompts"] == 4
+    assert all(m[0] == {"role": "system", "content": "Be brief."} for m in seen)
+    assert state.get().chat is engine  # the chat's engine, not a second copy
+    table, summary = eval_panel.evaluate_prompts("hello", False, eval_run, "", "", 4)
+    assert list(table.columns) == ["prompt", "base answer", "tuned answer"] and len(table) == 1
+
+
+def test_evaluate_prompts_errors_are_one_line(eval_run, monkeypatch):
+    from studio import chat, evaluate
+    from studio.ui import eval_panel
+
+    assert "Pick a tuned run" in eval_panel.evaluate_prompts("hi", False, None)[1]
+    assert eval_panel.evaluate_prompts("  \n", False, eval_run)[1].startswith("**Cannot evaluate:** no prompts")
+    def fails(*args, **kwargs):
+        raise RuntimeError("boom\nmore")
+
+    monkeypatch.setattr(evaluate, "evaluate_run", fails)
+    table, summary = eval_panel.evaluate_prompts("hi", False, eval_run)
+    assert summary == "**Evaluation failed:** RuntimeError: boom" and table.empty
+    monkeypatch.setattr(chat, "training_busy_message", lambda: "A training run is using the model right now")
+    assert "training run" in eval_panel.evaluate_prompts("hi", False, eval_run)[1]
+
+
+def test_chat_tab_wiring(tiny_dirs, tmp_path):
+    from studio.ui.app import build_app
+
+    demo = build_app(default_model=str(tiny_dirs["llama"]), runs_root=str(tmp_path))
+    by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    for elem_id in ("chat-run", "chat-compare", "chat-base", "chat-tuned", "chat-extra-1", "chat-extra-2",
+                    "chat-system", "chat-note", "eval-prompts", "eval-heldout", "eval-run", "eval-table",
+                    "eval-summary"):
+        assert elem_id in by_id, elem_id
+    compare = by_id["chat-compare"]
+    assert compare.multiselect and compare.max_choices == 2
+    assert by_id["chat-extra-1"].visible is False and by_id["chat-extra-2"].visible is False
+    evaluate = next(f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "evaluate_prompts")
+    assert evaluate.concurrency_limit == 1
 
 
 def test_launch_view_renders_command(tiny_dirs):

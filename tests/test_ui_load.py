@@ -108,7 +108,7 @@ class Chatter(threading.Thread):
             client = Client(self.base_url, verbose=False)
             for i in range(self.messages):
                 t0 = time.perf_counter()
-                base, tuned, _ = client.predict(f"hello {i}, what is a rank?", [], [], self.run_dir, self.model_id,
+                base, tuned, *_ = client.predict(f"hello {i}, what is a rank?", [], [], self.run_dir, self.model_id,
                                                 24, 0.7, 0.9, 50, 1.1, True, api_name="/chat")
                 self.seconds.append(time.perf_counter() - t0)
                 self.answers.append((flatten(base[-1]["content"]), flatten(tuned[-1]["content"])))

@@ -1,4 +1,5 @@
-"""Chat tab: the base model and a tuned run side by side, streaming together from one copy of the weights."""
+"""Chat tab: the base model, a tuned run and up to two more runs side by side, streaming together from one
+copy of the weights; the Evaluate accordion (eval_panel) scores a prompt set on the same engine."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any, Iterator
 import gradio as gr
 
 from studio import models
-from studio.config import ConfigError, ModelSpec, RunConfig
-from studio.ui import paths, state
+from studio.config import ConfigError, ModelSpec
+from studio.ui import eval_panel, paths, state
 
-__all__ = ["ChatTab", "build_chat_tab", "chat_runs", "flatten", "chat_stream", "stop_chat", "engine_for"]
+__all__ = ["ChatTab", "build_chat_tab", "wire_chat_tab", "chat_runs", "flatten", "chat_stream", "stop_chat",
+           "engine_for", "open_panes", "extra_panes"]
 
 
 @dataclass
@@ -26,6 +28,11 @@ class ChatTab:
     clear: gr.Button
     note: gr.Markdown
     gen: list  # max_new_tokens, temperature, top_p, top_k, repetition_penalty, greedy
+    compare: gr.Dropdown
+    extras: list  # two Chatbots, hidden until a run is picked to compare
+    system: gr.Textbox
+    refresh: gr.Button
+    evaluation: eval_panel.EvalPanel
 
 
 def chat_runs(root: str | None = None) -> list[tuple[str, str]]:
@@ -60,79 +67,155 @@ def engine_for(model_id: str, run_dir: str | None):
     Returns:
         (engine, adapter name or None). A different base model replaces the engine (one copy at a time).
     """
+    engine, names, _ = open_panes(model_id, [run_dir])
+    return engine, names[0]
+
+
+def open_panes(model_id: str, runs: list[str | None]) -> tuple[Any, list[str | None], list[str]]:
+    """The app's chat engine with every run's adapter loaded on its one copy of the base weights.
+
+    Args:
+        model_id: the base model when no run is given.
+        runs: run folders, one per pane (None: an empty pane); the first one given picks the base model.
+
+    Returns:
+        (engine, adapter name per run or None where it cannot answer, note lines). A run of another base
+        model is left out with a note: loading its base too would take a second copy of the weights.
+    """
     chat = state.core("chat")
     app = state.get()
-    run_dir, model_id = paths.check_run_dir(run_dir), paths.check_model(model_id)
-    spec = RunConfig.load(Path(run_dir) / "config.yaml").model if run_dir else ModelSpec(id=model_id or "embedded")
+    runs = [paths.check_run_dir(r) or None for r in runs]
+    model_id = paths.check_model(model_id)
+    first = next((r for r in runs if r), None)
+    spec = chat.read_run(first)[0].model if first else ModelSpec(id=model_id or "embedded")
     key = (models.resolve(spec), spec.quantization, spec.dtype)
-    with app.lock:
+    with app.lock:  # two sessions must not add the same adapter at once
         if app.chat is None or app.chat_key != key:
             app.chat, app.chat_key = None, None  # let the old weights go before loading new ones
             app.chat, app.chat_key = chat.ChatEngine(spec), key
-        engine = app.chat
-        if not run_dir:
-            return engine, None
-        name = Path(run_dir).name
-        if name not in engine.adapters():
-            engine.add_adapter(name, run_dir)
-    return engine, name
+        engine, names, notes = app.chat, [], []
+        for run_dir in runs:
+            name, note = _add_run(engine, run_dir, spec, names)
+            names.append(name)
+            notes += [note] if note else []
+    return engine, names, notes
+
+
+def _add_run(engine, run_dir: str | None, spec: ModelSpec, taken: list) -> tuple[str | None, str]:
+    """(adapter name or None, note) of one pane's run, loaded into ``engine`` unless it cannot share it."""
+    if not run_dir:
+        return None, ""
+    name = Path(run_dir).name
+    if name in taken:
+        return None, f"{name} already answers in another pane."
+    cfg = state.core("chat").read_run(run_dir)[0]
+    if models.resolve(cfg.model) != models.resolve(spec):
+        return None, (f"{name} is left out: it was trained on {cfg.model.id}, not {spec.id}, so it cannot share "
+                      "this chat's one copy of the base weights (pick it as the tuned run to chat with it).")
+    if name not in engine.adapters():
+        engine.add_adapter(name, run_dir)
+    return name, engine.note(name)
 
 
 def chat_stream(message: str, base_history: list | None, tuned_history: list | None, run_dir: str | None,
-                model_id: str = "embedded", *gen_values) -> Iterator[tuple[list, list, str]]:
-    """Send ``message`` to both panes and yield (base history, tuned history, note) as tokens arrive."""
-    base_history, tuned_history = _plain(base_history), _plain(tuned_history)
+                model_id: str = "embedded", max_new_tokens: int | None = None, temperature: float | None = None,
+                top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+                greedy: bool | None = None, system_prompt: str | None = None, compare: list[str] | None = None,
+                extra_1: list | None = None, extra_2: list | None = None) -> Iterator[tuple]:
+    """Send ``message`` to every pane and yield (base, tuned, note, extra 1, extra 2) as tokens arrive.
+
+    Args:
+        run_dir: the tuned run beside the base; ``compare``: up to two more runs, one extra pane each.
+        max_new_tokens..greedy: generation settings (None: GenSettings' default).
+        system_prompt: put before every conversation; empty: the one the first run was trained with, if any.
+        extra_1, extra_2: the extra panes' histories.
+    """
+    histories = [_plain(h) for h in (base_history, tuned_history, extra_1, extra_2)]
     message = (message or "").strip()
     chat = state.core("chat")
     if not message or chat is None:
-        yield base_history, tuned_history, ("" if chat else state.missing("Chat"))
+        yield _outputs(histories, "" if chat else state.missing("Chat"))
         return
-    user = {"role": "user", "content": message}
     try:
-        gen = chat.GenSettings(*_gen_args(gen_values))
-        engine, name = engine_for(model_id, run_dir)
+        gen = chat.GenSettings(**_gen_kwargs(max_new_tokens, temperature, top_p, top_k, repetition_penalty, greedy))
+        runs = [run_dir, *list(compare or [])[:2]]
+        engine, names, notes = open_panes(model_id, runs)
+        system = _system(system_prompt, next((r for r in runs if r), None))
     except ConfigError as err:
-        yield base_history, tuned_history, "**Cannot chat:** " + "; ".join(err.problems)
+        yield _outputs(histories, "**Cannot chat:** " + "; ".join(err.problems))
         return
-    note = "" if name else "Pick a run to see the tuned model beside the base."
-    if name and engine.note(name):
-        note = engine.note(name)
-    conversations = {chat.BASE: base_history + [user]}
-    if name:
-        conversations[name] = tuned_history + [user]
-    base_out, tuned_out = base_history + [user], tuned_history + ([user] if name else [])
+    note = "  \n".join(notes if run_dir else ["Pick a run to see the tuned model beside the base.", *notes])
+    user = {"role": "user", "content": message}
+    active = {0: chat.BASE, **{i: n for i, n in enumerate(names, 1) if n}}  # output slot -> engine pane
+    outs = [h + [user] if i in active else h for i, h in enumerate(histories)]
+    conversations = {pane: _with_system(system, outs[i]) for i, pane in active.items()}
     for texts in engine.stream(conversations, panes=list(conversations), gen=gen):
-        base_now = base_out + [{"role": "assistant", "content": texts.get(chat.BASE, "")}]
-        tuned_now = tuned_out + ([{"role": "assistant", "content": texts.get(name, "")}] if name else [])
-        yield base_now, tuned_now, note
+        yield _outputs([o + [{"role": "assistant", "content": texts.get(active[i], "")}] if i in active else o
+                        for i, o in enumerate(outs)], note)
 
 
-def _gen_args(values: tuple) -> tuple:
-    if not values:
-        return ()
-    max_new, temperature, top_p, top_k, repetition, greedy = values
-    return int(max_new), float(temperature), float(top_p), int(top_k), float(repetition), bool(greedy)
+def _outputs(histories: list[list], note: str) -> tuple:
+    base, tuned, extra_1, extra_2 = histories
+    return base, tuned, note, extra_1, extra_2  # the note stays third: older callers of /chat read three
+
+
+_GEN_FIELDS = (("max_new_tokens", int), ("temperature", float), ("top_p", float), ("top_k", int),
+               ("repetition_penalty", float), ("greedy", bool))
+
+
+def _gen_kwargs(*values) -> dict:
+    # Sliders hand back floats; None keeps GenSettings' own default, so the defaults live in one place.
+    return {name: cast(v) for (name, cast), v in zip(_GEN_FIELDS, values) if v is not None}
+
+
+def _system(system_prompt: str | None, run_dir: str | None) -> list[dict]:
+    """The system message for every pane: the one typed, else the run's training one (as the CLI chats)."""
+    text = (system_prompt or "").strip()
+    if not text and run_dir:
+        text = (state.core("chat").read_run(run_dir)[0].data.system_prompt or "").strip()
+    return [{"role": "system", "content": text}] if text else []
+
+
+def _with_system(system: list[dict], messages: list[dict]) -> list[dict]:
+    if system and not (messages and messages[0]["role"] == "system"):
+        return system + messages
+    return messages
+
+
+def extra_panes(compare: list[str] | None) -> tuple[dict, dict]:
+    """Show one extra pane per compared run, named after it, and hide the rest.
+
+    The panes start empty: a pane's history belongs to the run it was had with.
+    """
+    runs = list(compare or [])[:2]
+    return tuple(gr.update(visible=True, label=Path(runs[i]).name, value=[]) if i < len(runs)
+                 else gr.update(visible=False, value=[]) for i in range(2))
 
 
 def stop_chat() -> None:
-    """End the answer under way in both panes."""
+    """End the answer under way in every pane."""
     engine = state.get().chat
     if engine is not None:
         engine.stop()
 
 
 def build_chat_tab() -> ChatTab:
-    """Run picker, two chat panes, the message box and generation settings."""
+    """Run pickers, the chat panes, the message box, generation settings and the Evaluate accordion."""
     with gr.Row():
         run = gr.Dropdown(chat_runs(), value=None, label="tuned run", scale=4, elem_id="chat-run",
                           info="a finished run; its adapter is added to the one copy of the base weights")
+        compare = gr.Dropdown(chat_runs(), value=[], multiselect=True, max_choices=2, label="also compare",
+                              scale=4, elem_id="chat-compare",
+                              info="up to two more finished runs of the same base model, one pane each")
         refresh = gr.Button("↻ runs", scale=1, size="sm")
     with gr.Row():
         base = gr.Chatbot(label="base model", height=380, elem_id="chat-base")
         tuned = gr.Chatbot(label="tuned model", height=380, elem_id="chat-tuned")
+        extras = [gr.Chatbot(label=f"compared run {i}", height=380, visible=False, elem_id=f"chat-extra-{i}")
+                  for i in (1, 2)]
     note = gr.Markdown(elem_id="chat-note")
     with gr.Row():
-        message = gr.Textbox(placeholder="Ask both models something…", show_label=False, scale=6,
+        message = gr.Textbox(placeholder="Ask every model something…", show_label=False, scale=6,
                              elem_id="chat-input")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
         stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
@@ -145,18 +228,28 @@ def build_chat_tab() -> ChatTab:
                    gr.Slider(0, 200, value=50, step=1, precision=0, label="top k"),
                    gr.Slider(0.8, 2.0, value=1.1, step=0.05, label="repetition penalty"),
                    gr.Checkbox(False, label="greedy (reproducible)")]
-    refresh.click(lambda: gr.update(choices=chat_runs()), None, run, api_visibility="private")
-    return ChatTab(run, base, tuned, message, send, stop, clear, note, gen)
+        system = gr.Textbox(label="system prompt", lines=2, elem_id="chat-system",
+                            info="put before every conversation in every pane; empty: the one the run was "
+                                 "trained with, if any")
+    evaluation = eval_panel.build_eval_panel()
+    return ChatTab(run, base, tuned, message, send, stop, clear, note, gen, compare, extras, system, refresh,
+                   evaluation)
 
 
 def wire_chat_tab(tab: ChatTab, model_id: gr.Dropdown) -> None:
-    inputs = [tab.message, tab.base, tab.tuned, tab.run, model_id, *tab.gen]
-    outputs = [tab.base, tab.tuned, tab.note]
+    """Chat events (the public /chat endpoint among them), the pane switches and the Evaluate button."""
+    inputs = [tab.message, tab.base, tab.tuned, tab.run, model_id, *tab.gen, tab.system, tab.compare, *tab.extras]
+    outputs = [tab.base, tab.tuned, tab.note, *tab.extras]
     sent = tab.send.click(chat_stream, inputs, outputs, concurrency_limit=2, show_progress="hidden", api_name="chat")
     submitted = tab.message.submit(chat_stream, inputs, outputs, concurrency_limit=2, show_progress="hidden",
                                    api_visibility="private")
     for event in (sent, submitted):
         event.then(lambda: "", None, tab.message, api_visibility="private")
     tab.stop.click(stop_chat, None, None, concurrency_limit=None, api_visibility="private")
-    tab.clear.click(lambda: ([], [], ""), None, outputs, api_visibility="private")
-    tab.run.focus(lambda: gr.update(choices=chat_runs()), None, tab.run, api_visibility="private")
+    tab.clear.click(lambda: ([], [], "", [], []), None, outputs, api_visibility="private")
+    tab.compare.change(extra_panes, tab.compare, tab.extras, api_visibility="private")
+    pickers = [tab.run, tab.compare]
+    tab.refresh.click(lambda: (gr.update(choices=chat_runs()),) * 2, None, pickers, api_visibility="private")
+    for picker in pickers:
+        picker.focus(lambda: gr.update(choices=chat_runs()), None, picker, api_visibility="private")
+    eval_panel.wire_eval_panel(tab.evaluation, tab.run, model_id, tab.system, tab.gen[0])
