@@ -88,6 +88,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return distributed.cli_launch(load_run_config(args), args)
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from studio import recommend
+
+    return recommend.cli_recommend(load_run_config(args).model, gpu=args.gpu, goal=args.goal)
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from studio import runs
 
@@ -147,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the config and command, run nothing")
     p.set_defaults(func=cmd_launch)
 
+    p = sub.add_parser("recommend", help="which method to try first for the preset's model, memory and goal")
+    _add_config_args(p, preset_required=False)
+    p.add_argument("--gpu", help="plan for this GPU from the catalog (default: the one here)")
+    p.add_argument("--goal", default="style", choices=("style", "knowledge", "classification", "minimal_storage"))
+    p.set_defaults(func=cmd_recommend)
+
     p = sub.add_parser("runs", help="list run folders")
     p.add_argument("--root", default="runs")
     p.set_defaults(func=cmd_runs)
@@ -168,8 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug or an environment fault: one line, the traceback only when asked
         if os.environ.get("STUDIO_DEBUG"):
             raise
-        print(f"error: {type(err).__name__}: {err} (set STUDIO_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"error: {_one_line(err)} (set STUDIO_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+
+
+def _one_line(err: BaseException) -> str:
+    """``Type: first line`` of an unexpected error, as a failed run shows it (studio.training)."""
+    try:
+        from studio.training import _one_line as one_line
+    except Exception:  # torch or transformers themselves may be what is broken: say at least where
+        return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:400]}"
+    return one_line(err)
 
 
 if __name__ == "__main__":

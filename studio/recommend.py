@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from studio.config import ConfigError, MethodSpec
 
-__all__ = ["GOALS", "Recommendation", "recommend", "BYTES_PER_PARAM"]
+__all__ = ["GOALS", "Recommendation", "recommend", "cli_recommend", "BYTES_PER_PARAM"]
 
 GOALS = {
     "style": "a quick change of tone, format or persona",
@@ -44,6 +44,11 @@ class Recommendation:
 
     def spec(self) -> MethodSpec:
         return MethodSpec(self.method, dict(self.knobs))
+
+    def overrides(self) -> list[str]:
+        """The recommendation as ``--set`` assignments (lists comma-separated, as the CLI reads them)."""
+        return [f"method.name={self.method}"] + [
+            f"method.{k}={','.join(v) if isinstance(v, list) else v}" for k, v in self.knobs.items()]
 
 
 def _need(params: float, kind: str) -> float:
@@ -103,3 +108,17 @@ def recommend(params: float, memory_bytes: float, goal: str = "style") -> Recomm
                               {"num_virtual_tokens": 20})
     return Recommendation("ia3", "on models below ~1B prompt tuning is weak; (IA)\u00b3's result is nearly as "
                                  "small (tens of KB) and trains reliably")
+
+
+def cli_recommend(model, gpu: str | None, goal: str) -> int:
+    """``python -m studio recommend``: a method for ``model`` (a ModelSpec) on the GPU here or ``gpu``."""
+    from studio import hardware, memory
+
+    arch, source = memory.resolve_arch(model)
+    device = hardware.find(gpu)
+    rec = recommend(arch.num_parameters, device.total_bytes, goal)
+    print(f"{model.id}: {arch.num_parameters / 1e9:.2f}B parameters (architecture from {source}); "
+          f"{device.name}, {device.total_bytes / 2**30:.0f} GB; goal {goal}: {GOALS[goal]}")
+    print(f"try {rec.method}: {rec.reason}")
+    print("  --set " + " --set ".join(rec.overrides()))
+    return 0
