@@ -22,6 +22,7 @@ import errno
 import gc
 import os
 import shutil
+import sys
 import threading
 import time
 import traceback
@@ -472,6 +473,7 @@ def _stats_dict(prepared) -> dict:
 def run_headless(cfg: RunConfig, quiet: bool = False) -> Path:
     """Train ``cfg`` in this process, printing a progress line per log unless ``quiet``; returns the run folder.
 
+    Rows the data left out or cut short are said on stderr, as one ``warning:`` line, even when ``quiet``.
     Ctrl-C stops the run cleanly (what was trained is saved). Raises the job's error when it fails:
     a ConfigError subclass for failures the person can fix, TrainingFailed otherwise.
     """
@@ -482,10 +484,14 @@ def run_headless(cfg: RunConfig, quiet: bool = False) -> Path:
             finished = job.wait(0.5)
             for event in job.events(seen):
                 seen = event["index"] + 1
-                if not quiet and _is_main_process():
-                    line = _progress_line(event)
-                    if line:
-                        print(line, flush=True)
+                if not _is_main_process():
+                    continue
+                note = _data_note(event)
+                if note:
+                    print(f"warning: {note}", file=sys.stderr, flush=True)
+                line = None if quiet else _progress_line(event)
+                if line:
+                    print(line, flush=True)
             if finished:
                 break
     except KeyboardInterrupt:
@@ -501,6 +507,22 @@ def run_headless(cfg: RunConfig, quiet: bool = False) -> Path:
 
 class TrainingFailed(RuntimeError):
     """A run that failed for a reason that is not the configuration's (details in train.log)."""
+
+
+def _data_note(event: dict) -> str | None:
+    """From the setup event: how many rows were skipped or cut to train.max_seq_len, with the first reason."""
+    stats = event.get("stats") if event["type"] == "setup" else None
+    if not stats:
+        return None
+    parts = []
+    skipped, truncated = stats.get("skipped", 0), stats.get("truncated", 0)
+    if skipped:
+        first = stats.get("skipped_examples") or ["no reason kept"]
+        parts.append(f"{skipped} row{'s' * (skipped != 1)} skipped (first: {first[0]})")
+    if truncated:
+        parts.append(f"{truncated} row{'s' * (truncated != 1)} longer than train.max_seq_len="
+                     f"{stats.get('max_seq_len')} tokens cut to it (the rest is not trained)")
+    return "; ".join(parts) or None
 
 
 def _progress_line(event: dict) -> str | None:
