@@ -128,7 +128,8 @@ def test_studio_end_to_end(studio, page):
     page.locator("#eval-prompts textarea").fill("Who are you? => I am Quill.")
     page.locator("#eval-run").click()
     page.wait_for_selector("#eval-summary :text('eval.jsonl')", timeout=120_000)
-    assert "Who are you?" in page.locator("#eval-table").inner_text()
+    table = page.locator("#eval-table").inner_text()
+    assert "Who are you?" in table and "ROUGE-L tuned" in table and "I am Quill." in table
     _shot(page, "05-evaluate")
 
     _tab(page, "6 · Runs")
