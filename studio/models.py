@@ -35,6 +35,7 @@ __all__ = [
     "load_tokenizer",
     "pick_dtype",
     "refuse_pickle",
+    "missing_weights",
 ]
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -115,6 +116,21 @@ def refuse_pickle(folder: Path) -> None:
                          "safetensors only (convert them where you trust the source)")
 
 
+_NO_WEIGHTS = "the folder has a config but no safetensors weights"
+
+
+def missing_weights(spec: ModelSpec) -> str | None:
+    """The line saying that ``spec``'s local folder has no safetensors weights, so loading it (to train,
+    chat or export) would fail; None when it has them or is not a local folder. Reads the listing only."""
+    src = resolve(spec)
+    folder = Path(src.path)
+    if src.kind != "folder" or any(folder.glob("*.safetensors")):
+        return None
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    also = f"; it holds pickle-format weights ({', '.join(pickled)}), which the studio never opens" if pickled else ""
+    return f"{spec.id}: {_NO_WEIGHTS}, so the model cannot be loaded to train or chat{also}"
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0][:300] if text else type(err).__name__
@@ -175,7 +191,7 @@ def _explain(err: Exception, spec: ModelSpec, src: Source) -> ModelError:
         if any(w in low for w in ("not a valid model identifier", "repository not found", "404", "is not a local folder")):
             return ModelError(f"{spec.id}: no such model on the hub (check the spelling, or give a local folder)")
     if any(w in low for w in ("no file named", "does not appear to have a file", "safetensors")):
-        return ModelError(f"{spec.id}: the folder has a config but no safetensors weights ({text})")
+        return ModelError(f"{spec.id}: {_NO_WEIGHTS} ({text})")
     return ModelError(f"{spec.id}: cannot load the model ({type(err).__name__}: {text})")
 
 
@@ -357,6 +373,9 @@ def load(spec: ModelSpec, *, fresh: bool = True):
     """Load ``(model, tokenizer)``. The first load of a source is cached in memory; each call returns
     a deep copy so methods can modify it freely. Quantised models are not cached (they are not copyable)."""
     src = resolve(spec)
+    problem = missing_weights(spec)  # before the tokenizer, whose own error would say less
+    if problem:
+        raise ModelError(problem)
     tok = load_tokenizer(spec)
     if spec.quantization != "none":
         return _load_model_uncached(spec, src), tok

@@ -1,6 +1,12 @@
 """Model sources: local folders, the embedded GGUF, clear one-line errors for bad sources."""
 
+import http.server
 import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,25 +50,111 @@ def test_config_without_weights_says_so(tmp_path, tiny_dirs):
     (tmp_path / "config.json").write_text((tiny_dirs["llama"] / "config.json").read_text())
     with pytest.raises(ModelError) as err:
         models.load(ModelSpec(id=str(tmp_path)))
-    assert "\n" not in str(err.value) and str(tmp_path) in str(err.value)
+    assert str(err.value) == (f"{tmp_path}: the folder has a config but no safetensors weights, so the model "
+                              "cannot be loaded to train or chat")
+
+
+def test_model_tab_says_under_the_card_that_the_folder_has_no_weights(tmp_path, tiny_dirs):
+    from studio.ui import model_tab
+
+    (tmp_path / "config.json").write_text((tiny_dirs["llama"] / "config.json").read_text())
+    card = model_tab.arch_card(str(tmp_path))
+    assert "| layers | 2 |" in card  # the architecture still reads from the config
+    line = models.missing_weights(ModelSpec(id=str(tmp_path)))
+    assert card.endswith(f"\n\n**No weights:** {line}") and "no safetensors weights" in line
+    assert card.count("no safetensors") == 1
+    assert "No weights" not in model_tab.arch_card(str(tiny_dirs["llama"]))
 
 
 def test_unreachable_hub_id_is_one_clear_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError) as err:
         models.load_config(ModelSpec(id="someone/does-not-exist-model"))
-    msg = str(err.value)
-    assert "\n" not in msg and ("not reachable" in msg or "no such model" in msg)
+    assert str(err.value) == ("someone/does-not-exist-model: the model hub is not reachable from here; download the "
+                              "model on a machine with internet and give its folder as model.id")
+
+
+class _NoSuchRepo(http.server.BaseHTTPRequestHandler):
+    """Answers every request as the hub answers for a repository that does not exist."""
+
+    seen: list[str] = []
+
+    def _not_found(self):
+        self.seen.append(self.path)
+        self.send_response(404)
+        self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("X-Error-Message", "Repository not found")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = _not_found
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_hub_id_that_does_not_exist_is_one_clear_line(tmp_path):
+    """A real hub client talks to a local server (HF_ENDPOINT) that has no such repository."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoSuchRepo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    preset = tmp_path / "hub.yaml"
+    preset.write_text(f"model:\n  id: nobody/no-such-model\ntrain:\n  output_dir: {tmp_path / 'runs'}\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HF_TOKEN")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}", HF_HUB_OFFLINE="0", HF_HOME=str(tmp_path / "hf"),
+               PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    try:
+        done = subprocess.run([sys.executable, "-m", "studio", "train", str(preset)], capture_output=True, text=True,
+                              env=env, timeout=300)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert any("nobody/no-such-model" in path for path in _NoSuchRepo.seen), "the hub was never asked"
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
+        "error: nobody/no-such-model: no such model on the hub (check the spelling, or give a local folder)"]
+    assert not (tmp_path / "runs").exists()
+
+
+def _custom_code_folder(folder: Path, tiny_dirs, canary: Path) -> Path:
+    """The tiny llama's weights and tokenizer, with a config that names its own classes in custom.py."""
+    folder.mkdir()
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_dirs["llama"] / name).exists():
+            (folder / name).write_bytes((tiny_dirs["llama"] / name).read_bytes())
+    cfg = json.loads((tiny_dirs["llama"] / "config.json").read_text())
+    cfg.update(model_type="tiny-custom", architectures=["TinyModel"],
+               auto_map={"AutoConfig": "custom.TinyConfig", "AutoModelForCausalLM": "custom.TinyModel"})
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "custom.py").write_text(f"""from pathlib import Path
+from transformers import LlamaConfig, LlamaForCausalLM
+
+Path({str(canary)!r}).touch()  # shows that this file ran
+
+
+class TinyConfig(LlamaConfig):
+    model_type = "tiny-custom"
+
+
+class TinyModel(LlamaForCausalLM):
+    config_class = TinyConfig
+""")
+    return folder
 
 
 def test_remote_code_is_refused_unless_allowed(tmp_path, tiny_dirs):
-    cfg = json.loads((tiny_dirs["llama"] / "config.json").read_text())
-    cfg["auto_map"] = {"AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.CustomModel"}
-    cfg["model_type"] = "custom-arch"
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    (tmp_path / "custom.py").write_text("raise RuntimeError('remote code ran')\n")
-    with pytest.raises(ModelError, match="trust_remote_code"):
-        models.load_config(ModelSpec(id=str(tmp_path)))
+    canary = tmp_path / "custom-code-ran"
+    folder = _custom_code_folder(tmp_path / "model", tiny_dirs, canary)
+    with pytest.raises(ModelError) as err:
+        models.load(ModelSpec(id=str(folder)))
+    assert str(err.value) == (f"{folder}: this model needs its own code to run; set model.trust_remote_code: true "
+                              "only if you trust its source")
+    assert not canary.exists(), "the folder's code ran although trust_remote_code is off"
+
+    model, tok = models.load(ModelSpec(id=str(folder), trust_remote_code=True))
+    assert type(model).__name__ == "TinyModel" and canary.exists()
+    assert sum(p.numel() for p in model.parameters()) == models.read_arch(ModelSpec(id=str(tiny_dirs["llama"]))).num_parameters
+    with torch.no_grad():
+        assert model(input_ids=torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, 512)
 
 
 def test_a_gguf_that_is_not_one(tmp_path):

@@ -38,12 +38,14 @@ def _fmt_count(n: int) -> str:
 def arch_card(model_id: str, trust_remote_code: bool = False) -> str:
     """Markdown card of the architecture, read from the model's config alone (no weights load).
 
-    A typed folder outside the allowed ones is refused before anything reads it (studio.ui.paths).
+    A typed folder outside the allowed ones is refused before anything reads it (studio.ui.paths). A
+    folder whose config reads but that has no safetensors weights gets one line under the card.
     """
     spec = ModelSpec(id=(model_id or "embedded").strip(), trust_remote_code=bool(trust_remote_code))
     try:
         paths.check_model(spec.id)
         arch = models.read_arch(spec)
+        no_weights = models.missing_weights(spec)
     except ConfigError as err:
         return "**Cannot read this model:** " + "; ".join(err.problems)
     rows = [
@@ -52,7 +54,8 @@ def arch_card(model_id: str, trust_remote_code: bool = False) -> str:
         ("MLP size", arch.intermediate_size), ("vocabulary", f"{arch.vocab_size:,}"),
         ("context length", f"{arch.max_position:,}"), ("tied embeddings", "yes" if arch.tied_embeddings else "no"),
     ]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    card = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return card + (f"\n\n**No weights:** {no_weights}" if no_weights else "")
 
 
 def hardware_card() -> str:
