@@ -27,6 +27,7 @@ def test_defaults_bind_loopback_without_share_or_analytics():
     assert kw["share"] is False and kw["auth"] is None
     assert kw["max_file_size"] == launch.MAX_FILE_SIZE
     assert kw["run_history"] is False
+    assert kw["enable_monitoring"] is False and kw["mcp_server"] is False
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
 
 
@@ -52,7 +53,14 @@ def test_password_from_flag_or_environment(monkeypatch):
 def test_allowed_hosts():
     assert launch.allowed_hosts("127.0.0.1") == ["127.0.0.1", "localhost"]
     assert "192.168.1.5" in launch.allowed_hosts("192.168.1.5")
-    assert "evil.example" not in launch.allowed_hosts("0.0.0.0")
+    everywhere = launch.allowed_hosts("0.0.0.0")
+    assert "evil.example" not in everywhere
+    # on every address the machine also answers to its own name and addresses
+    assert {socket.gethostname(), socket.getfqdn(), "127.0.0.1", "localhost"} <= set(everywhere)
+    try:
+        assert set(socket.gethostbyname_ex(socket.gethostname())[2]) <= set(everywhere)
+    except OSError:  # a host name that does not resolve adds no address
+        pass
 
 
 def _get(port: int, host_header: str) -> int:
@@ -222,6 +230,23 @@ def test_allowed_folders_work(locked, tiny_dirs, tmp_path, monkeypatch, ui_form)
     # STUDIO_ALLOWED_DIRS: several folders separated by os.pathsep
     monkeypatch.setenv(paths.ENV, os.pathsep.join([str(tmp_path / "nothing"), str(tiny_dirs["gpt2"].parent)]))
     assert "| layers | 2 |" in model_tab.arch_card(str(tiny_dirs["gpt2"]))
+
+
+def test_the_launch_model_and_the_hub_caches_are_allowed(locked, tiny_dirs, tmp_path, monkeypatch):
+    from studio.ui import model_tab, paths, state
+
+    assert REFUSED in model_tab.arch_card(str(tiny_dirs["llama"]))
+    monkeypatch.setattr(state.get(), "default_model", str(tiny_dirs["llama"]))  # python app.py --model FOLDER
+    assert "| layers | 2 |" in model_tab.arch_card(str(tiny_dirs["llama"]))
+    assert REFUSED in model_tab.arch_card(str(tiny_dirs["gpt2"]))  # only that folder, not its neighbours
+    for name in ("HF_HUB_CACHE", "HF_DATASETS_CACHE"):
+        cache = tmp_path / name.lower()
+        cache.mkdir()
+        data = _chat_file(cache / "d.jsonl")
+        with pytest.raises(paths.PathRefused):
+            paths.check(str(data), "data.path")
+        monkeypatch.setenv(name, str(cache))
+        assert paths.check(str(data), "data.path") == str(data)
 
 
 def test_allow_dir_flag_adds_a_folder_and_gradio_serves_uploads_only(locked, tiny_dirs, tmp_path):

@@ -4,6 +4,7 @@ The payload below creates a file when unpickled; each test first proves that it 
 fail) and then that the studio's path leaves it unread.
 """
 
+import ast
 import os
 import re
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from studio import chat, export, models
+from studio import chat, evaluate, export, models
 from studio.config import ConfigError, ModelSpec
 
 STUDIO = Path(__file__).resolve().parents[1] / "studio"
@@ -60,7 +61,62 @@ def test_run_folder_with_a_pickle_adapter_is_refused(tmp_path, tiny_dirs):
         chat.read_run(run)
     with pytest.raises(ConfigError, match="safetensors only"):
         export.export_run(run, tmp_path / "out")
+    (tmp_path / "prompts.txt").write_text("Who are you?\n")
+    with pytest.raises(ConfigError, match="pickle-format weights.*adapter_model.bin"):
+        evaluate.evaluate_run(run, prompts_file=tmp_path / "prompts.txt")
     assert not canary.exists()
+    assert not (run / evaluate.EVAL_FILE).exists()
+
+
+def _dotted(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def unsafe_torch_loads(source: str, where: str = "<source>") -> list[str]:
+    """Calls of torch.load, under whatever name it was imported, that do not pass weights_only=True."""
+    tree = ast.parse(source)
+    modules = {"torch.serialization"}  # dotted names that hold a load()
+    loads: set[str] = set()  # bare names bound to torch.load
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in ("torch", "torch.serialization"):
+                    modules.add(alias.asname or alias.name)
+                    modules.add(f"{alias.asname or alias.name}.serialization")
+        elif isinstance(node, ast.ImportFrom) and node.module in ("torch", "torch.serialization"):
+            for alias in node.names:
+                if alias.name == "load":
+                    loads.add(alias.asname or "load")
+                elif alias.name == "serialization":
+                    modules.add(alias.asname or "serialization")
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        is_load = (isinstance(func, ast.Name) and func.id in loads) or (
+            isinstance(func, ast.Attribute) and func.attr == "load" and _dotted(func.value) in modules)
+        safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                   for k in node.keywords)
+        if is_load and not safe:
+            found.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_torch_load_scan_sees_every_spelling():
+    for bad in ("import torch\ntorch.load(p)", "from torch import load\nload(p)",
+                "from torch import load as read\nread(p, weights_only=False)", "import torch as T\nT.load(p)",
+                "import torch.serialization\ntorch.serialization.load(p, map_location='cpu')",
+                "from torch import serialization\nserialization.load(p)", "import torch\ntorch.load(p, **kw)"):
+        assert unsafe_torch_loads(bad), bad
+    for fine in ("import torch\ntorch.load(p, weights_only=True)", "from torch import load\nload(p, weights_only=True)",
+                 "import json\njson.load(f)", "from yaml import safe_load\nsafe_load(f)"):
+        assert unsafe_torch_loads(fine) == [], fine
 
 
 def test_no_unsafe_loading_in_the_code():
@@ -68,9 +124,7 @@ def test_no_unsafe_loading_in_the_code():
     problems = []
     for path in STUDIO.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
-        for call in re.finditer(r"torch\.load\(([^)]*)\)", text):
-            if "weights_only=True" not in call.group(1):
-                problems.append(f"{path.name}: {call.group(0)}")
+        problems += unsafe_torch_loads(text, path.name)
         problems += [f"{path.name}: {m.group(0)}" for m in re.finditer(r"\bpickle\.loads?\(|\bimport pickle\b", text)]
         problems += [f"{path.name}: {m.group(0)}" for m in re.finditer(r"trust_remote_code\s*=\s*True", text)]
     assert problems == []
