@@ -61,7 +61,12 @@ class MergeRefused(ConfigError):
 
 @dataclass(frozen=True)
 class Knob:
-    """One setting of a method: typed, with a default, a range or choices, and one line of help."""
+    """One setting of a method: typed, with a default, a range or choices, and one line of help.
+
+    ``picks`` marks a list of names taken from the model: 'layers' (its Linear / Conv1D layers and the
+    target groups, ``targets.resolve_layers``) or 'modules' (any module with parameters,
+    ``targets.resolve_modules``); preflight checks those names against the model and the UI offers them.
+    """
 
     name: str
     type: type
@@ -71,6 +76,7 @@ class Knob:
     min: float | None = None
     max: float | None = None
     step: float | None = None
+    picks: str = ""
 
     def coerce(self, value: Any) -> Any:
         """Convert a parsed value to the knob's type where that is lossless (1 -> 1.0, 'a,b' -> [a, b])."""
@@ -102,7 +108,7 @@ class Knob:
     def to_dict(self) -> dict:
         return {"name": self.name, "type": self.type.__name__, "default": self.default, "help": self.help,
                 "choices": list(self.choices) if self.choices else None, "min": self.min, "max": self.max,
-                "step": self.step}
+                "step": self.step, "picks": self.picks or None}
 
 
 @dataclass

@@ -226,16 +226,15 @@ def _meta_model(config, trust_remote_code: bool):
 
 
 def _target_problems(method, values: dict, model) -> list[str]:
-    """Module-name knobs (targets...) that name layers the model lacks, or match none of its layers."""
-    from studio.method_defs.lora import resolve_targets
-
+    """Module-name knobs (targets, modules...) that name layers the model lacks, or match none of its layers."""
     out = []
     for knob in method.knobs:
-        if knob.type is not list or knob.choices:
+        if not knob.picks:
             continue
         key = f"method.{knob.name}"
+        resolve = tg.resolve_layers if knob.picks == "layers" else tg.resolve_modules
         try:
-            names = resolve_targets(model, values[knob.name], key)
+            names = resolve(model, values[knob.name], key)
         except ConfigError as err:
             out += err.problems
             continue

@@ -27,6 +27,9 @@ SPECS = {"bitfit": {"norms": True}, "prefix": {"num_virtual_tokens": 4}, "prompt
          "ptuning": {"num_virtual_tokens": 4, "encoder_hidden_size": 32}, "adapter": {"size": 16},
          "lora_8bit": {"gradient_checkpointing": False}}  # int8 matmuls are slow on CPU; checkpointing doubles them
 STEPS = 6
+# listed modules by name or name end; they overlap the top block and (GPT-2, tied) the head on purpose
+LISTED = {"llama": ["embed_tokens", "layers.0.self_attn.q_proj", "norm", "mlp"],
+          "gpt2": ["wte", "h.0.attn.c_attn", "ln_f", "mlp"]}
 
 
 def _spec(name: str, **knobs) -> MethodSpec:
@@ -78,18 +81,22 @@ def _logits(model) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("family", ("llama", "gpt2", "qwen2"))
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ALL + ["freeze+modules"])
 def test_declared_trainable_equals_real(name, family, tiny_dirs):
-    model, spec = _applied(name, family, tiny_dirs)
+    spec = MethodSpec("freeze", {"modules": LISTED.get(family, ["lm_head", "mlp"])}) if name == "freeze+modules" else None
+    name = spec.name if spec else name
+    model, spec = _applied(name, family, tiny_dirs, spec)
     arch = ArchSpec.from_config(tiny_model(family).config)
     assert methods.get(name).trainable(arch, spec) == methods.count_trainable(model) > 0
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ALL + ["freeze+modules"])
 def test_train_save_load_round_trip(name, family, tiny_dirs, tmp_path):
+    spec = MethodSpec("freeze", {"top_blocks": 0, "modules": LISTED[family]}) if name == "freeze+modules" else None
+    name = spec.name if spec else name
     method = methods.get(name)
-    model, spec = _applied(name, family, tiny_dirs)
+    model, spec = _applied(name, family, tiny_dirs, spec)
     losses = _train(model, method)
     assert losses[-1] < losses[0], f"{name} on {family}: loss did not go down: {losses}"
     expected = _logits(model)
@@ -171,6 +178,39 @@ def test_freeze_parts_and_head(knobs, family):
     model = methods.get("freeze").apply(tiny_model(family), spec, Context())
     arch = ArchSpec.from_config(model.config)
     assert methods.count_trainable(model) == methods.get("freeze").trainable(arch, spec)
+
+
+@pytest.mark.parametrize("knobs", [{"top_blocks": 0}, {"top_blocks": 1, "parts": ["mlp"], "train_head": True}])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_freeze_listed_modules_count_exactly(knobs, family):
+    spec = MethodSpec("freeze", {**knobs, "modules": LISTED[family]})
+    model = methods.get("freeze").apply(tiny_model(family), spec, Context())
+    arch = ArchSpec.from_config(model.config)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(".0." in n for n in trained) and any("mlp" in n for n in trained)
+    assert methods.count_trainable(model) == methods.get("freeze").trainable(arch, spec)
+
+
+def test_freeze_unknown_module_names_what_the_model_has():
+    spec = MethodSpec("freeze", {"modules": ["lm_head", "q_proj"]})
+    arch = ArchSpec.from_config(tiny_model("gpt2").config)
+    for call in (lambda: methods.get("freeze").apply(tiny_model("gpt2"), spec, Context()),
+                 lambda: methods.get("freeze").trainable(arch, spec)):
+        with pytest.raises(ConfigError, match=r"method.modules: q_proj not in this model \(it has: .*c_attn.*ln_f"):
+            call()
+
+
+def test_preflight_checks_listed_modules(tiny_dirs):
+    from studio import preflight
+    from studio.config import RunConfig
+
+    def found(modules):
+        return preflight.problems(RunConfig.from_dict({
+            "model": {"id": str(tiny_dirs["llama"])}, "method": {"name": "freeze", "modules": modules},
+            "data": {"path": str(ROOT / "presets" / "data" / "identity.jsonl")}, "train": {"max_steps": 2}}))
+
+    assert found(["lm_head", "layers.1.mlp"]) == []
+    assert len(found(["c_attn"])) == 1 and found(["c_attn"])[0].startswith("method.modules: c_attn not in this model")
 
 
 def test_freeze_with_nothing_to_train_is_refused():

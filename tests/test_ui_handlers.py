@@ -85,6 +85,34 @@ def test_target_choices_from_model(tiny_dirs):
     assert "c_attn" in gpt2 and "all-linear" in gpt2
 
 
+def test_target_checkboxes_read_as_groups_then_layers(app_form, tiny_dirs):
+    from studio import targets
+
+    grouped = app_form.components[app_form.index("knob:lora:targets")]
+    layers = app_form.components[app_form.index("knob:lora:targets:layers")]
+    assert [c[1] for c in grouped.choices] == list(targets.GROUPS) and grouped.elem_id == "knob-lora-targets"
+    assert [c[1] for c in layers.choices] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                              "down_proj"] and layers.elem_id == "knob-lora-targets-layers"
+    values = _values(app_form)
+    values[app_form.index("knob:lora:targets")], values[app_form.index("knob:lora:targets:layers")] = ["mlp"], ["q_proj"]
+    cfg = app_form.to_config(*values)
+    assert cfg.method.knobs["targets"] == ["mlp", "q_proj"]
+    back = app_form.from_config(cfg)
+    assert back[app_form.index("knob:lora:targets")] == ["mlp"]
+    assert back[app_form.index("knob:lora:targets:layers")] == ["q_proj"]
+
+
+def test_knob_choices_follow_the_model(app_form, tiny_dirs):
+    modules = app_form.components[app_form.index("knob:freeze:modules")]
+    assert {"lm_head", "embed_tokens", "norm", "mlp"} <= {c[1] for c in modules.choices}
+    widgets = [app_form.components[app_form.index(k)] for k in ("knob:lora:targets:layers", "knob:freeze:modules")]
+    tab = method_tab.MethodTab(None, [], [(widgets[0], "layers"), (widgets[1], "modules")], None, None, None)
+    # the model changes to GPT-2: its own names, and only the picks it also has
+    layers, mods = method_tab._follow_model(tab)(str(tiny_dirs["gpt2"]), ["q_proj"], ["lm_head", "norm"])
+    assert "c_attn" in layers["choices"] and layers["value"] == []
+    assert "ln_f" in mods["choices"] and mods["value"] == ["lm_head"]
+
+
 def test_estimate_changes_with_rank(tiny_dirs):
     cfg = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])}, "method": {"name": "lora", "r": 4}})
     small = method_tab.estimate_view(cfg)

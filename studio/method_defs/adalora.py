@@ -22,7 +22,7 @@ KNOBS = (
     Knob("delta_t", int, 10, "steps between two rank reallocations", min=1, max=10000, step=1),
     Knob("alpha", float, 32.0, "scale of the update", min=0.0, max=4096.0),
     Knob("dropout", float, 0.0, "dropout on the adapter input", min=0.0, max=0.9, step=0.01),
-    Knob("targets", list, ["all-linear"], "layers to adapt: names or attention / mlp / all-linear"),
+    Knob("targets", list, ["all-linear"], "layers to adapt: names or attention / mlp / all-linear", picks="layers"),
     Knob("orth_reg_weight", float, 0.5, "weight of the loss term keeping P and Q orthogonal", min=0.0, max=10.0),
 )
 

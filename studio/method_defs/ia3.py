@@ -10,9 +10,9 @@ from studio.methods import Knob, Method, register
 
 KNOBS = (
     Knob("targets", list, ["ia3"], "layers to rescale: names, or ia3 (keys, values, MLP down projection), "
-         "attention, mlp, all-linear"),
+         "attention, mlp, all-linear", picks="layers"),
     Knob("feedforward", list, ["ffn-out"], "targets whose input (not output) is rescaled: names or ffn-out "
-         "(the MLP down projection)"),
+         "(the MLP down projection)", picks="layers"),
 )
 
 

@@ -16,7 +16,7 @@ LORA_KNOBS = (
     Knob("r", int, 8, "rank of the update: capacity and adapter size grow with it", min=1, max=1024, step=1),
     Knob("alpha", float, 16.0, "scale of the update (alpha / r, or alpha / sqrt(r) with rsLoRA)", min=0.0, max=4096.0),
     Knob("dropout", float, 0.0, "dropout on the adapter input", min=0.0, max=0.9, step=0.01),
-    Knob("targets", list, ["attention"], "layers to adapt: names (q_proj, c_attn...) or attention / mlp / all-linear"),
+    Knob("targets", list, ["attention"], "layers to adapt: names (q_proj, c_attn...) or attention / mlp / all-linear", picks="layers"),
     Knob("bias", str, "none", "also train biases: none, all, or only those of adapted layers",
          choices=("none", "all", "lora_only")),
     Knob("use_rslora", bool, False, "scale by alpha / sqrt(r): stable at high rank (Kalajdzievski 2023)"),

@@ -19,11 +19,14 @@ from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.methods import Knob
 from studio.ui import paths
 
-__all__ = ["Form", "field_widget", "knob_widget", "OPTIONAL_ZERO"]
+__all__ = ["Form", "field_widget", "knob_widget", "layer_widgets", "OPTIONAL_ZERO", "LAYERS"]
 
 # A slider is only useful when its whole range is a few thousand steps; wider ranges get a number field.
 _MAX_SLIDER_STEPS = 2000
 OPTIONAL_ZERO = "0: not set"
+# Form key suffix of a layer knob's second widget: knob:lora:targets holds the groups, knob:lora:targets:layers
+# the layer names; the two merge into one method.targets list.
+LAYERS = "layers"
 
 
 def _field(section: type, name: str) -> dataclasses.Field:
@@ -89,6 +92,20 @@ def knob_widget(knob: Knob, target_choices: list[str] | None = None, **kw) -> gr
     return gr.Textbox(value="" if knob.default is None else str(knob.default), **kw)
 
 
+def layer_widgets(knob: Knob, groups: list[str], names: list[str], elem_id: str) -> tuple:
+    """Two checkbox groups for a knob that picks the model's layers: the groups (attention, mlp, all-linear...)
+    under ``elem_id``, then the model's own layer names under ``elem_id-layers``. Their values are merged
+    into one list (``Form.to_config``)."""
+    default = list(knob.default or [])
+    label = knob.name.replace("_", " ")
+    grouped = gr.CheckboxGroup(list(groups), value=[v for v in default if v in groups], label=f"{label}: groups",
+                               info=knob.help, elem_id=elem_id)
+    layers = gr.CheckboxGroup(list(names) + [v for v in default if v not in groups and v not in names],
+                              value=[v for v in default if v not in groups], label=f"{label}: layers",
+                              info="the model's own layer names, as read from the model", elem_id=f"{elem_id}-{LAYERS}")
+    return grouped, layers
+
+
 @dataclass
 class Form:
     """The ordered widgets that make up a RunConfig.
@@ -121,8 +138,11 @@ class Form:
         for key, value in zip(self.keys, values):
             if key.startswith("knob:"):
                 _, owner, name = key.split(":", 2)
+                name, _, part = name.partition(":")
                 if owner == method:
-                    data["method"][name] = _clean_knob(methods.get(owner).knob(name), value)
+                    value = _clean_knob(methods.get(owner).knob(name), value)
+                    # a layer knob's second widget (its layer names) adds to what the first (groups) holds
+                    data["method"][name] = data["method"].get(name, []) + value if part == LAYERS else value
                 continue
             path = key.split(".")
             if _is_entry(path) and value in ("", None):
@@ -139,17 +159,29 @@ class Form:
         out = []
         for key in self.keys:
             if key.startswith("knob:"):
-                _, owner, name = key.split(":", 2)
-                if owner == cfg.method.name:
-                    out.append(methods.get(owner).values(cfg.method)[name])
-                else:
-                    out.append(gr.update())
+                out.append(self._knob_value(key, cfg))
                 continue
             node: Any = flat
             for part in key.split("."):
                 node = node.get(part) if isinstance(node, dict) else None
             out.append("" if node is None and _is_entry(key.split(".")) else _show(node))
         return out
+
+
+    def _knob_value(self, key: str, cfg: RunConfig) -> Any:
+        """A knob widget's value for ``cfg``; a split layer knob shows its groups and its names apart."""
+        from studio.targets import GROUPS
+
+        _, owner, name = key.split(":", 2)
+        name, _, part = name.partition(":")
+        if owner != cfg.method.name:
+            return gr.update()
+        value = methods.get(owner).values(cfg.method)[name]
+        if part == LAYERS:
+            return [v for v in value if v not in GROUPS]
+        if f"{key}:{LAYERS}" in self.keys:
+            return [v for v in value if v in GROUPS]
+        return value
 
 
 def _show(value: Any) -> Any:

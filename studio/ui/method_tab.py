@@ -11,10 +11,11 @@ import plotly.graph_objects as go
 from studio import methods, models, preflight, targets
 from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.ui import paths, plots, state
-from studio.ui.form import Form, field_widget, knob_widget
+from studio.ui.form import LAYERS, Form, field_widget, knob_widget, layer_widgets
 from studio.ui.model_tab import HERE
 
-__all__ = ["MethodTab", "build_method_tab", "method_groups", "estimate_view", "target_choices", "trainable_text"]
+__all__ = ["MethodTab", "build_method_tab", "method_groups", "estimate_view", "target_choices", "layer_names",
+           "module_choices", "trainable_text"]
 
 # Training settings that change the memory picture sit beside the estimate, not on the Train tab.
 SHAPE_FIELDS = ("micro_batch_size", "grad_accum", "max_seq_len", "gradient_checkpointing", "optimizer", "precision")
@@ -24,7 +25,7 @@ SHAPE_FIELDS = ("micro_batch_size", "grad_accum", "max_seq_len", "gradient_check
 class MethodTab:
     method: gr.Dropdown
     groups: list  # one gr.Group per registered method, in registry order
-    target_widgets: list  # list-knobs that pick the model's modules (choices follow the model)
+    model_widgets: list  # (widget, 'layers' or 'modules'): knob widgets whose choices follow the model
     trainable: gr.Markdown
     plot: gr.Plot
     verdict: gr.Markdown
@@ -35,13 +36,34 @@ def method_groups(name: str) -> list:
     return [gr.update(visible=m.name == name) for m in methods.all_methods()]
 
 
-def target_choices(model_id: str) -> list[str]:
-    """Groups and layer names the model offers, from a meta-device copy built from its config (cached)."""
+def _arch(model_id: str):
+    return models.read_arch(models.ModelSpec(id=paths.check_model(model_id) or "embedded"))
+
+
+def layer_names(model_id: str) -> list[str]:
+    """The model's linear layer names, from a meta-device copy built from its config (cached per model)."""
     try:
-        arch = models.read_arch(models.ModelSpec(id=paths.check_model(model_id) or "embedded"))
+        return targets.for_arch(_arch(model_id))["all-linear"]
     except ConfigError:
-        return list(targets.GROUPS)
-    return list(targets.GROUPS) + targets.for_arch(arch)["all-linear"]
+        return []
+
+
+def target_choices(model_id: str) -> list[str]:
+    """Groups, then the layer names the model offers."""
+    return list(targets.GROUPS) + layer_names(model_id)
+
+
+def module_choices(model_id: str) -> list[str]:
+    """Short names of the model's modules with parameters (lm_head, norm, mlp...), for freeze's modules."""
+    try:
+        model = targets.meta_model(_arch(model_id))
+    except ConfigError:
+        return []
+    return targets.module_names(model) if model is not None else []
+
+
+def _choices(kind: str, model_id: str) -> list[str]:
+    return layer_names(model_id) if kind == "layers" else module_choices(model_id)
 
 
 def trainable_text(cfg: RunConfig) -> str:
@@ -112,22 +134,31 @@ def estimate_event(form: Form):
     return _run
 
 
+def _knob_widgets(form: Form, method: str, knob, model_id: str) -> list:
+    """Add one knob's widget(s) to the form; return those whose choices follow the model, with their kind."""
+    key, elem_id = f"knob:{method}:{knob.name}", f"knob-{method}-{knob.name}"
+    if knob.picks == "layers":  # groups first, then the model's own layer names
+        grouped, layers = layer_widgets(knob, list(targets.GROUPS), layer_names(model_id), elem_id)
+        form.add(key, grouped)
+        form.add(f"{key}:{LAYERS}", layers)
+        return [(layers, "layers")]
+    widget = form.add(key, knob_widget(knob, _choices(knob.picks, model_id) if knob.picks else None,
+                                       elem_id=elem_id))
+    return [(widget, knob.picks)] if knob.picks else []
+
+
 def build_method_tab(form: Form, model_id: str) -> MethodTab:
     """Method dropdown, generated knob widgets and training shape (left); estimate (right)."""
     all_methods = methods.all_methods()
     choices = [(f"{m.title}: {m.summary}", m.name) for m in all_methods]
-    module_choices = target_choices(model_id)
-    groups, target_widgets = [], []
+    groups, model_widgets = [], []
     with gr.Row():
         with gr.Column(scale=3):
             method = form.add("method.name", gr.Dropdown(choices, value="lora", label="method", elem_id="method"))
             for m in all_methods:
                 with gr.Group(visible=m.name == "lora") as group:
                     for knob in m.knobs:
-                        widget = knob_widget(knob, module_choices, elem_id=f"knob-{m.name}-{knob.name}")
-                        form.add(f"knob:{m.name}:{knob.name}", widget)
-                        if knob.type is list and not knob.choices:
-                            target_widgets.append(widget)
+                        model_widgets += _knob_widgets(form, m.name, knob, model_id)
                 groups.append(group)
             gr.Markdown("### Training shape (changes memory)")
             with gr.Row():
@@ -140,18 +171,28 @@ def build_method_tab(form: Form, model_id: str) -> MethodTab:
             trainable = gr.Markdown(elem_id="trainable")
             plot = gr.Plot(plots.empty("VRAM estimate"), elem_id="estimate-plot", show_label=False)
             verdict = gr.Markdown(elem_id="estimate-text")
-    return MethodTab(method, groups, target_widgets, trainable, plot, verdict)
+    return MethodTab(method, groups, model_widgets, trainable, plot, verdict)
+
+
+def _follow_model(tab: MethodTab):
+    """Event function: a new model's layer / module names as choices, keeping the picks it also has."""
+    def _update(mid, *values):
+        out = []
+        for (_, kind), value in zip(tab.model_widgets, values):
+            names = _choices(kind, mid)
+            out.append(gr.update(choices=names, value=[v for v in value or [] if v in names]))
+        return out
+    return _update
 
 
 def wire_method_tab(tab: MethodTab, form: Form, model_id: gr.Dropdown, gpu: gr.Dropdown, demo: gr.Blocks) -> None:
     """Show the picked method's knobs; redraw the estimate on every setting move (cheap: < 10 ms)."""
     tab.method.change(method_groups, tab.method, tab.groups, show_progress="hidden", concurrency_limit=None,
                       api_visibility="private")
-    if tab.target_widgets:
-        def _targets(mid):
-            return [gr.update(choices=target_choices(mid)) for _ in tab.target_widgets]
-        model_id.change(_targets, model_id, tab.target_widgets, show_progress="hidden", concurrency_limit=None,
-                        api_visibility="private")
+    if tab.model_widgets:
+        widgets = [w for w, _ in tab.model_widgets]
+        model_id.change(_follow_model(tab), [model_id] + widgets, widgets, show_progress="hidden",
+                        concurrency_limit=None, api_visibility="private")
     outputs = [tab.trainable, tab.plot, tab.verdict]
     inputs = form.components + [gpu]
     fn = estimate_event(form)
