@@ -287,6 +287,7 @@ def test_a_full_disk_fails_the_run_clearly_and_keeps_the_checkpoint(tiny_dirs, c
         assert job.snapshot()["message"] == (f"the disk is full ({run_dir}): free some space; the last complete "
                                              "checkpoint is intact and Resume continues from it")
         assert isinstance(job.error, training.TrainingError)
+        assert "Traceback" in (run_dir / "train.log").read_text()  # the raw error, for whoever looks into it
         assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["checkpoint-1"], "a cut-short save is left"
         assert not (run_dir / "adapter").exists()
         assert load_file(run_dir / "checkpoints" / "checkpoint-1" / "adapter_model.safetensors")
