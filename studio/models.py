@@ -13,7 +13,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,8 +169,37 @@ def resolve(spec: ModelSpec) -> Source:
     return Source("hub", ident)
 
 
+_HUB_PROBE_SECONDS = 3.0
+_hub_seen: dict[str, tuple[float, bool]] = {}  # endpoint -> (when probed, reachable)
+
+
+def hub_reachable() -> bool:
+    """Whether the model hub answers a TCP connection (cached for 30 s).
+
+    Without it, an offline machine spends ~25 s in huggingface_hub's retries before every failure; with it,
+    hub sources read only the local Hugging Face cache when the hub is out of reach, and fail at once.
+    """
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    seen = _hub_seen.get(endpoint)
+    if seen and time.monotonic() - seen[0] < 30:
+        return seen[1]
+    url = urlsplit(endpoint)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname, port), timeout=_HUB_PROBE_SECONDS).close()
+        up = True
+    except (OSError, ValueError):
+        up = False
+    _hub_seen[endpoint] = (time.monotonic(), up)
+    return up
+
+
 def _hub_kwargs(spec: ModelSpec, src: Source) -> dict:
     kw = {"trust_remote_code": spec.trust_remote_code}
+    if src.kind == "hub" and not hub_reachable():
+        kw["local_files_only"] = True  # a model downloaded before still loads from the cache
     if src.gguf_file:
         kw["gguf_file"] = src.gguf_file
     if src.kind == "hub" and spec.revision:
