@@ -7,6 +7,8 @@ compared with ``Breakdown.allocated_peak_bytes`` (the allocator's view: no CUDA 
 
     PYTHONPATH=. python benchmarks/memory_accuracy.py            # the standard matrix (~3 min, 2 cores)
     PYTHONPATH=. python benchmarks/memory_accuracy.py --quick    # a handful of rows
+    PYTHONPATH=. python benchmarks/memory_accuracy.py --list     # the rows, numbered
+    PYTHONPATH=. python benchmarks/memory_accuracy.py --rows 11,12   # only those rows
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ KNOBS = {"lora": {"r": 8, "targets": ["q_proj", "v_proj"]}, "qlora": {"r": 8, "t
          "compute_dtype": "fp32", "double_quant": False}, "freeze": {"top_blocks": 1},
          "prompt": {"num_virtual_tokens": 16}, "prefix": {"num_virtual_tokens": 16}}
 
-# (shape, method, gradient checkpointing, micro-batch, seq len, dtype, attention)
+# (shape, method, gradient checkpointing, micro-batch, seq len, dtype, attention[, knobs beyond KNOBS])
 MATRIX = [
     ("llama-gqa", "full", False, 2, 128, "fp32", "sdpa"),
     ("llama-gqa", "full", True, 2, 128, "fp32", "sdpa"),
@@ -73,13 +75,16 @@ MATRIX = [
     ("smollm2-135m", "lora", False, 1, 128, "fp32", "sdpa"),
     ("smollm2-135m", "lora", True, 2, 256, "fp32", "sdpa"),
     ("smollm2-135m", "full", False, 1, 128, "fp32", "sdpa"),
+    ("llama-gqa", "adapter", False, 2, 256, "fp32", "sdpa", {"style": "pfeiffer"}),
+    ("llama-gqa", "adapter", False, 2, 256, "fp32", "sdpa", {"style": "parallel"}),
+    ("llama-gqa", "adapter", False, 2, 256, "fp32", "sdpa", {"placement": "attention"}),
 ]
 QUICK = [0, 4, 5, 10, 19]
 
 
-def _cfg(method: str, gc_on: bool, batch: int, seq: int, dtype: str, attn: str) -> RunConfig:
+def _cfg(method: str, gc_on: bool, batch: int, seq: int, dtype: str, attn: str, knobs: dict) -> RunConfig:
     cfg = RunConfig()
-    cfg.method = MethodSpec(method, dict(KNOBS.get(method, {})))
+    cfg.method = MethodSpec(method, {**KNOBS.get(method, {}), **knobs})
     cfg.model.dtype, cfg.model.attn_implementation = dtype, attn
     t = cfg.train
     t.micro_batch_size, t.max_seq_len, t.gradient_checkpointing, t.precision = batch, seq, gc_on, dtype
@@ -185,10 +190,12 @@ class LiveStorage(TorchDispatchMode):
 
 def run(rows) -> list[dict]:
     shapes, out = _shapes(), []
-    for shape, method, gc_on, b, s, dtype, attn in rows:
+    for shape, method, gc_on, b, s, dtype, attn, *more in rows:
         if method not in methods.names():
             continue
-        cfg = _cfg(method, gc_on, b, s, dtype, attn)
+        knobs = more[0] if more else {}
+        cfg = _cfg(method, gc_on, b, s, dtype, attn, knobs)
+        label = " ".join([method] + [f"{k}={v}" for k, v in knobs.items()])
         config = shapes[shape]
         arch = ArchSpec.from_config(config)
         est = memory.estimate(arch, cfg, device="cuda" if torch.cuda.is_available() else "cpu")
@@ -203,20 +210,27 @@ def run(rows) -> list[dict]:
         finally:
             gc.collect()
         err = est.allocated_peak_bytes / measured - 1
-        out.append(dict(shape=shape, method=method, gc=gc_on, batch=b, seq=s, dtype=dtype, attn=attn,
+        out.append(dict(shape=shape, method=label, gc=gc_on, batch=b, seq=s, dtype=dtype, attn=attn,
                         measured=measured, estimate=est.allocated_peak_bytes, error=err, measure=how,
                         phase=est.peak_phase, seconds=time.time() - t0))
         r = out[-1]
-        print(f"| {shape} | {method} | {'on' if gc_on else 'off'} | {b} | {s} | {dtype} | {attn} | "
+        print(f"| {shape} | {label} | {'on' if gc_on else 'off'} | {b} | {s} | {dtype} | {attn} | "
               f"{measured / 1e6:.1f} | {r['estimate'] / 1e6:.1f} | {err * 100:+.1f}% | {how} |", flush=True)
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="only a handful of rows")
+    ap.add_argument("--rows", help="comma-separated row numbers (see --list) to run instead of the matrix")
+    ap.add_argument("--list", action="store_true", help="print the rows with their numbers and exit")
     args = ap.parse_args()
-    rows = [MATRIX[i] for i in QUICK] if args.quick else MATRIX
+    if args.list:
+        for i, row in enumerate(MATRIX):
+            print(i, *row)
+        return 0
+    picked = [int(i) for i in args.rows.split(",")] if args.rows else (QUICK if args.quick else range(len(MATRIX)))
+    rows = [MATRIX[i] for i in picked]
     print("| shape | method | checkpointing | micro-batch | seq | dtype | attention | measured MB | estimate MB "
           "| error | measure |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -1,7 +1,8 @@
 """Bottleneck adapters, which PEFT does not ship: small down-project / nonlinearity / up-project modules.
 
 Styles (where the adapters sit in each transformer block):
-- ``houlsby`` (Houlsby et al. 2019): serial, after the attention output and after the MLP output.
+- ``houlsby`` (Houlsby et al. 2019): serial, after the attention output and after the MLP output
+  (``placement`` keeps only one of the two: ``attention`` or ``mlp``).
 - ``pfeiffer`` (Pfeiffer et al. 2021): serial, after the MLP output only.
 - ``parallel`` (He et al. 2022): beside the MLP, reading the MLP's input, added to its output (scaled).
 
@@ -27,13 +28,15 @@ from torch import nn
 from studio import targets as tg
 from studio.config import ConfigError
 
-__all__ = ["AdapterConfig", "Bottleneck", "STYLES", "ACTIVATIONS", "CONFIG_FILE", "WEIGHTS_FILE",
-           "add", "save", "load", "disabled", "params_per_block"]
+__all__ = ["AdapterConfig", "Bottleneck", "STYLES", "PLACEMENTS", "ACTIVATIONS", "CONFIG_FILE", "WEIGHTS_FILE",
+           "add", "save", "load", "disabled", "params_per_block", "sites"]
 
 CONFIG_FILE = "bottleneck_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 # which block parts get an adapter, per style
 STYLES: dict[str, tuple[str, ...]] = {"houlsby": ("attention", "mlp"), "pfeiffer": ("mlp",), "parallel": ("mlp",)}
+# which of the serial Houlsby sites are kept
+PLACEMENTS: dict[str, tuple[str, ...]] = {"both": ("attention", "mlp"), "attention": ("attention",), "mlp": ("mlp",)}
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 _STATE = "_studio_bottleneck"  # attribute on the model: (config, hook handles, enabled flag)
 
@@ -47,10 +50,16 @@ class AdapterConfig:
     activation: str = "relu"
     scaling: float = 1.0  # multiplies the adapter's output (He et al. use 4 for parallel adapters)
     dropout: float = 0.0
+    placement: str = "both"  # houlsby only: after attention and MLP (both), or after one of them
 
     def __post_init__(self):
         if self.style not in STYLES:
             raise ConfigError(f"adapter style {self.style!r} is not one of {', '.join(STYLES)}")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"adapter placement {self.placement!r} is not one of {', '.join(PLACEMENTS)}")
+        if self.placement != "both" and self.style != "houlsby":
+            raise ConfigError(f"adapter placement {self.placement!r} applies to the houlsby style only "
+                              f"({self.style} has one fixed place, by the MLP)")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"adapter activation {self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
         if self.size < 1:
@@ -74,10 +83,15 @@ class Bottleneck(nn.Module):
         return self.scaling * self.up(self.drop(self.act(self.down(x))))
 
 
+def sites(cfg: AdapterConfig) -> tuple[str, ...]:
+    """The block parts that get an adapter: the style's, narrowed by ``placement`` for houlsby."""
+    return tuple(p for p in STYLES[cfg.style] if p in PLACEMENTS[cfg.placement])
+
+
 def params_per_block(hidden: int, cfg: AdapterConfig) -> int:
     """Parameters the adapters add to one block (weights and biases of down and up)."""
     one = hidden * cfg.size + cfg.size + cfg.size * hidden + hidden
-    return one * len(STYLES[cfg.style])
+    return one * len(sites(cfg))
 
 
 def _site(block: nn.Module, part: str) -> nn.Module:
@@ -121,7 +135,7 @@ def add(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
     state = {"config": cfg, "enabled": True, "handles": []}
     for block in tg.blocks(model):
         ref = next(block.parameters())
-        for part in STYLES[cfg.style]:
+        for part in sites(cfg):
             adapter = Bottleneck(hidden, cfg).to(device=ref.device, dtype=ref.dtype)
             block.add_module(f"bottleneck_{part}", adapter)
             site = _site(block, part)

@@ -88,6 +88,7 @@ class _Run:
 
     batch: int
     virtual: int  # prompt-learning virtual tokens
+    grad_from: str  # where gradients start in the bottom layer (see _STARTS)
     seq: int  # tokens per row the layers see (virtual tokens included)
     kv_seq: int  # tokens attention keys/values span
     w_bytes: int  # base weight dtype
@@ -145,7 +146,7 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _R
 
         adapted = frozenset(n.split(".")[-1] for n in tg.expand(targets, tg.for_arch(arch)))
     virtual = int(values.get("num_virtual_tokens") or 0)
-    at = method.extra.get("virtual_tokens", "input")  # 'kv' for prefix tuning: keys/values only grow
+    at_input = method.memory.virtual_tokens == "input"  # prefix tuning: only the keys/values grow
     seq = min(cfg.train.max_seq_len, 10 ** 9)
     model = methods.model_spec_for(cfg.model, cfg.method)  # QLoRA-style methods set the quantisation
     quant = model.quantization if model.quantization != "none" else None
@@ -159,18 +160,33 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _R
     c_bytes = min(_DTYPE_BYTES[c_name], w_bytes) if quant is None else _DTYPE_BYTES[c_name]
     dist = cfg.train.distributed
     return _Run(
-        batch=cfg.train.micro_batch_size, virtual=virtual, seq=seq + (virtual if at == "input" else 0), kv_seq=seq + virtual,
+        batch=cfg.train.micro_batch_size, virtual=virtual,
+        grad_from=_grad_from(method, values, adapted, embed_trains, base_trains, virtual, at_input),
+        seq=seq + (virtual if at_input else 0), kv_seq=seq + virtual,
         w_bytes=w_bytes, c_bytes=c_bytes, autocast=_DTYPE_BYTES[c_name] < w_bytes and quant is None,
-        quant=quant, double_quant=model.double_quant, upcast=bool(quant) and method.extra.get("upcast", True),
+        quant=quant, double_quant=model.double_quant, upcast=bool(quant) and method.memory.kbit_upcast,
         trainable=trainable, base_trains=base_trains, trained_layers=trained_layers, grad_layers=grad_layers,
         embed_trains=embed_trains, adapted=adapted, adapter_dropout=float(values.get("dropout") or 0.0),
-        adapter_sites=int(method.extra.get("adapter_sites", 2)) if method.family == "adapter" else 0,
+        adapter_sites=len(method.memory.parts(values)),
         adapter_dim=int(values.get("size") or values.get("r") or values.get("init_r") or 64),
         eager=model.attn_implementation == "eager",
         checkpointing=cfg.train.gradient_checkpointing or bool(values.get("gradient_checkpointing")),
         device=device, optimizer=cfg.train.optimizer, world=max(1, world_size),
         strategy=dist.strategy if world_size > 1 else "none", offload=dist.offload, grad_accum=cfg.train.grad_accum,
     )
+
+
+def _grad_from(method, values: dict, adapted: frozenset, embed_trains: bool, base_trains: bool, virtual: int,
+               at_input: bool) -> str:
+    """Where gradients start in the bottom layer (one of _STARTS), from what the method trains there."""
+    if embed_trains or (virtual and at_input):
+        return "input"
+    parts = method.memory.parts(values)
+    if parts:  # bottleneck adapters: the first one reads the attention output, or sits by the MLP
+        return "after" if "attention" in parts else "mlp"
+    if base_trains or virtual or adapted & _INSIDE_ATTENTION or not adapted:
+        return "inside"
+    return "after"  # o_proj or MLP layers only
 
 
 # ---------------------------------------------------------------- static parts
@@ -245,36 +261,61 @@ def _saves_input(r: _Run, name: str, layer_trains: bool) -> bool:
     return layer_trains or name in r.adapted or r.quant is not None
 
 
-def _layer_activations(arch: ArchSpec, r: _Run, trains: bool, x_grad: bool) -> float:
+# Where gradients start in the bottom layer when nothing below it trains: at its 'input' (a soft prompt,
+# trained embeddings), 'inside' its attention (adapted q/k/v, prefix keys/values; the input norm keeps
+# nothing), 'after' its attention (a serial adapter there, adapted o_proj or MLP layers: only the MLP half
+# saves), or in its 'mlp' adapter (Pfeiffer / parallel: only the adapter keeps its input). Autograd saves
+# nothing for ops none of whose inputs need a gradient.
+_STARTS = ("input", "inside", "after", "mlp")
+_INSIDE_ATTENTION = frozenset({"q_proj", "k_proj", "v_proj", "c_attn", "qkv_proj"})
+
+
+def _layer_activations(arch: ArchSpec, r: _Run, trains: bool, start: str = "input") -> float:
     """Bytes saved for backward by one decoder layer, per token (sdpa/flash or eager attention).
 
     Traced from autograd's saved tensors of transformers' Llama/Qwen2 layers (measured here with
     torch.autograd.graph.saved_tensors_hooks): RMSNorm keeps its input in fp32 and the normalised
     input when its weight trains; sdpa keeps q, k, v, the output and a logsumexp per head (FlashAttention,
     Dao 2022); eager keeps the fp32 softmax over heads x kv_seq per token (Korthikanti et al. 2022, eq. 2).
+    ``start``: where gradients start in this layer (one of _STARTS; every layer above the bottom: input).
     """
+    level = _STARTS.index(start)
+    total = _adapter_branches(arch, r)
+    if level <= 2:
+        total += _norm_x(arch, r) + _mlp_half(arch, r, trains)
+    if level <= 1:
+        total += _attention_half(arch, r, trains)
+    if level == 0:
+        total += _norm_x(arch, r)
+    return total
+
+
+def _norm_x(arch: ArchSpec, r: _Run) -> float:
+    return (r.c_bytes if arch.norm_bias else 4) * arch.hidden_size + 4  # LayerNorm keeps x; RMSNorm fp32 + rsqrt
+
+
+def _attention_half(arch: ArchSpec, r: _Run, trains: bool) -> float:
     h, c = arch.hidden_size, r.c_bytes
-    q, kv, ff, a = arch.num_heads * arch.head_dim, arch.num_kv_heads * arch.head_dim, arch.intermediate_size, \
-        arch.num_heads
+    q, kv, a = arch.num_heads * arch.head_dim, arch.num_kv_heads * arch.head_dim, arch.num_heads
     save = lambda name: _saves_input(r, name, trains)  # noqa: E731
-    norm_x = (c if arch.norm_bias else 4) * h + 4  # LayerNorm keeps x; RMSNorm an fp32 copy, + rsqrt
-    total = 0.0
-    # attention half
-    total += norm_x if x_grad else 0
-    total += c * h if trains else 0
-    total += c * h if any(save(n) for n in ("q_proj", "k_proj", "v_proj", "c_attn")) else 0
-    kv_saved = q if r.eager else kv  # eager repeats k/v to every head (repeat_kv)
-    kv_ratio = r.kv_seq / r.seq
-    total += c * (2 * q + 2 * kv_saved * kv_ratio) + 4 * a
+    total = c * h if trains else 0
+    total += c * h if any(save(n) for n in _INSIDE_ATTENTION) else 0
+    # eager repeats k/v to every head (repeat_kv); so does sdpa as soon as there is a mask, which transformers
+    # builds whenever the keys outnumber the queries (prefix tuning's cache): integrations/sdpa_attention.py
+    kv_saved = q if r.eager or r.kv_seq != r.seq else kv
+    total += c * (2 * q + 2 * kv_saved * r.kv_seq / r.seq) + 4 * a
     if r.eager:
         probs = a * r.kv_seq * (4 + (c if c != 4 else 0))  # fp32 softmax, plus its cast back to c
         total += probs + (c * q if save("o_proj") else 0)  # eager's transpose().contiguous() is a copy
-    # MLP half
-    total += norm_x + (c * h if trains else 0)
-    total += c * h if any(save(n) for n in ("gate_proj", "up_proj", "c_fc")) else 0
-    total += c * (3 * ff if arch.gated_mlp else 2 * ff) + (c * ff if save("down_proj") or save("c_proj") else 0)
-    total += _adapter_branches(arch, r)
     return total
+
+
+def _mlp_half(arch: ArchSpec, r: _Run, trains: bool) -> float:
+    h, c, ff = arch.hidden_size, r.c_bytes, arch.intermediate_size
+    save = lambda name: _saves_input(r, name, trains)  # noqa: E731
+    total = c * h if trains else 0
+    total += c * h if any(save(n) for n in ("gate_proj", "up_proj", "c_fc", "gate_up_proj")) else 0
+    return total + c * (3 * ff if arch.gated_mlp else 2 * ff) + (c * ff if save("down_proj") or save("c_proj") else 0)
 
 
 def _adapter_branches(arch: ArchSpec, r: _Run) -> float:
@@ -298,9 +339,8 @@ def _activations(arch: ArchSpec, r: _Run) -> tuple[float, float]:
     """(bytes saved for backward by all layers at the end of forward, per-layer backward working set)."""
     tokens = r.batch * r.seq
     frozen_layers = r.grad_layers - r.trained_layers
-    first_needs_grad = r.embed_trains or r.virtual > 0
-    per_trained = _layer_activations(arch, r, True, True)
-    per_frozen = _layer_activations(arch, r, False, True)
+    per_trained = _layer_activations(arch, r, True)
+    per_frozen = _layer_activations(arch, r, False)
     one_layer = max(per_trained if r.trained_layers else 0, per_frozen if frozen_layers else 0)
     if r.checkpointing:
         # HF checkpoints each decoder layer: only its input stays (Chen et al. 2016, "sqrt(n) memory");
@@ -309,8 +349,9 @@ def _activations(arch: ArchSpec, r: _Run) -> tuple[float, float]:
         working = one_layer * tokens
     else:
         saved = (r.trained_layers * per_trained + frozen_layers * per_frozen) * tokens
-        if not first_needs_grad and r.grad_layers == arch.num_layers:
-            saved -= (4 * arch.hidden_size + 4) * tokens  # layer 0's input needs no grad: its norm keeps no x
+        if r.grad_from != "input" and r.grad_layers == arch.num_layers and r.trained_layers < arch.num_layers:
+            # the bottom layer (a frozen one) keeps only what lies after the first piece that trains
+            saved -= (per_frozen - _layer_activations(arch, r, False, r.grad_from)) * tokens
         working = 0.0
     # final norm: x (fp32 for RMSNorm) always; normed and lm_head input when the head trains
     final = (4 * arch.hidden_size + 4) + (2 * r.c_bytes * arch.hidden_size if r.embed_trains else 0)

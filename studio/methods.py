@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 from studio.config import ConfigError, MethodSpec, ModelSpec
 
-__all__ = ["Knob", "Method", "Context", "MergeRefused", "register", "get", "names", "all_methods", "check_spec",
+__all__ = ["Knob", "Method", "MemoryFacts", "Context", "MergeRefused", "register", "get", "names", "all_methods", "check_spec",
            "model_spec_for", "quantised_refusal", "trainer_callbacks", "save_result", "finish_result", "load_result",
            "result_spec", "merge", "adapter_off", "count_trainable", "method_of", "RESULT_FILE"]
 
@@ -111,6 +111,21 @@ class Knob:
                 "step": self.step, "picks": self.picks or None}
 
 
+@dataclass(frozen=True)
+class MemoryFacts:
+    """What the memory estimate (studio/memory.py) reads about a method beyond its trainable count."""
+
+    virtual_tokens: str = "input"  # where num_virtual_tokens go: 'input' (every sequence grows: prompt
+    # tuning, P-tuning) or 'kv' (only the attention keys and values grow: prefix tuning)
+    adapter_parts: Callable[[dict], tuple] | None = None  # knob values -> the block parts ('attention',
+    # 'mlp') that get a bottleneck adapter, one site each
+    kbit_upcast: bool = True  # on a quantised base, prepare_model_for_kbit_training casts the rest to fp32
+
+    def parts(self, values: dict) -> tuple:
+        """The block parts with a bottleneck adapter for these knob values (() for methods without them)."""
+        return tuple(self.adapter_parts(values)) if self.adapter_parts else ()
+
+
 @dataclass
 class Context:
     """What ``apply`` may need beyond the model: the tokenizer, the run's total steps, the model spec."""
@@ -139,6 +154,7 @@ class Method:
         checks: knob values -> problems with how they combine (each knob alone is checked by its range).
         save, load, merge_fn: how the result is stored, read back onto a base, and merged.
         fmt: the result's format on disk: 'peft', 'adapter' or 'weights'.
+        memory: the facts the memory estimate reads (where virtual tokens go, adapter sites per block).
     """
 
     name: str
@@ -161,6 +177,7 @@ class Method:
     load: Callable[..., Any] | None = None
     merge_fn: Callable[[Any], Any] | None = None
     fmt: str = "peft"
+    memory: MemoryFacts = MemoryFacts()
 
     def knob(self, name: str, prefix: str = "method") -> Knob:
         for k in self.knobs:

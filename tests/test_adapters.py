@@ -9,6 +9,7 @@ import torch
 from conftest import tiny_model
 
 from studio import adapters
+from studio import targets as tg
 from studio.adapters import AdapterConfig
 from studio.config import ConfigError
 
@@ -46,6 +47,32 @@ def test_placement_and_only_adapters_train(style, per_block):
     assert hasattr(blocks[0], "bottleneck_mlp") and hasattr(blocks[0], "bottleneck_attention") == (per_block == 2)
     cfg = AdapterConfig(size=8, style=style)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * adapters.params_per_block(64, cfg)
+
+
+@pytest.mark.parametrize("family", ("llama", "gpt2"))
+@pytest.mark.parametrize("placement,parts", [("both", {"attention", "mlp"}), ("attention", {"attention"}),
+                                             ("mlp", {"mlp"})])
+def test_houlsby_placement_keeps_the_chosen_sites(placement, parts, family, tmp_path):
+    cfg = AdapterConfig(size=8, placement=placement)
+    model = adapters.add(tiny_model(family), cfg)
+    block = tg.blocks(model)[0]
+    assert {p for p in ("attention", "mlp") if hasattr(block, f"bottleneck_{p}")} == parts
+    assert adapters.sites(cfg) == tuple(p for p in ("attention", "mlp") if p in parts)
+    hidden = model.get_input_embeddings().embedding_dim
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * adapters.params_per_block(hidden, cfg)
+    _nudge(model)
+    expected = _logits(model)
+    adapters.save(model, tmp_path)
+    assert json.loads((tmp_path / adapters.CONFIG_FILE).read_text())["placement"] == placement
+    loaded = adapters.load(tiny_model(family), tmp_path)
+    torch.testing.assert_close(_logits(loaded), expected, rtol=0, atol=0)
+
+
+def test_placement_is_for_houlsby_only():
+    with pytest.raises(ConfigError, match="placement"):
+        AdapterConfig(placement="sideways")
+    with pytest.raises(ConfigError, match="houlsby style only"):
+        AdapterConfig(style="pfeiffer", placement="attention")
 
 
 @pytest.mark.parametrize("family", ("llama", "gpt2"))

@@ -64,6 +64,24 @@ def test_virtual_tokens_lengthen_the_sequence():
     assert many.activations > few.activations and many.logits > few.logits
 
 
+def test_prefix_tokens_lengthen_only_the_keys_and_values():
+    arch = KNOWN["qwen2.5-0.5b"]
+    plain = memory.estimate(arch, _cfg("lora"))
+    prefix = memory.estimate(arch, _cfg("prefix", {"num_virtual_tokens": 64}))
+    prompt = memory.estimate(arch, _cfg("prompt", {"num_virtual_tokens": 64}))
+    assert prefix.logits == plain.logits < prompt.logits  # logits are per input token: prefix adds none
+    assert prefix.activations < prompt.activations
+
+
+def test_adapter_sites_follow_the_style_and_placement():
+    arch = KNOWN["llama-3.2-1b"]
+    act = lambda **knobs: memory.estimate(arch, _cfg("adapter", {"size": 64, **knobs})).activations  # noqa: E731
+    mlp_only = act(style="pfeiffer")
+    assert act(style="parallel") == mlp_only == act(placement="mlp")  # one site, by the MLP
+    # houlsby after attention: the bottom layer's MLP now saves its tensors too; both: a second site
+    assert act() == act(placement="both") > act(placement="attention") > mlp_only
+
+
 def test_sharding_divides_the_static_parts_per_gpu():
     arch = KNOWN["llama-2-13b"]
     cfg = _cfg("full", {})

@@ -213,6 +213,18 @@ def test_preflight_checks_listed_modules(tiny_dirs):
     assert len(found(["c_attn"])) == 1 and found(["c_attn"])[0].startswith("method.modules: c_attn not in this model")
 
 
+@pytest.mark.parametrize("knobs", [{"placement": "attention"}, {"placement": "mlp"}, {"style": "parallel"}])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_adapter_placement_counts_exactly(knobs, family):
+    spec = MethodSpec("adapter", {"size": 16, **knobs})
+    model = methods.get("adapter").apply(tiny_model(family), spec, Context())
+    arch = ArchSpec.from_config(model.config)
+    assert methods.count_trainable(model) == methods.get("adapter").trainable(arch, spec)
+    assert methods.get("adapter").trainable(arch, spec) * 2 == methods.get("adapter").trainable(
+        arch, MethodSpec("adapter", {"size": 16}))  # one site per block instead of two
+    assert MethodSpec("adapter", {"style": "pfeiffer", "placement": "attention"}).problems()
+
+
 def test_freeze_with_nothing_to_train_is_refused():
     with pytest.raises(ConfigError, match="nothing would train"):
         methods.get("freeze").apply(tiny_model("llama"), MethodSpec("freeze", {"top_blocks": 0}), Context())

@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from studio import adapters
-from studio.methods import Knob, Method, MethodSpec, register
+from studio.methods import Knob, MemoryFacts, Method, MethodSpec, register
 
 KNOBS = (
     Knob("size", int, 64, "bottleneck width: capacity and adapter size grow with it", min=1, max=8192, step=1),
     Knob("style", str, "houlsby", "houlsby: after attention and MLP; pfeiffer: after the MLP only; "
          "parallel: beside the MLP", choices=tuple(adapters.STYLES)),
+    Knob("placement", str, "both", "houlsby only: serial adapters after attention and MLP (both), or after one",
+         choices=tuple(adapters.PLACEMENTS)),
     Knob("activation", str, "relu", "nonlinearity inside the bottleneck", choices=tuple(adapters.ACTIVATIONS)),
     Knob("scaling", float, 1.0, "multiplies the adapter output (He et al. use 4 for parallel)", min=0.0, max=100.0),
     Knob("dropout", float, 0.0, "dropout inside the bottleneck", min=0.0, max=0.9, step=0.01),
@@ -27,6 +29,17 @@ def _apply(model, spec, ctx):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return model
+
+
+def _checks(values: dict) -> list[str]:
+    if values["placement"] != "both" and values["style"] != "houlsby":
+        return [f"placement: {values['placement']} applies to style houlsby only ({values['style']} has one fixed "
+                "place, by the MLP); leave placement at both"]
+    return []
+
+
+def _parts(values: dict) -> tuple[str, ...]:
+    return adapters.sites(adapters.AdapterConfig(**values))
 
 
 def _trainable(arch, spec) -> int:
@@ -47,4 +60,5 @@ ADAPTER = register(Method(
     knobs=KNOBS, apply=_apply, trainable=_trainable, family="adapter", can_merge=False, learning_rate=1e-4,
     merge_refusal="bottleneck adapters add a nonlinearity, which cannot be folded into the base weights",
     mixed_ok=False, save=_save, load=_load, fmt="adapter", extra={"adapter_off": adapters.disabled},
+    checks=_checks, memory=MemoryFacts(adapter_parts=_parts),
 ))

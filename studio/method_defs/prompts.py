@@ -10,7 +10,7 @@ import torch
 
 from studio.config import ConfigError
 from studio.method_defs._peft import PEFT_STORAGE, prepare, wrap
-from studio.methods import Knob, Method, register
+from studio.methods import Knob, MemoryFacts, Method, register
 
 _TOKENS = Knob("num_virtual_tokens", int, 20, "length of the learned prompt, in tokens (each costs context)",
                min=1, max=512, step=1)
@@ -54,7 +54,9 @@ def _trainable_prefix(arch, spec) -> int:
 
 PREFIX = register(Method(
     name="prefix", title="Prefix tuning", summary="learned keys and values in front of every layer (P-Tuning v2)",
-    knobs=PREFIX_KNOBS, apply=_apply_prefix, trainable=_trainable_prefix, learning_rate=1e-2, **_COMMON,
+    knobs=PREFIX_KNOBS, apply=_apply_prefix, trainable=_trainable_prefix, learning_rate=1e-2,
+    memory=MemoryFacts(virtual_tokens="kv"),  # the prefix joins the attention cache: inputs stay as long
+    **_COMMON,
 ))
 
 
