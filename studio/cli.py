@@ -30,11 +30,11 @@ def _add_config_args(p: argparse.ArgumentParser, preset_required: bool = True) -
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_run_config(args)
-    from studio import training
+    from studio import headless
 
     if args.output:
         cfg.train.output_dir = args.output
-    run_dir = training.run_headless(cfg, quiet=args.quiet)
+    run_dir = headless.run_headless(cfg, quiet=args.quiet)
     print(run_dir)
     return 0
 
@@ -180,17 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug or an environment fault: one line, the traceback only when asked
         if os.environ.get("STUDIO_DEBUG"):
             raise
-        print(f"error: {_one_line(err)} (set STUDIO_DEBUG=1 for the traceback)", file=sys.stderr)
+        from studio.faults import one_line  # stdlib only: works even when torch itself is what broke
+
+        print(f"error: {one_line(err)} (set STUDIO_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
-
-
-def _one_line(err: BaseException) -> str:
-    """``Type: first line`` of an unexpected error, as a failed run shows it (studio.training)."""
-    try:
-        from studio.training import _one_line as one_line
-    except Exception:  # torch or transformers themselves may be what is broken: say at least where
-        return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:400]}"
-    return one_line(err)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,9 @@ it going when the browser that started it goes away.
 
 from __future__ import annotations
 
-import errno
 import gc
 import os
 import shutil
-import sys
 import threading
 import time
 import traceback
@@ -33,8 +31,9 @@ import torch
 from transformers import PrinterCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
-from studio import preflight, runs
+from studio import faults, preflight, runs
 from studio.config import ConfigError, RunConfig
+from studio.faults import OutOfMemory, TrainingError
 from studio.train_parts import (
     EarlyStop,
     StudioTrainer,
@@ -45,18 +44,9 @@ from studio.train_parts import (
     total_steps,
 )
 
-__all__ = ["STATES", "TrainingError", "OutOfMemory", "TrainingJob", "current_job", "run_headless",
-           "cpu_has_bf16"]
+__all__ = ["STATES", "TrainingError", "OutOfMemory", "TrainingJob", "current_job", "is_main_process", "cpu_has_bf16"]
 
 STATES = ("queued", "loading", "training", "saving", "done", "stopped", "failed")
-
-
-class TrainingError(ConfigError):
-    """A run that ended as failed for a reason the person can act on (the message says how)."""
-
-
-class OutOfMemory(TrainingError):
-    """The run ran out of memory; the message says what to change, and ``retry_smaller()`` offers a retry."""
 
 
 _slot = threading.Lock()
@@ -68,21 +58,9 @@ def current_job() -> "TrainingJob | None":
     return _current
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
     # Under accelerate/torchrun only rank 0 writes the run folder.
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def _one_line(err: BaseException) -> str:
-    if isinstance(err, ConfigError):
-        return "; ".join(err.problems)
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-    return f"{type(err).__name__}: {lines[0][:400]}" if lines else type(err).__name__
-
-
-def _is_oom(err: BaseException) -> bool:
-    text = str(err).lower()
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 class TrainingJob:
@@ -216,11 +194,11 @@ class TrainingJob:
         self._write_state(status=state, message=message, **extra)
 
     def _write_state(self, **values: Any) -> None:
-        if self.run_dir is not None and _is_main_process():
+        if self.run_dir is not None and is_main_process():
             runs.write_state(self.run_dir, **values)
 
     def _log(self, line: str) -> None:
-        if self.run_dir is None or not _is_main_process():
+        if self.run_dir is None or not is_main_process():
             return
         with open(self.run_dir / "train.log", "a", encoding="utf-8") as fh:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
@@ -229,14 +207,14 @@ class TrainingJob:
 
     def _prepare_folder(self) -> None:
         if self.run_dir is None:
-            self.run_dir = runs.new_run_dir(self.cfg.train.output_dir, self.name) if _is_main_process() else \
+            self.run_dir = runs.new_run_dir(self.cfg.train.output_dir, self.name) if is_main_process() else \
                 Path(self.cfg.train.output_dir) / self.name
             # under torchrun every rank takes rank 0's folder (its name has rank 0's time, maybe a -2 suffix)
             from studio import distributed
 
             self.run_dir = Path(distributed.from_rank0(str(self.run_dir)))
             self.name = self.run_dir.name
-        if _is_main_process():
+        if is_main_process():
             self.cfg.save(self.run_dir / "config.yaml")
         self._update(run_dir=str(self.run_dir), name=self.name)
         started = runs.read_state(self.run_dir).get("started") if self._resume else None
@@ -355,20 +333,12 @@ class TrainingJob:
         runs.write_model_card(self.run_dir, self.cfg, runs.read_state(self.run_dir))
 
     def _fail(self, err: BaseException) -> None:
-        t = self.cfg.train
         original = err
-        if _is_oom(err):
-            err = OutOfMemory(
-                f"out of memory at train.micro_batch_size={t.micro_batch_size}, train.max_seq_len={t.max_seq_len}: "
-                "use a smaller micro-batch, shorter sequences, train.gradient_checkpointing: true, or QLoRA "
-                "(4-bit base); Retry smaller halves the micro-batch and doubles train.grad_accum")
-        elif self.run_dir is not None and _is_disk_full(err, self.run_dir):
-            then = ("the last complete checkpoint is intact and Resume continues from it"
-                    if runs.last_checkpoint(self.run_dir) else "no checkpoint was complete, so start the run again")
-            err = TrainingError(f"the disk is full ({self.run_dir}): free some space; {then}")
-            if _is_main_process():
-                _drop_partial_checkpoints(self.run_dir)  # room for state.json, and nothing half-written to resume
-        message = _one_line(err)
+        last = runs.last_checkpoint(self.run_dir) if self.run_dir is not None else None
+        err = faults.explain(err, self.cfg.train, self.run_dir, has_checkpoint=last is not None)
+        if isinstance(err, faults.DiskFull) and is_main_process():
+            faults.drop_partial_checkpoints(self.run_dir, last)  # room for state.json, nothing half-written to resume
+        message = faults.one_line(err)
         try:  # on a full disk these writes can fail too; the job must still end as failed
             self._log(message if isinstance(original, ConfigError) else "".join(traceback.format_exception(original)))
         except OSError:
@@ -389,44 +359,6 @@ class TrainingJob:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-
-_NO_SPACE = ("no space left on device", "disk quota exceeded", "os error 28")
-# torch.save reports a failed write without the OS reason; with the disk (nearly) full it is that
-_WRITE_FAILED = ("iostream error", "inline_container", "failed writing", "file write failed", "i/o error")
-
-
-def _is_disk_full(err: BaseException, folder: Path) -> bool:
-    """Whether ``err`` (or an error it was raised from) is a write that failed for want of space.
-
-    Python says ENOSPC; safetensors says "I/O error: No space left on device (os error 28)" in a
-    SafetensorError; torch.save says only "basic_ios::clear: iostream error" or "[enforce fail at
-    inline_container.cc] unexpected pos", so for those the free space left is the evidence.
-    """
-    seen: list[BaseException] = []
-    while err is not None and err not in seen:
-        seen.append(err)
-        err = err.__cause__ or err.__context__
-    for e in seen:
-        text = str(e).lower()
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) or any(t in text for t in _NO_SPACE):
-            return True
-    if any(t in str(e).lower() for e in seen for t in _WRITE_FAILED):
-        try:
-            return shutil.disk_usage(folder).free < 64 * 2**20
-        except OSError:
-            return False
-    return False
-
-
-def _drop_partial_checkpoints(run_dir: Path) -> None:
-    """Remove checkpoints newer than the last complete one: a save cut short, which cannot be resumed."""
-    last = runs.last_checkpoint(run_dir)
-    newest = _step_of(last) if last is not None else -1
-    for folder in (run_dir / "checkpoints").glob("checkpoint-*"):
-        step = folder.name.rpartition("-")[2]
-        if step.isdigit() and int(step) > newest:
-            shutil.rmtree(folder, ignore_errors=True)
-
 
 def _save_gathered(trainer, folder: Path) -> Path | None:
     """Under FSDP or ZeRO-3, have Trainer gather the shards and write the whole result; None when unsharded.
@@ -468,76 +400,3 @@ def _unpack_if_needed(cfg: RunConfig, tokenizer, model, prepared):
 def _stats_dict(prepared) -> dict:
     stats = prepared.stats
     return stats.to_dict() if hasattr(stats, "to_dict") else dict(stats or {})
-
-
-def run_headless(cfg: RunConfig, quiet: bool = False) -> Path:
-    """Train ``cfg`` in this process, printing a progress line per log unless ``quiet``; returns the run folder.
-
-    Rows the data left out or cut short are said on stderr, as one ``warning:`` line, even when ``quiet``.
-    Ctrl-C stops the run cleanly (what was trained is saved). Raises the job's error when it fails:
-    a ConfigError subclass for failures the person can fix, TrainingFailed otherwise.
-    """
-    job = TrainingJob(cfg).start()
-    seen = 0
-    try:
-        while True:
-            finished = job.wait(0.5)
-            for event in job.events(seen):
-                seen = event["index"] + 1
-                if not _is_main_process():
-                    continue
-                note = _data_note(event)
-                if note:
-                    print(f"warning: {note}", file=sys.stderr, flush=True)
-                line = None if quiet else _progress_line(event)
-                if line:
-                    print(line, flush=True)
-            if finished:
-                break
-    except KeyboardInterrupt:
-        job.stop()
-        job.wait()
-    if job.state == "failed":
-        err = job.error
-        if isinstance(err, ConfigError):
-            raise err
-        raise TrainingFailed(f"{job.snapshot()['message']} (see {job.run_dir / 'train.log'})")
-    return job.run_dir
-
-
-class TrainingFailed(RuntimeError):
-    """A run that failed for a reason that is not the configuration's (details in train.log)."""
-
-
-def _data_note(event: dict) -> str | None:
-    """From the setup event: how many rows were skipped or cut to train.max_seq_len, with the first reason."""
-    stats = event.get("stats") if event["type"] == "setup" else None
-    if not stats:
-        return None
-    parts = []
-    skipped, truncated = stats.get("skipped", 0), stats.get("truncated", 0)
-    if skipped:
-        first = stats.get("skipped_examples") or ["no reason kept"]
-        parts.append(f"{skipped} row{'s' * (skipped != 1)} skipped (first: {first[0]})")
-    if truncated:
-        parts.append(f"{truncated} row{'s' * (truncated != 1)} longer than train.max_seq_len="
-                     f"{stats.get('max_seq_len')} tokens cut to it (the rest is not trained)")
-    return "; ".join(parts) or None
-
-
-def _progress_line(event: dict) -> str | None:
-    kind = event["type"]
-    if kind == "log":
-        parts = [f"step {event['step']}/{event.get('total') or '?'}", f"loss {event['loss']:.4f}"]
-        if event.get("tokens_per_second"):
-            parts.append(f"{event['tokens_per_second']:.0f} tok/s")
-        if event.get("eta_seconds") is not None:
-            parts.append(f"eta {int(event['eta_seconds'])}s")
-        return "  ".join(parts)
-    if kind == "eval":
-        return f"step {event['step']}  eval_loss {event['eval_loss']:.4f}"
-    if kind == "state" and event["state"] in ("loading", "training", "saving", "done", "stopped"):
-        return f"[{event['state']}] {event['message']}".rstrip()
-    if kind == "setup":
-        return f"{event['rows']} training rows, {event['eval_rows']} eval rows, {event['total_steps']} steps"
-    return None

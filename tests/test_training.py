@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from studio import runs, training
+from studio import headless, runs, training
 from studio.config import ConfigError, RunConfig
 from studio.train_parts import EarlyStop, build_args, cpu_has_bf16, memory_now, resolve_precision
 
@@ -61,7 +61,7 @@ def run_job(cfg, *callbacks, resume_dir=None) -> training.TrainingJob:
 
 def test_run_writes_the_folder(tiny_dirs, chat_file, tmp_path):
     cfg = make_cfg(tiny_dirs, chat_file, tmp_path, max_steps=None, epochs=1.0)
-    run_dir = training.run_headless(cfg, quiet=True)
+    run_dir = headless.run_headless(cfg, quiet=True)
     for name in ("config.yaml", "state.json", "metrics.jsonl", "README.md", "train.log",
                  "adapter/adapter_model.safetensors", "tokenizer/tokenizer_config.json"):
         assert (run_dir / name).exists(), name
@@ -116,7 +116,7 @@ def test_second_start_is_refused_and_train_keeps_going(tiny_dirs, chat_file, tmp
 
 def test_run_name_cannot_leave_the_output_folder(tiny_dirs, chat_file, tmp_path):
     cfg = make_cfg(tiny_dirs, chat_file, tmp_path, run_name="../escape", max_steps=1)
-    run_dir = training.run_headless(cfg, quiet=True)
+    run_dir = headless.run_headless(cfg, quiet=True)
     assert run_dir.parent == tmp_path / "runs" and run_dir.name == "escape"
     assert not (tmp_path / "escape").exists()
 
@@ -202,7 +202,7 @@ def test_out_of_memory_says_what_to_change_and_retries_smaller(tiny_dirs, chat_f
 def test_headless_failure_is_one_config_error(tiny_dirs, chat_file, tmp_path):
     cfg = make_cfg(tiny_dirs, chat_file, tmp_path, data={"path": str(tmp_path / "missing.jsonl")})
     with pytest.raises(ConfigError) as err:
-        training.run_headless(cfg, quiet=True)
+        headless.run_headless(cfg, quiet=True)
     assert "missing.jsonl" in str(err.value)
     failed = runs.list_runs(tmp_path / "runs")[0]
     assert failed.status == "failed" and "missing.jsonl" in failed.state["message"]

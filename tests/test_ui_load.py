@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from studio import runs, training
+from studio import headless, runs, training
 from studio.config import RunConfig
 from studio.ui import launch
 
@@ -137,7 +137,7 @@ def test_ten_pollers_and_two_chats_while_a_run_trains(tiny_dirs, chat_data, tmp_
     model = str(tiny_dirs["llama"])
     root = tmp_path / "runs"
     # a finished run to chat with, there before the studio starts (the chat tab lists it)
-    picked = training.run_headless(RunConfig.from_dict(
+    picked = headless.run_headless(RunConfig.from_dict(
         _cfg(model, str(chat_data), max_steps=2, run_name="picked", output_dir=str(root))), quiet=True)
     port = _free_port()
     demo = launch.main(["--port", str(port), "--model", model, "--runs", str(root)], prevent_thread_lock=True)

@@ -1,0 +1,87 @@
+"""``python -m studio train`` in this process: follow a TrainingJob and print what it reports.
+
+    run_dir = headless.run_headless(cfg)     # progress lines on stdout, data warnings on stderr
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from studio import training
+from studio.config import ConfigError, RunConfig
+
+__all__ = ["run_headless", "TrainingFailed"]
+
+
+def run_headless(cfg: RunConfig, quiet: bool = False) -> Path:
+    """Train ``cfg`` in this process, printing a progress line per log unless ``quiet``; returns the run folder.
+
+    Rows the data left out or cut short are said on stderr, as one ``warning:`` line, even when ``quiet``.
+    Ctrl-C stops the run cleanly (what was trained is saved). Raises the job's error when it fails:
+    a ConfigError subclass for failures the person can fix, TrainingFailed otherwise.
+    """
+    job = training.TrainingJob(cfg).start()
+    seen = 0
+    try:
+        while True:
+            finished = job.wait(0.5)
+            for event in job.events(seen):
+                seen = event["index"] + 1
+                if not training.is_main_process():
+                    continue
+                note = _data_note(event)
+                if note:
+                    print(f"warning: {note}", file=sys.stderr, flush=True)
+                line = None if quiet else _progress_line(event)
+                if line:
+                    print(line, flush=True)
+            if finished:
+                break
+    except KeyboardInterrupt:
+        job.stop()
+        job.wait()
+    if job.state == "failed":
+        err = job.error
+        if isinstance(err, ConfigError):
+            raise err
+        raise TrainingFailed(f"{job.snapshot()['message']} (see {job.run_dir / 'train.log'})")
+    return job.run_dir
+
+
+class TrainingFailed(RuntimeError):
+    """A run that failed for a reason that is not the configuration's (details in train.log)."""
+
+
+def _data_note(event: dict) -> str | None:
+    """From the setup event: how many rows were skipped or cut to train.max_seq_len, with the first reason."""
+    stats = event.get("stats") if event["type"] == "setup" else None
+    if not stats:
+        return None
+    parts = []
+    skipped, truncated = stats.get("skipped", 0), stats.get("truncated", 0)
+    if skipped:
+        first = stats.get("skipped_examples") or ["no reason kept"]
+        parts.append(f"{skipped} row{'s' * (skipped != 1)} skipped (first: {first[0]})")
+    if truncated:
+        parts.append(f"{truncated} row{'s' * (truncated != 1)} longer than train.max_seq_len="
+                     f"{stats.get('max_seq_len')} tokens cut to it (the rest is not trained)")
+    return "; ".join(parts) or None
+
+
+def _progress_line(event: dict) -> str | None:
+    kind = event["type"]
+    if kind == "log":
+        parts = [f"step {event['step']}/{event.get('total') or '?'}", f"loss {event['loss']:.4f}"]
+        if event.get("tokens_per_second"):
+            parts.append(f"{event['tokens_per_second']:.0f} tok/s")
+        if event.get("eta_seconds") is not None:
+            parts.append(f"eta {int(event['eta_seconds'])}s")
+        return "  ".join(parts)
+    if kind == "eval":
+        return f"step {event['step']}  eval_loss {event['eval_loss']:.4f}"
+    if kind == "state" and event["state"] in ("loading", "training", "saving", "done", "stopped"):
+        return f"[{event['state']}] {event['message']}".rstrip()
+    if kind == "setup":
+        return f"{event['rows']} training rows, {event['eval_rows']} eval rows, {event['total_steps']} steps"
+    return None
