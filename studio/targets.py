@@ -206,7 +206,10 @@ def meta_model(arch):
 def layout(arch) -> Layout:
     """``arch``'s layers and sizes, read from its meta-device copy (the table where it cannot be built)."""
     model = meta_model(arch)
-    return _read_layout(model) if model is not None else _table_layout(arch)
+    try:
+        return _read_layout(model) if model is not None else _table_layout(arch)
+    except ValueError:  # no list of blocks to read per-block sizes from
+        return _table_layout(arch)
 
 
 def _read_layout(model: torch.nn.Module) -> Layout:
@@ -215,7 +218,9 @@ def _read_layout(model: torch.nn.Module) -> Layout:
     inside = [(n, m) for n, m in block.named_modules() if _is_linear(m)]
     shapes = {}
     for name in groups["all-linear"]:
-        module = next(m for n, m in inside if _matches(n, name))
+        module = next((m for n, m in inside if _matches(n, name)), None)
+        if module is None:  # a layer outside the blocks: counts per block leave it out
+            continue
         bias = module.bias.numel() if getattr(module, "bias", None) is not None else 0
         shapes[name] = (*_in_out(module), bias)
     parts = {"attention": 0, "mlp": 0, "norms": 0}
