@@ -34,7 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.output:
         cfg.train.output_dir = args.output
-    run_dir = headless.run_headless(cfg, quiet=args.quiet)
+    run_dir = headless.run_headless(cfg, quiet=args.quiet, retries=args.retry_smaller)
     print(run_dir)
     return 0
 
@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--output", help="folder that holds the run folder (default: train.output_dir, runs/)")
     p.add_argument("--quiet", action="store_true", help="print only the run folder")
+    p.add_argument("--retry-smaller", type=int, default=0, metavar="N",
+                   help="after running out of memory, retry up to N times with half the micro-batch and twice "
+                        "the accumulation (each retry is a new run folder)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("chat", help="one answer from a run's tuned model (or its base with --base)")

@@ -14,14 +14,42 @@ from studio.config import ConfigError, RunConfig
 __all__ = ["run_headless", "TrainingFailed"]
 
 
-def run_headless(cfg: RunConfig, quiet: bool = False) -> Path:
+def run_headless(cfg: RunConfig, quiet: bool = False, *, retries: int = 0, callbacks: tuple = ()) -> Path:
     """Train ``cfg`` in this process, printing a progress line per log unless ``quiet``; returns the run folder.
 
     Rows the data left out or cut short are said on stderr, as one ``warning:`` line, even when ``quiet``.
     Ctrl-C stops the run cleanly (what was trained is saved). Raises the job's error when it fails:
     a ConfigError subclass for failures the person can fix, TrainingFailed otherwise.
+
+    Args:
+        retries: after running out of memory, start again up to this many times with half the micro-batch
+            and twice the accumulation (the same tokens per step), each as a new run folder.
+        callbacks: extra transformers TrainerCallbacks for the job (and its retries).
     """
-    job = training.TrainingJob(cfg).start()
+    job = training.TrainingJob(cfg, callbacks=callbacks).start()
+    while True:
+        _follow(job, quiet)
+        if job.state != "failed" or not isinstance(job.error, training.OutOfMemory) or retries <= 0:
+            break
+        retries -= 1
+        try:
+            smaller = job.retry_smaller()
+        except ConfigError:  # micro-batch 1 already: nothing smaller to try
+            break
+        t = smaller.cfg.train
+        print(f"warning: {job.snapshot()['message']}; retrying as {smaller.name} with train.micro_batch_size="
+              f"{t.micro_batch_size}, train.grad_accum={t.grad_accum}", file=sys.stderr, flush=True)
+        job = smaller
+    if job.state == "failed":
+        err = job.error
+        if isinstance(err, ConfigError):
+            raise err
+        raise TrainingFailed(f"{job.snapshot()['message']} (see {job.run_dir / 'train.log'})")
+    return job.run_dir
+
+
+def _follow(job, quiet: bool) -> None:
+    """Print what ``job`` reports until it ends; Ctrl-C stops it (and waits for the save)."""
     seen = 0
     try:
         while True:
@@ -37,16 +65,10 @@ def run_headless(cfg: RunConfig, quiet: bool = False) -> Path:
                 if line:
                     print(line, flush=True)
             if finished:
-                break
+                return
     except KeyboardInterrupt:
         job.stop()
         job.wait()
-    if job.state == "failed":
-        err = job.error
-        if isinstance(err, ConfigError):
-            raise err
-        raise TrainingFailed(f"{job.snapshot()['message']} (see {job.run_dir / 'train.log'})")
-    return job.run_dir
 
 
 class TrainingFailed(RuntimeError):

@@ -199,6 +199,21 @@ def test_out_of_memory_says_what_to_change_and_retries_smaller(tiny_dirs, chat_f
     assert isinstance(job.error, ConfigError)  # run_headless re-raises it: one `error:` line, exit 2
 
 
+def test_headless_retries_smaller_after_out_of_memory(tiny_dirs, chat_file, tmp_path, capsys):
+    cfg = make_cfg(tiny_dirs, chat_file, tmp_path, micro_batch_size=4, grad_accum=1, max_steps=3)
+    with pytest.raises(training.OutOfMemory):  # no retries asked: the run fails with the advice
+        headless.run_headless(cfg, quiet=True, callbacks=(Boom(torch.OutOfMemoryError("CUDA out of memory")),))
+    cfg.train.run_name = "t2"
+    run_dir = headless.run_headless(cfg, quiet=True, retries=1,
+                                    callbacks=(Boom(torch.OutOfMemoryError("CUDA out of memory")),))
+    assert run_dir.name == "t2-retry" and runs.read_state(run_dir)["status"] == "done"
+    retried = RunConfig.load(run_dir / "config.yaml").train
+    assert (retried.micro_batch_size, retried.grad_accum) == (2, 2)
+    assert runs.read_state(tmp_path / "runs" / "t2")["status"] == "failed"  # the first attempt stays, as failed
+    err = capsys.readouterr().err
+    assert "retrying as t2-retry with train.micro_batch_size=2, train.grad_accum=2" in err
+
+
 def test_headless_failure_is_one_config_error(tiny_dirs, chat_file, tmp_path):
     cfg = make_cfg(tiny_dirs, chat_file, tmp_path, data={"path": str(tmp_path / "missing.jsonl")})
     with pytest.raises(ConfigError) as err:
