@@ -16,11 +16,10 @@ reports; ``peak_bytes`` adds the framework margin and the CUDA context (which th
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 
 from studio import methods
-from studio.config import ConfigError, RunConfig
+from studio.config import RunConfig
 from studio.models import ArchSpec
 
 __all__ = ["Breakdown", "estimate", "cli_estimate", "resolve_arch", "format_bytes", "PARTS"]

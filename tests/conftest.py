@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,24 @@ def _isolated_cache(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("STUDIO_CACHE", str(shared))
     # the UI reads typed paths only under allowed folders; the tests' models and data live in pytest's tmp
     monkeypatch.setenv("STUDIO_ALLOWED_DIRS", str(tmp_path_factory.getbasetemp()))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def studio_url(tiny_dirs, tmp_path):
+    """The studio served on a free loopback port with the tiny Llama, its runs in tmp; yields the page URL."""
+    from studio.ui import launch
+
+    port = free_port()
+    demo = launch.main(["--port", str(port), "--model", str(tiny_dirs["llama"]), "--runs", str(tmp_path / "runs")],
+                       prevent_thread_lock=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()

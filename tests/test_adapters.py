@@ -49,6 +49,17 @@ def test_placement_and_only_adapters_train(style, per_block):
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * adapters.params_per_block(64, cfg)
 
 
+def _round_trip(model, family: str, tmp_path) -> dict:
+    """Nudge the adapters off identity, save, load onto a fresh base: identical logits. Returns the saved config."""
+    _nudge(model)
+    expected = _logits(model)
+    adapters.save(model, tmp_path)
+    loaded = adapters.load(tiny_model(family), tmp_path)
+    torch.testing.assert_close(_logits(loaded), expected, rtol=0, atol=0)
+    assert not torch.allclose(expected, _logits(tiny_model(family)))
+    return json.loads((tmp_path / adapters.CONFIG_FILE).read_text())
+
+
 @pytest.mark.parametrize("family", ("llama", "gpt2"))
 @pytest.mark.parametrize("placement,parts", [("both", {"attention", "mlp"}), ("attention", {"attention"}),
                                              ("mlp", {"mlp"})])
@@ -60,12 +71,7 @@ def test_houlsby_placement_keeps_the_chosen_sites(placement, parts, family, tmp_
     assert adapters.sites(cfg) == tuple(p for p in ("attention", "mlp") if p in parts)
     hidden = model.get_input_embeddings().embedding_dim
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * adapters.params_per_block(hidden, cfg)
-    _nudge(model)
-    expected = _logits(model)
-    adapters.save(model, tmp_path)
-    assert json.loads((tmp_path / adapters.CONFIG_FILE).read_text())["placement"] == placement
-    loaded = adapters.load(tiny_model(family), tmp_path)
-    torch.testing.assert_close(_logits(loaded), expected, rtol=0, atol=0)
+    assert _round_trip(model, family, tmp_path)["placement"] == placement
 
 
 def test_placement_is_for_houlsby_only():
@@ -79,13 +85,7 @@ def test_placement_is_for_houlsby_only():
 @pytest.mark.parametrize("style", STYLES)
 def test_save_load_gives_identical_logits(style, family, tmp_path):
     model = adapters.add(tiny_model(family), AdapterConfig(size=8, style=style, scaling=2.0))
-    _nudge(model)
-    expected = _logits(model)
-    adapters.save(model, tmp_path)
-    assert json.loads((tmp_path / adapters.CONFIG_FILE).read_text())["style"] == style
-    loaded = adapters.load(tiny_model(family), tmp_path)
-    torch.testing.assert_close(_logits(loaded), expected, rtol=0, atol=0)
-    assert not torch.allclose(expected, _logits(tiny_model(family)))
+    assert _round_trip(model, family, tmp_path)["style"] == style
 
 
 def test_parallel_reads_the_mlp_input_serial_the_output():

@@ -13,12 +13,7 @@ import pytest
 
 from studio.config import RunConfig
 from studio.ui import launch
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port
 
 
 def test_defaults_bind_loopback_without_share_or_analytics():
@@ -35,7 +30,7 @@ def test_other_host_needs_a_password(monkeypatch, capsys):
     monkeypatch.delenv("STUDIO_AUTH", raising=False)
     with pytest.raises(launch.LaunchError):
         launch.launch_kwargs(launch.build_parser().parse_args(["--host", "0.0.0.0"]))
-    assert launch.main(["--host", "0.0.0.0", "--port", str(_free_port())]) == 2
+    assert launch.main(["--host", "0.0.0.0", "--port", str(free_port())]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--auth" in err
 
@@ -73,7 +68,7 @@ def _get(port: int, host_header: str) -> int:
 
 def test_foreign_host_header_is_rejected(tiny_dirs, tmp_path):
     """DNS rebinding: a request that reached 127.0.0.1 under another name gets 400."""
-    port = _free_port()
+    port = free_port()
     demo = launch.main(["--port", str(port), "--model", str(tiny_dirs["llama"]), "--runs", str(tmp_path)],
                        prevent_thread_lock=True)
     try:
@@ -88,7 +83,7 @@ def test_foreign_host_header_is_rejected(tiny_dirs, tmp_path):
 def test_upload_size_limit_is_enforced(tiny_dirs, tmp_path, monkeypatch):
     """An upload over the limit is refused before it is stored."""
     monkeypatch.setattr(launch, "MAX_FILE_SIZE", "1kb")
-    port = _free_port()
+    port = free_port()
     demo = launch.main(["--port", str(port), "--model", str(tiny_dirs["llama"]), "--runs", str(tmp_path)],
                        prevent_thread_lock=True)
     try:
@@ -258,7 +253,7 @@ def test_allow_dir_flag_adds_a_folder_and_gradio_serves_uploads_only(locked, tin
     kw = launch.launch_kwargs(args)
     assert kw["allowed_paths"] == [] and str(locked.resolve()) in kw["blocked_paths"]
     assert REFUSED in model_tab.arch_card(str(tiny_dirs["gpt2"]))
-    port = _free_port()
+    port = free_port()
     demo = launch.main(["--port", str(port), "--runs", str(locked), "--allow-dir", str(tiny_dirs["gpt2"].parent)],
                        prevent_thread_lock=True)
     try:

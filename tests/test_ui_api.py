@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
-import pytest
 import yaml
 
-from studio.ui import launch
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def studio_url(tiny_dirs, tmp_path):
-    port = _free_port()
-    demo = launch.main(["--port", str(port), "--model", str(tiny_dirs["llama"]), "--runs", str(tmp_path / "runs")],
-                       prevent_thread_lock=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
 
 
 def test_start_training_and_read_status(studio_url, tiny_dirs, tmp_path):

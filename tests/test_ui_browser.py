@@ -8,7 +8,6 @@ Screenshots of every step go to test-artifacts/. Waits are on elements, never on
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -19,25 +18,6 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def studio(tiny_dirs, tmp_path):
-    from studio.ui import launch
-
-    port = _free_port()
-    demo = launch.main(["--port", str(port), "--model", str(tiny_dirs["llama"]), "--runs", str(tmp_path / "runs")],
-                       prevent_thread_lock=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
 
 
 @pytest.fixture
@@ -77,8 +57,8 @@ def _set_number(page, selector: str, value) -> None:
     box.press("Enter")
 
 
-def test_studio_end_to_end(studio, page):
-    page.goto(studio)
+def test_studio_end_to_end(studio_url, page):
+    page.goto(studio_url)
     page.wait_for_selector("#arch-card table")
     _shot(page, "01-model")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import statistics
 import threading
 import time
@@ -21,15 +20,10 @@ import yaml
 from studio import headless, runs, training
 from studio.config import RunConfig
 from studio.ui import launch
+from conftest import free_port
 
 POLLERS, CHATTERS, STEPS = 10, 2, 40
 _LABEL = re.compile(r"id='train-progress-label'>(\w+) · step (\d+)/(\d+|\?)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tick_endpoint(base_url: str) -> tuple[int, int]:
@@ -139,7 +133,7 @@ def test_ten_pollers_and_two_chats_while_a_run_trains(tiny_dirs, chat_data, tmp_
     # a finished run to chat with, there before the studio starts (the chat tab lists it)
     picked = headless.run_headless(RunConfig.from_dict(
         _cfg(model, str(chat_data), max_steps=2, run_name="picked", output_dir=str(root))), quiet=True)
-    port = _free_port()
+    port = free_port()
     demo = launch.main(["--port", str(port), "--model", model, "--runs", str(root)], prevent_thread_lock=True)
     base_url = f"http://127.0.0.1:{port}/"
     pollers: list[Poller] = []
