@@ -181,6 +181,8 @@ def hub_reachable() -> bool:
     """
     from urllib.parse import urlsplit
 
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False  # the person said so; no probe
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     seen = _hub_seen.get(endpoint)
     if seen and time.monotonic() - seen[0] < 30:
