@@ -25,8 +25,9 @@ def test_the_embedded_presets_are_found():
 @pytest.mark.parametrize("preset", [p for p in EMBEDDED if p != "quickstart.yaml"])
 def test_preset_trains_to_the_end(preset, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)  # presets name their data relative to the project
-    code = cli.main(["train", f"presets/{preset}", "--output", str(tmp_path), "--quiet",
-                     "--set", "train.max_steps=2"])
+    # two short steps: the preset's own settings otherwise (QLoRA's 4-bit layers take minutes a step on a CPU)
+    code = cli.main(["train", f"presets/{preset}", "--output", str(tmp_path), "--quiet", "--set", "train.max_steps=2",
+                     "--set", "train.micro_batch_size=1", "--set", "train.max_seq_len=64"])
     out, err = capsys.readouterr()
     assert code == 0, err
     run_dir = Path(out.strip().splitlines()[-1])
