@@ -39,6 +39,7 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+TIMER_OUTPUT = 6  # the tick's outputs: the page's key, progress, stats, chart, log, result, timer, retry
 _LABEL = re.compile(r"id='train-progress-label'>(\w+) · step (\d+)/")
 
 
@@ -111,7 +112,8 @@ def tick_endpoint(url: str) -> tuple[int, int]:
 
 
 def poll_once(http: httpx.Client, url: str, fn_index: int, trigger_id: int, session: str) -> list:
-    body = {"data": [], "event_data": None, "fn_index": fn_index, "trigger_id": trigger_id, "session_hash": session}
+    # the page's one input is its gr.State (what it shows), which the browser sends as null
+    body = {"data": [None], "event_data": None, "fn_index": fn_index, "trigger_id": trigger_id, "session_hash": session}
     event_id = http.post(url + "gradio_api/queue/join", json=body).raise_for_status().json()["event_id"]
     with http.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session}) as stream:
         for line in stream.iter_lines():
@@ -123,13 +125,18 @@ def poll_once(http: httpx.Client, url: str, fn_index: int, trigger_id: int, sess
 
 
 def poller(url: str, endpoint: tuple[int, int], interval: float, stop: threading.Event, times: list) -> None:
-    """One open page on the Train tab: a tick every ``interval`` seconds until ``stop``."""
+    """One open page on the Train tab: a tick every ``interval`` seconds until ``stop``.
+
+    As the page's gr.Timer does, a tick that sends the timer a new value (its interval) sets the next wait.
+    """
     session = uuid.uuid4().hex[:11]
     with httpx.Client(timeout=120) as http:
         while not stop.is_set():
             t0 = time.perf_counter()
-            poll_once(http, url, *endpoint, session)
+            data = poll_once(http, url, *endpoint, session)
             times.append(time.perf_counter() - t0)
+            if len(data) > TIMER_OUTPUT and isinstance(data[TIMER_OUTPUT], (int, float)):
+                interval = float(data[TIMER_OUTPUT])
             stop.wait(max(0.0, interval - (time.perf_counter() - t0)))
 
 
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=2, help="micro-batch (packed rows of --seq-len)")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--pages", type=int, default=10, help="pages polling the Train tab")
-    p.add_argument("--chats", type=int, default=2, help="people chatting")
+    p.add_argument("--chats", type=int, default=2, help="people chatting (0: leave out the third run)")
     p.add_argument("--interval", type=float, default=1.0, help="the page's tick interval (gr.Timer), seconds")
     p.add_argument("--think", type=float, default=10.0, help="seconds a chatter waits between messages")
     p.add_argument("--chat-tokens", type=int, default=64, help="max new tokens per answer")
@@ -236,9 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(args, runs_root, tmp)
         try:
             results = [measure(args, server.url, data, runs_root, "alone", 0, 0, runs_root / "picked"),
-                       measure(args, server.url, data, runs_root, "polling", args.pages, 0, runs_root / "picked"),
-                       measure(args, server.url, data, runs_root, "polling-chat", args.pages, args.chats,
-                               runs_root / "picked")]
+                       measure(args, server.url, data, runs_root, "polling", args.pages, 0, runs_root / "picked")]
+            if args.chats:
+                results.append(measure(args, server.url, data, runs_root, "polling-chat", args.pages, args.chats,
+                                       runs_root / "picked"))
         finally:
             server.close()
     _print(args, results)

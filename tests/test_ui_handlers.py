@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import gradio as gr
 import pytest
 import torch
@@ -166,6 +169,60 @@ def test_training_view_follows_the_job(trained_run):
     assert "Finished" in view.result and "adapter" in view.result
     assert "step 2/2" in view.log
     assert train_tab.status()["state"] == "done"
+
+
+class _HoldAt(TrainerCallback):
+    """Holds the run at the end of step ``step`` until ``release`` is set (so a test sees it running)."""
+
+    def __init__(self, step: int, release: threading.Event):
+        self.step, self.release = step, release
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            self.release.wait(120)
+
+
+def _wait_for(condition, seconds: float = 120) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_page_following_a_run_gets_plain_values_and_one_update_at_the_end(tiny_dirs, tmp_path):
+    from studio import training
+    from studio.ui import state, train_tab
+
+    state.configure(runs_root=tmp_path / "runs")
+    cfg = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])}, "method": {"name": "lora", "r": 4},
+                               "train": {"max_steps": 3, "max_seq_len": 64, "run_name": "followed",
+                                         "output_dir": str(tmp_path / "runs")}})
+    release = threading.Event()
+    job = training.TrainingJob(cfg, callbacks=(_HoldAt(2, release),))
+    state.get().job = job.start()
+    try:
+        assert _wait_for(lambda: job.snapshot()["step"] >= 1)
+        key, progress, *_, timer, retry = train_tab.tick()  # a page's first tick: the timer is switched on
+        assert timer.active is True and retry.visible is False and "training · step" in progress
+        again = train_tab.tick(key)  # the same page, the run going on: plain values, no component rebuilt
+        assert again[6:] == (train_tab.tick_seconds(job.snapshot()), train_tab.RETRY_LABEL)
+        assert all(not isinstance(part, (dict, gr.components.Component)) for part in again)
+    finally:
+        release.set()
+        job.wait(240)
+    *_, timer, retry = train_tab.tick(key)  # the run has ended: the update that stops the timer, once
+    assert timer.active is False and retry.visible is False
+
+
+def test_pages_poll_slow_steps_less_often():
+    from studio.ui.train_tab import TICK_SECONDS, tick_seconds
+
+    assert tick_seconds({"step": 0, "train_seconds": 0.0}) == TICK_SECONDS
+    assert tick_seconds({"step": 10, "train_seconds": 3.0}) == TICK_SECONDS  # fast steps: every second
+    assert tick_seconds({"step": 10, "train_seconds": 40.0}) == 2.0  # 4 s a step: every 2 s
+    assert tick_seconds({"step": 2, "train_seconds": 600.0}) == 5.0  # never slower than every 5 s
 
 
 def test_second_start_is_refused_while_running(tiny_dirs, tmp_path):

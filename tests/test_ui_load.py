@@ -39,7 +39,8 @@ def tick_endpoint(base_url: str) -> tuple[int, int]:
 
 def poll_once(http: httpx.Client, base_url: str, fn_index: int, trigger_id: int, session: str) -> list:
     """One tick as the browser sends it: join the queue, then read the SSE stream until the result arrives."""
-    body = {"data": [], "event_data": None, "fn_index": fn_index, "trigger_id": trigger_id, "session_hash": session}
+    # the page's one input is its gr.State (what it shows), which the browser sends as null
+    body = {"data": [None], "event_data": None, "fn_index": fn_index, "trigger_id": trigger_id, "session_hash": session}
     event_id = http.post(base_url + "gradio_api/queue/join", json=body).raise_for_status().json()["event_id"]
     with http.stream("GET", base_url + "gradio_api/queue/data", params={"session_hash": session}) as stream:
         for line in stream.iter_lines():
@@ -61,6 +62,7 @@ class Poller(threading.Thread):
         self.deadline = time.time() + deadline
         self.seen: list[tuple[str, int, str]] = []
         self.seconds: list[float] = []
+        self.skipped = 0  # ticks that found nothing new to send
         self.error: BaseException | None = None
         self.stop_flag = threading.Event()
 
@@ -72,7 +74,11 @@ class Poller(threading.Thread):
                     t0 = time.perf_counter()
                     data = poll_once(http, self.base_url, *self.endpoint, session)
                     self.seconds.append(time.perf_counter() - t0)
-                    found = _LABEL.search(data[0] or "")
+                    progress = data[1]  # after the page's key; a dict (a skipped part) when nothing changed
+                    if not isinstance(progress, str):
+                        self.skipped += 1
+                        progress = ""
+                    found = _LABEL.search(progress)
                     if found:
                         self.seen.append((found[1], int(found[2]), found[3]))
                         if found[1] in ("done", "stopped", "failed"):

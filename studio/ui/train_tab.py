@@ -27,6 +27,9 @@ __all__ = ["TrainTab", "TrainView", "build_train_tab", "cannot_start", "start_tr
            "resume_training", "resumable_runs", "current", "training_view", "status", "start_from_yaml",
            "retry_training", "ran_out_of_memory"]
 
+TICK_SECONDS = 1.0  # how often an open page polls the run, at most (see tick_seconds)
+_SLOWEST_TICK = 5.0
+RETRY_LABEL = "Retry smaller: half the micro-batch, twice the accumulation"
 SCHEDULE_FIELDS = ("epochs", "max_steps", "learning_rate", "scheduler", "warmup_ratio", "weight_decay",
                    "max_grad_norm", "eval_steps", "save_steps", "logging_steps", "early_stopping_patience", "seed")
 _ENDED = ("done", "stopped", "failed", "interrupted")
@@ -48,6 +51,7 @@ class TrainTab:
     result: gr.Markdown
     timer: gr.Timer
     retry: gr.Button
+    shown: gr.State  # per page: the key of the view it shows (see tick)
 
 
 @dataclass
@@ -62,6 +66,8 @@ class TrainView:
     active: bool
     retry: bool = False
     """offer Retry smaller: the job ended out of memory"""
+    key: int = 0
+    """equal for two views that show the same thing (the job, the events read, its snapshot)"""
 
 
 def current():
@@ -246,8 +252,8 @@ class _Feed:
         self.figure: go.Figure | None = None
         self.lock = threading.Lock()
 
-    def read(self) -> tuple[go.Figure, str]:
-        """The chart and the log tail as of now."""
+    def read(self) -> tuple[go.Figure, str, int]:
+        """The chart, the log tail and how many events they include, as of now."""
         with self.lock:
             new = self.job.events(self.seen)
             if new:
@@ -259,7 +265,7 @@ class _Feed:
                     self.figure = None
             if self.figure is None:
                 self.figure = plots.loss_chart(_thin(self.rows), title=f"Loss · {self.job.name}")
-            return self.figure, "\n".join(self.lines)
+            return self.figure, "\n".join(self.lines), self.seen
 
 
 _feeds: "weakref.WeakKeyDictionary[Any, _Feed]" = weakref.WeakKeyDictionary()
@@ -294,10 +300,10 @@ def training_view(job=None) -> TrainView:
     if job is None:
         return TrainView("<div id='train-progress-label'>No run yet.</div>", "", _empty_chart(), "", "", False)
     snap = job.snapshot()
-    figure, log = _feed(job).read()
+    figure, log, seen = _feed(job).read()
     ended = snap.get("state") in _ENDED and not job.running
     return TrainView(_progress_html(snap), _stats_md(snap), figure, log, _result_md(job, snap), not ended,
-                     ended and ran_out_of_memory(job))
+                     ended and ran_out_of_memory(job), key=hash((id(job), seen, ended, repr(sorted(snap.items())))))
 
 
 def status() -> dict:
@@ -323,9 +329,31 @@ def _view_outputs(view: TrainView) -> tuple:
             gr.Button(visible=view.retry))
 
 
-def tick() -> tuple:
-    """The timer's event: redraw the view; the timer stops itself once the job has ended."""
-    return _view_outputs(training_view())
+def tick(shown: int | None = None) -> tuple:
+    """The timer's event for one page: the key of what it now shows, then the view's parts.
+
+    Every open page ticks once a second. Gradio rebuilds a component for every update it is sent (a
+    gr.Timer(...), a gr.Button(...), even gr.skip()), which costs far more than the values themselves, so a
+    page that already follows a running job (``shown``, its gr.State, is set) gets plain values only: the
+    texts, the chart serialised once for every page, and the timer's and button's unchanged values. The
+    updates that switch the timer off and show Retry go out once, when the job has ended.
+    """
+    view = training_view()
+    if shown is not None and view.active:
+        return (view.key, view.progress, view.stats, _plot_data(view.figure), view.log, view.result,
+                tick_seconds(current().snapshot()), RETRY_LABEL)
+    return (view.key, *_view_outputs(view))
+
+
+def tick_seconds(snap: dict) -> float:
+    """How often a page polls: every second, or half a step where steps take longer (at most every 5 s).
+
+    A page cannot show more than one new step per step, and each tick costs the server a few milliseconds
+    of the CPU the training also needs, so slow steps (a CPU, a big model) are polled less often.
+    """
+    step, seconds = snap.get("step") or 0, snap.get("train_seconds") or 0.0
+    per_step = seconds / step if step else 0.0
+    return round(min(max(per_step / 2, TICK_SECONDS), _SLOWEST_TICK), 1)
 
 
 def build_train_tab(form: Form, runs_root: str) -> TrainTab:
@@ -352,17 +380,18 @@ def build_train_tab(form: Form, runs_root: str) -> TrainTab:
             stats = gr.Markdown(elem_id="train-stats")
             plot = gr.Plot(plots.loss_chart([]), show_label=False, elem_id="loss-plot")
             result = gr.Markdown(elem_id="train-result")
-            retry = gr.Button("Retry smaller: half the micro-batch, twice the accumulation", visible=False,
+            retry = gr.Button(RETRY_LABEL, visible=False,
                               variant="primary", elem_id="retry-btn")
             log = gr.Textbox(label="log", lines=8, max_lines=8, interactive=False, elem_id="train-log",
                              elem_classes=["mono"])
-    timer = gr.Timer(1.0, active=False)
-    return TrainTab(start, stop, resume_run, resume, message, progress, stats, plot, log, result, timer, retry)
+    timer = gr.Timer(TICK_SECONDS, active=False)
+    return TrainTab(start, stop, resume_run, resume, message, progress, stats, plot, log, result, timer, retry,
+                    gr.State(None))
 
 
 def wire_train_tab(tab: TrainTab, form: Form, demo: gr.Blocks) -> None:
     """Start / Stop / Resume, the polling timer, and picking a running job back up on page load."""
-    view = [tab.progress, tab.stats, tab.plot, tab.log, tab.result, tab.timer, tab.retry]
+    view = [tab.shown, tab.progress, tab.stats, tab.plot, tab.log, tab.result, tab.timer, tab.retry]
 
     def _start(*values):
         try:
@@ -391,7 +420,7 @@ def wire_train_tab(tab: TrainTab, form: Form, demo: gr.Blocks) -> None:
                     api_name="retry_smaller")
     tab.resume_run.focus(lambda: gr.update(choices=resumable_runs()), None, tab.resume_run,
                          api_visibility="private", concurrency_limit=None)
-    tab.timer.tick(tick, None, view, concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    tab.timer.tick(tick, tab.shown, view, concurrency_limit=None, show_progress="hidden", api_visibility="private")
     demo.load(tick, None, view, concurrency_limit=None, show_progress="hidden", api_visibility="private")
     gr.api(status, api_name="status", concurrency_limit=None)
     gr.api(start_from_yaml, api_name="start_yaml", concurrency_limit=None)
