@@ -204,15 +204,15 @@ def test_a_page_following_a_run_gets_plain_values_and_one_update_at_the_end(tiny
     state.get().job = job.start()
     try:
         assert _wait_for(lambda: job.snapshot()["step"] >= 1)
-        key, progress, *_, timer, retry = train_tab.tick()  # a page's first tick: the timer is switched on
+        shown, progress, *_, timer, retry = train_tab.tick()  # a page's first tick: the timer is switched on
         assert timer.active is True and retry.visible is False and "training · step" in progress
-        again = train_tab.tick(key)  # the same page, the run going on: plain values, no component rebuilt
+        again = train_tab.tick(shown)  # the same page, the run going on: plain values, no component rebuilt
         assert again[6:] == (train_tab.tick_seconds(job.snapshot()), train_tab.RETRY_LABEL)
         assert all(not isinstance(part, (dict, gr.components.Component)) for part in again)
     finally:
         release.set()
         job.wait(240)
-    *_, timer, retry = train_tab.tick(key)  # the run has ended: the update that stops the timer, once
+    *_, timer, retry = train_tab.tick(shown)  # the run has ended: the update that stops the timer, once
     assert timer.active is False and retry.visible is False
 
 

@@ -51,7 +51,7 @@ class TrainTab:
     result: gr.Markdown
     timer: gr.Timer
     retry: gr.Button
-    shown: gr.State  # per page: the key of the view it shows (see tick)
+    shown: gr.State  # per page: whether its timer and button are set up (see tick)
 
 
 @dataclass
@@ -66,8 +66,6 @@ class TrainView:
     active: bool
     retry: bool = False
     """offer Retry smaller: the job ended out of memory"""
-    key: int = 0
-    """equal for two views that show the same thing (the job, the events read, its snapshot)"""
 
 
 def current():
@@ -252,8 +250,8 @@ class _Feed:
         self.figure: go.Figure | None = None
         self.lock = threading.Lock()
 
-    def read(self) -> tuple[go.Figure, str, int]:
-        """The chart, the log tail and how many events they include, as of now."""
+    def read(self) -> tuple[go.Figure, str]:
+        """The chart and the log tail as of now."""
         with self.lock:
             new = self.job.events(self.seen)
             if new:
@@ -265,7 +263,7 @@ class _Feed:
                     self.figure = None
             if self.figure is None:
                 self.figure = plots.loss_chart(_thin(self.rows), title=f"Loss · {self.job.name}")
-            return self.figure, "\n".join(self.lines), self.seen
+            return self.figure, "\n".join(self.lines)
 
 
 _feeds: "weakref.WeakKeyDictionary[Any, _Feed]" = weakref.WeakKeyDictionary()
@@ -300,10 +298,10 @@ def training_view(job=None) -> TrainView:
     if job is None:
         return TrainView("<div id='train-progress-label'>No run yet.</div>", "", _empty_chart(), "", "", False)
     snap = job.snapshot()
-    figure, log, seen = _feed(job).read()
+    figure, log = _feed(job).read()
     ended = snap.get("state") in _ENDED and not job.running
     return TrainView(_progress_html(snap), _stats_md(snap), figure, log, _result_md(job, snap), not ended,
-                     ended and ran_out_of_memory(job), key=hash((id(job), seen, ended, repr(sorted(snap.items())))))
+                     ended and ran_out_of_memory(job))
 
 
 def status() -> dict:
@@ -329,20 +327,20 @@ def _view_outputs(view: TrainView) -> tuple:
             gr.Button(visible=view.retry))
 
 
-def tick(shown: int | None = None) -> tuple:
-    """The timer's event for one page: the key of what it now shows, then the view's parts.
+def tick(shown: bool | None = None) -> tuple:
+    """The timer's event for one page: its flag that it is set up (a gr.State), then the view's parts.
 
     Every open page ticks once a second. Gradio rebuilds a component for every update it is sent (a
     gr.Timer(...), a gr.Button(...), even gr.skip()), which costs far more than the values themselves, so a
-    page that already follows a running job (``shown``, its gr.State, is set) gets plain values only: the
+    page that already follows a running job (``shown`` is set) gets plain values only: the
     texts, the chart serialised once for every page, and the timer's and button's unchanged values. The
     updates that switch the timer off and show Retry go out once, when the job has ended.
     """
     view = training_view()
     if shown is not None and view.active:
-        return (view.key, view.progress, view.stats, _plot_data(view.figure), view.log, view.result,
+        return (True, view.progress, view.stats, _plot_data(view.figure), view.log, view.result,
                 tick_seconds(current().snapshot()), RETRY_LABEL)
-    return (view.key, *_view_outputs(view))
+    return (True, *_view_outputs(view))
 
 
 def tick_seconds(snap: dict) -> float:
