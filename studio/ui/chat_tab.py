@@ -14,7 +14,7 @@ from studio.config import ConfigError, ModelSpec
 from studio.ui import eval_panel, paths, state
 
 __all__ = ["ChatTab", "build_chat_tab", "wire_chat_tab", "chat_runs", "flatten", "chat_stream", "stop_chat",
-           "engine_for", "open_panes", "extra_panes"]
+           "engine_for", "open_panes", "extra_panes", "system_text"]
 
 
 @dataclass
@@ -168,11 +168,17 @@ def _gen_kwargs(*values) -> dict:
     return {name: cast(v) for (name, cast), v in zip(_GEN_FIELDS, values) if v is not None}
 
 
-def _system(system_prompt: str | None, run_dir: str | None) -> list[dict]:
-    """The system message for every pane: the one typed, else the run's training one (as the CLI chats)."""
+def system_text(system_prompt: str | None, run_dir: str | None) -> str:
+    """The system prompt to use: the one typed, else the one the run was trained with (as the CLI chats)."""
     text = (system_prompt or "").strip()
     if not text and run_dir:
         text = (state.core("chat").read_run(run_dir)[0].data.system_prompt or "").strip()
+    return text
+
+
+def _system(system_prompt: str | None, run_dir: str | None) -> list[dict]:
+    """The system message for every pane, or none."""
+    text = system_text(system_prompt, run_dir)
     return [{"role": "system", "content": text}] if text else []
 
 

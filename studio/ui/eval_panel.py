@@ -12,6 +12,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from studio import faults
 from studio.config import ConfigError
 from studio.ui import state
 
@@ -99,7 +100,7 @@ def evaluate_prompts(prompts: str | None, use_heldout: bool, run_dir: str | None
     busy = chat.training_busy_message()
     if busy:  # the engine would give this line as every answer, and it would be saved as the result
         return empty, busy
-    from studio.ui.chat_tab import engine_for  # chat_tab imports this module to build the accordion
+    from studio.ui.chat_tab import engine_for, system_text  # chat_tab imports this module to build the accordion
 
     try:
         engine, name = engine_for(model_id, run_dir)
@@ -108,13 +109,13 @@ def evaluate_prompts(prompts: str | None, use_heldout: bool, run_dir: str | None
         if not items:
             raise ConfigError("no prompts: type some, one per line" + (
                 " (this run has no held-out split)" if use_heldout else ", or tick the run's held-out split"))
-        system = (system_prompt or "").strip() or (cfg.data.system_prompt or "").strip()
+        system = system_text(system_prompt, run_dir)
         report = ev.evaluate_run(run_dir, items=_with_system(items, system), max_new_tokens=int(max_new_tokens),
                                  engine=engine, pane=name)
     except ConfigError as err:
         return empty, "**Cannot evaluate:** " + "; ".join(err.problems)
     except Exception as err:  # noqa: BLE001 - the page shows one line, not a traceback
-        return empty, f"**Evaluation failed:** {type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+        return empty, f"**Evaluation failed:** {faults.one_line(err)}"
     return _table(report), _summary(report, Path(run_dir) / ev.EVAL_FILE)
 
 
