@@ -4,8 +4,8 @@ The studio runs as its own server process (``python app.py``), as a person would
 only its visitors. The same short run trains three times, one after the other:
 
 1. alone: nobody polls (the script follows the run from its state.json on disk);
-2. polling: ten pages tick the Train tab once a second, the page's own request (the gr.Timer tick through
-   /gradio_api/queue/join and its SSE stream);
+2. polling: ten pages tick the Train tab as often as the tick tells their gr.Timer to (about once a step),
+   each with the page's own request (the timer's tick through /gradio_api/queue/join and its SSE stream);
 3. polling + chat: the same ten pages and two people chatting with a finished run on the Chat tab
    (gradio_client on /chat): one message, the streamed answer of both panes, think time, the next one.
 
@@ -14,6 +14,7 @@ so model loading is left out). Poll time is the round trip of one tick as a page
 
     python benchmarks/ui_load.py                       # the embedded SmolLM2-135M, 60 steps per run (~1-2 min each)
     python benchmarks/ui_load.py --steps 40 --think 10 # longer runs, slower chatters
+    python benchmarks/ui_load.py --steps 30 --chats 0 --repeats 2  # alone, polling, alone, polling: mean drop
 
 On a 2-core CPU the chat's generation and the training share the same cores: the drop under chat load
 says how much of the machine a chat takes, not how much the UI costs; the polling-only run says that.
@@ -127,17 +128,22 @@ def poll_once(http: httpx.Client, url: str, fn_index: int, trigger_id: int, sess
 def poller(url: str, endpoint: tuple[int, int], interval: float, stop: threading.Event, times: list) -> None:
     """One open page on the Train tab: a tick every ``interval`` seconds until ``stop``.
 
-    As the page's gr.Timer does, a tick that sends the timer a new value (its interval) sets the next wait.
+    As the page's gr.Timer does (a setInterval that starts again whenever its value changes): a tick that
+    sends the timer a new interval sets the next tick that long after its answer arrived.
     """
     session = uuid.uuid4().hex[:11]
     with httpx.Client(timeout=120) as http:
-        while not stop.is_set():
+        due = time.perf_counter()
+        while not stop.wait(max(0.0, due - time.perf_counter())):
             t0 = time.perf_counter()
             data = poll_once(http, url, *endpoint, session)
-            times.append(time.perf_counter() - t0)
-            if len(data) > TIMER_OUTPUT and isinstance(data[TIMER_OUTPUT], (int, float)):
-                interval = float(data[TIMER_OUTPUT])
-            stop.wait(max(0.0, interval - (time.perf_counter() - t0)))
+            now = time.perf_counter()
+            times.append(now - t0)
+            sent = data[TIMER_OUTPUT] if len(data) > TIMER_OUTPUT else None
+            if isinstance(sent, (int, float)) and float(sent) != interval:
+                interval, due = float(sent), now + float(sent)
+            else:
+                due = max(due + interval, now)
 
 
 def chatter(url: str, run_dir: str, model: str, think: float, tokens: int, stop: threading.Event,
@@ -227,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=1.0, help="the page's tick interval (gr.Timer), seconds")
     p.add_argument("--think", type=float, default=10.0, help="seconds a chatter waits between messages")
     p.add_argument("--chat-tokens", type=int, default=64, help="max new tokens per answer")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="rounds of (alone, polling[, polling + chat]), one after the other; the mean drop is printed")
     args = p.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -241,33 +249,46 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "studio", "train", str(cfg_path), "--output", str(runs_root),
                         "--quiet"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         server = Server(args, runs_root, tmp)
+        picked, rounds = runs_root / "picked", []
         try:
-            results = [measure(args, server.url, data, runs_root, "alone", 0, 0, runs_root / "picked"),
-                       measure(args, server.url, data, runs_root, "polling", args.pages, 0, runs_root / "picked")]
-            if args.chats:
-                results.append(measure(args, server.url, data, runs_root, "polling-chat", args.pages, args.chats,
-                                       runs_root / "picked"))
+            for i in range(1, args.repeats + 1):
+                alone = measure(args, server.url, data, runs_root, f"alone-{i}", 0, 0, picked)
+                rounds.append([alone, measure(args, server.url, data, runs_root, f"polling-{i}", args.pages, 0,
+                                              picked)])
+                if args.chats:
+                    rounds[-1].append(measure(args, server.url, data, runs_root, f"polling-chat-{i}", args.pages,
+                                              args.chats, picked))
         finally:
             server.close()
-    _print(args, results)
+    _print(args, rounds)
     return 0
 
 
-def _print(args, results: list[dict]) -> None:
-    alone = results[0]["tokens_per_second"]
+def _print(args, rounds: list[list[dict]]) -> None:
     print(f"model {args.model}, LoRA r8 q/v, {args.steps} steps of {args.batch} x {args.seq_len} packed tokens; "
           f"{os.cpu_count()} CPU cores; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    for r in results:
-        drop = 100 * (1 - r["tokens_per_second"] / alone)
-        line = (f"{r['name']:<13} {r['tokens_per_second']:8.1f} tokens/s over {r['seconds']:6.1f} s"
-                f"  drop {drop:5.1f}%  status {r['status']}")
-        if r["poll_times"]:
-            line += f"\n{'':<14}poll per tick: {_ms(r['poll_times'])}"
-        if r["chat_times"]:
-            line += (f"\n{'':<14}chat: {len(r['chat_times'])} answers, median "
-                     f"{statistics.median(r['chat_times']):.1f} s each (think time {args.think:.0f} s)")
-        print(line)
+    drops: dict[str, list[float]] = {}
+    for results in rounds:
+        for r in results:
+            _print_run(args, r, results[0]["tokens_per_second"], drops)
+    if len(rounds) > 1:
+        for kind, values in drops.items():
+            print(f"{kind}: mean drop {statistics.mean(values):.1f}% over {len(values)} rounds "
+                  f"({', '.join(f'{v:.1f}' for v in values)})")
 
+
+def _print_run(args, r: dict, alone: float, drops: dict[str, list[float]]) -> None:
+    drop = 100 * (1 - r["tokens_per_second"] / alone)
+    if not r["name"].startswith("alone"):
+        drops.setdefault(r["name"].rsplit("-", 1)[0], []).append(drop)
+    line = (f"{r['name']:<15} {r['tokens_per_second']:8.1f} tokens/s over {r['seconds']:6.1f} s"
+            f"  drop {drop:5.1f}%  status {r['status']}")
+    if r["poll_times"]:
+        line += f"\n{'':<16}poll per tick: {_ms(r['poll_times'])}"
+    if r["chat_times"]:
+        line += (f"\n{'':<16}chat: {len(r['chat_times'])} answers, median "
+                 f"{statistics.median(r['chat_times']):.1f} s each (think time {args.think:.0f} s)")
+    print(line)
 
 if __name__ == "__main__":
     sys.exit(main())

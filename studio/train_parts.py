@@ -220,7 +220,8 @@ class Progress(TrainerCallback):
         done = state.global_step - self.step0
         eta = (now - self.t0) / done * (state.max_steps - state.global_step) if done else None
         self.job._update(step=state.global_step, total=state.max_steps, epoch=round(state.epoch or 0, 4),
-                         eta_seconds=eta, train_seconds=round(now - self.t0, 3), tokens=self._trainer_tokens())
+                         eta_seconds=eta, train_seconds=round(now - self.t0, 3), tokens=self._trainer_tokens(),
+                         step_seconds=(now - self.t0) / done if done else None, step_at=time.time())
         if self.job._stop.is_set():
             control.should_training_stop = True
             control.should_save = True  # a checkpoint at the stop point, so Resume starts exactly here

@@ -207,7 +207,7 @@ def test_a_page_following_a_run_gets_plain_values_and_one_update_at_the_end(tiny
         shown, progress, *_, timer, retry = train_tab.tick()  # a page's first tick: the timer is switched on
         assert timer.active is True and retry.visible is False and "training · step" in progress
         again = train_tab.tick(shown)  # the same page, the run going on: plain values, no component rebuilt
-        assert again[6:] == (train_tab.tick_seconds(job.snapshot()), train_tab.RETRY_LABEL)
+        assert train_tab.TICK_SECONDS <= again[6] <= 5.0 and again[7] == train_tab.RETRY_LABEL  # the next wait
         assert all(not isinstance(part, (dict, gr.components.Component)) for part in again)
     finally:
         release.set()
@@ -216,13 +216,32 @@ def test_a_page_following_a_run_gets_plain_values_and_one_update_at_the_end(tiny
     assert timer.active is False and retry.visible is False
 
 
-def test_pages_poll_slow_steps_less_often():
+def test_pages_poll_once_a_step_just_after_it_is_due():
     from studio.ui.train_tab import TICK_SECONDS, tick_seconds
 
-    assert tick_seconds({"step": 0, "train_seconds": 0.0}) == TICK_SECONDS
-    assert tick_seconds({"step": 10, "train_seconds": 3.0}) == TICK_SECONDS  # fast steps: every second
-    assert tick_seconds({"step": 10, "train_seconds": 40.0}) == 2.0  # 4 s a step: every 2 s
-    assert tick_seconds({"step": 2, "train_seconds": 600.0}) == 5.0  # never slower than every 5 s
+    assert tick_seconds({"step": 0}) == TICK_SECONDS  # no step yet
+    assert tick_seconds({"step": 10, "step_seconds": 0.3, "step_at": 100.0}, now=100.1) == TICK_SECONDS  # fast
+    # 4 s a step, the last one ended 0.5 s ago: the next is due in 3.5 s, looked at 0.4 s after that
+    assert tick_seconds({"step": 10, "step_seconds": 4.0, "step_at": 100.0}, now=100.5) == 3.9
+    # the step is late (an eval, a save): every half step
+    assert tick_seconds({"step": 10, "step_seconds": 4.0, "step_at": 100.0}, now=104.0) == 2.0
+    # a step of minutes: never slower than every 5 s
+    assert tick_seconds({"step": 2, "step_seconds": 300.0, "step_at": 100.0}, now=101.0) == 5.0
+    assert tick_seconds({"step": 2, "step_seconds": 300.0, "step_at": 100.0}, now=399.0) == 5.0
+
+
+def test_the_snapshot_says_when_the_last_step_ended(tiny_dirs, tmp_path):
+    from studio import training
+
+    cfg = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])}, "method": {"name": "lora", "r": 4},
+                               "train": {"max_steps": 2, "max_seq_len": 64, "run_name": "timed",
+                                         "output_dir": str(tmp_path / "runs")}})
+    before = time.time()
+    job = training.TrainingJob(cfg).start()
+    job.wait(240)
+    snap = job.snapshot()
+    assert snap["state"] == "done"
+    assert before < snap["step_at"] <= time.time() and 0 < snap["step_seconds"] <= snap["train_seconds"]
 
 
 def test_second_start_is_refused_while_running(tiny_dirs, tmp_path):

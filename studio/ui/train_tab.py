@@ -238,7 +238,7 @@ def _adapter_bytes(job) -> int:
 class _Feed:
     """One job's events as the view has read them so far.
 
-    Every open page polls once a second, so a tick reads only the events that are new since the last
+    Every open page polls about once a step, so a tick reads only the events that are new since the last
     one, and the chart is rebuilt only when a row was added: ten pages watching cost about what one does,
     however long the run has been going. The job's own lock is held only while the new events are copied.
     """
@@ -330,7 +330,7 @@ def _view_outputs(view: TrainView) -> tuple:
 def tick(shown: bool | None = None) -> tuple:
     """The timer's event for one page: its flag that it is set up (a gr.State), then the view's parts.
 
-    Every open page ticks once a second. Gradio rebuilds a component for every update it is sent (a
+    Every open page ticks about once a step (see tick_seconds). Gradio rebuilds a component for every update it is sent (a
     gr.Timer(...), a gr.Button(...), even gr.skip()), which costs far more than the values themselves, so a
     page that already follows a running job (``shown`` is set) gets plain values only: the
     texts, the chart serialised once for every page, and the timer's and button's unchanged values. The
@@ -343,15 +343,22 @@ def tick(shown: bool | None = None) -> tuple:
     return (True, *_view_outputs(view))
 
 
-def tick_seconds(snap: dict) -> float:
-    """How often a page polls: every second, or half a step where steps take longer (at most every 5 s).
+def tick_seconds(snap: dict, now: float | None = None) -> float:
+    """When a page polls next, in seconds: every second, or just after the run's next step should end.
 
     A page cannot show more than one new step per step, and each tick costs the server a few milliseconds
-    of the CPU the training also needs, so slow steps (a CPU, a big model) are polled less often.
+    of the CPU the training also needs. Where steps take longer than two seconds the tick sets the page's
+    timer to the moment the next step is due (the mean step so far, and a tenth more): one tick per step,
+    which sees the step soon after it ends. A step running late (an evaluation, a checkpoint being written)
+    is looked at again every half step; the page never waits more than 5 s.
     """
-    step, seconds = snap.get("step") or 0, snap.get("train_seconds") or 0.0
-    per_step = seconds / step if step else 0.0
-    return round(min(max(per_step / 2, TICK_SECONDS), _SLOWEST_TICK), 1)
+    per_step, at = snap.get("step_seconds"), snap.get("step_at")
+    if not per_step or not at or per_step < 2 * TICK_SECONDS:
+        return TICK_SECONDS
+    wait = at + 1.1 * per_step - (time.time() if now is None else now)
+    if wait < TICK_SECONDS:
+        wait = per_step / 2
+    return round(min(max(wait, TICK_SECONDS), _SLOWEST_TICK), 1)
 
 
 def build_train_tab(form: Form, runs_root: str) -> TrainTab:
