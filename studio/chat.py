@@ -61,7 +61,7 @@ def training_busy_message() -> str | None:
         state = job.snapshot().get("state")
     except Exception:  # a job half set up must not break chat
         return None
-    if state in ("loading", "training"):
+    if state in ("queued", "loading", "training", "saving"):  # from Start until the result is written
         return ("A training run is using the model right now; chat will answer again when it finishes "
                 "or is stopped (this keeps the two from fighting over memory).")
     return None

@@ -265,9 +265,10 @@ def test_busy_while_a_training_job_trains(monkeypatch):
 
     job = _Job()
     monkeypatch.setattr(training, "current_job", lambda: job)
-    assert "training run is using the model" in chat.training_busy_message()
-    job.state = "done"
-    assert chat.training_busy_message() is None
+    for job.state in ("queued", "loading", "training", "saving"):
+        assert "training run is using the model" in chat.training_busy_message(), job.state
+    for job.state in ("done", "stopped", "failed", "interrupted"):
+        assert chat.training_busy_message() is None, job.state
 
 
 @pytest.fixture(scope="module")

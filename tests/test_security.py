@@ -164,9 +164,9 @@ def test_typed_path_outside_is_refused_by_every_handler(locked, tiny_dirs, tmp_p
     assert REFUSED in train_tab.start_training(cfg)
     assert not any(locked.iterdir()), "a refused run still made a run folder"
     assert "not a run in the runs folder" in train_tab.resume_training(str(tmp_path))
-    *_, (_, _, note, _, _) = chat_tab.chat_stream("hi", [], [], str(tmp_path), "embedded")
+    *_, (_, _, note, *_) = chat_tab.chat_stream("hi", [], [], str(tmp_path), "embedded")
     assert "not a run in the runs folder" in note
-    *_, (_, _, note, _, _) = chat_tab.chat_stream("hi", [], [], None, outside)
+    *_, (_, _, note, *_) = chat_tab.chat_stream("hi", [], [], None, outside)
     assert REFUSED in note
     assert "not a run in the runs folder" in eval_panel.evaluate_prompts("hi", False, str(tmp_path), "embedded")[1]
 

@@ -102,6 +102,7 @@ def test_studio_end_to_end(studio_url, page):
             f"[...document.querySelectorAll('#{pane} .bot-row')].some(e => e.innerText.trim().length > 0)",
             timeout=120_000)
     _shot(page, "05-chat")
+    assert page.locator("#chat-input textarea").input_value() == ""  # sent: the box is empty for the next one
     assert not page.locator("#chat-extra-1").is_visible()  # no run picked to compare
 
     page.get_by_text("Evaluate", exact=True).click()  # open the accordion

@@ -287,7 +287,8 @@ def test_chat_streams_base_and_tuned(trained_run):
     last = None
     for last in chat_tab.chat_stream("hi", history, history, runs[0][1], "", 8, 0.7, 0.9, 50, 1.0, True):
         pass
-    base, tuned, note, extra_1, extra_2 = last
+    base, tuned, _note, extra_1, extra_2, box = last
+    assert box == ""  # sent: the message box empties
     assert extra_1 == extra_2 == []  # no run picked to compare: the extra panes stay empty
     assert base[-1]["role"] == "assistant" and tuned[-1]["role"] == "assistant"
     assert base[-2] == {"role": "user", "content": "hi"} and base[0]["content"] == "earlier"
@@ -319,6 +320,36 @@ def _answer(history: list) -> str:
     return history[-1]["content"]
 
 
+def test_chat_while_a_run_trains_loads_nothing_and_keeps_the_message(chat_runs_root, tiny_dirs, monkeypatch):
+    from studio import models, training
+    from studio.ui import chat_tab, state
+    from tests.runfolders import make_run
+
+    finished = str(make_run(chat_runs_root, tiny_dirs["llama"], "finished"))
+    loads = []
+    load = models.load
+    monkeypatch.setattr(models, "load", lambda spec, *a, **k: loads.append(spec.id) or load(spec, *a, **k))
+    cfg = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])}, "method": {"name": "lora", "r": 4},
+                               "train": {"max_steps": 3, "max_seq_len": 64, "run_name": "going",
+                                         "output_dir": str(chat_runs_root)}})
+    release = threading.Event()
+    job = training.TrainingJob(cfg, callbacks=(_HoldAt(1, release),))
+    state.get().job = job.start()
+    try:
+        assert _wait_for(lambda: job.snapshot()["step"] >= 1)
+        loads.clear()  # the run's own model
+        earlier = [{"role": "user", "content": "before"}, {"role": "assistant", "content": "yes"}]
+        base, tuned, note, *_, box = _last(chat_tab.chat_stream("  hi ", earlier, earlier, finished, ""))
+        assert note.startswith("**Not sent:** A training run is using the model")
+        assert base == tuned == earlier and box == "  hi "  # nothing added; the message waits in its box
+        assert loads == [] and state.get().chat is None  # no second copy of the weights beside the run
+    finally:
+        release.set()
+        job.wait(240)
+    base, tuned, note, *_, box = _last(chat_tab.chat_stream("hi", [], [], finished, ""))
+    assert base[-1]["role"] == tuned[-1]["role"] == "assistant" and box == ""  # the run has ended: it answers
+
+
 def test_chat_compares_four_panes_on_one_copy(chat_runs_root, tiny_dirs):
     from studio.chat import BASE
     from studio.ui import chat_tab, state
@@ -328,7 +359,7 @@ def test_chat_compares_four_panes_on_one_copy(chat_runs_root, tiny_dirs):
             for name, seed in (("tuned", 1), ("other", 2), ("third", 3))]
     gen = (8, 0.7, 0.9, 50, 1.0, True)
     updates = list(chat_tab.chat_stream("hi", [], [], runs[0], "", *gen, "", runs[1:]))
-    base, tuned, note, extra_1, extra_2 = updates[-1]
+    base, tuned, note, extra_1, extra_2, _ = updates[-1]
     assert note == "" and len(updates) > 1  # streamed, not one final answer
     assert [m["role"] for m in extra_1] == ["user", "assistant"] and extra_1[0]["content"] == "hi"
     answers = [_answer(h) for h in (base, tuned, extra_1, extra_2)]
@@ -353,7 +384,7 @@ def test_chat_leaves_out_a_run_of_another_base(chat_runs_root, tiny_dirs, monkey
     load = models.load
     monkeypatch.setattr(models, "load", lambda spec, *a, **k: loads.append(spec.id) or load(spec, *a, **k))
     earlier = [{"role": "user", "content": "before"}, {"role": "assistant", "content": "yes"}]
-    base, tuned, note, extra_1, extra_2 = _last(chat_tab.chat_stream(
+    base, tuned, note, extra_1, extra_2, _ = _last(chat_tab.chat_stream(
         "hi", [], [], llama, "", 6, 0.7, 0.9, 50, 1.0, True, "", [qwen, llama], earlier, []))
     assert "qwen-run is left out" in note and "one copy" in note and "llama-run already answers" in note
     assert len(note.split("  \n")) == 2  # one line each

@@ -1,7 +1,8 @@
 """Load on the real studio server: ten pages polling the Train tab and two people chatting while a run trains.
 
 The pollers speak the page's own protocol (the gr.Timer tick through /gradio_api/queue/join and the
-SSE stream), the chatters use gradio_client on the public /chat endpoint with a finished run picked.
+SSE stream), the chatters use gradio_client on the public /chat endpoint with a finished run picked: while
+the run trains they are told so (nothing is loaded beside it), and once it has ended they get answers.
 """
 
 from __future__ import annotations
@@ -88,30 +89,40 @@ class Poller(threading.Thread):
             self.error = err
 
 
-class Chatter(threading.Thread):
-    """One person chatting with the picked run: a message, an answer, some think time, again."""
+def _training() -> bool:
+    job = training.current_job()
+    return job is not None and job.snapshot().get("state") in ("queued", "loading", "training", "saving")
 
-    def __init__(self, base_url: str, run_dir: str, model_id: str, messages: int = 3, think: float = 2.0):
+
+class Chatter(threading.Thread):
+    """One person chatting with the picked run while another trains: a message, the reply, some think time, again.
+
+    Goes on until it has had an answer after the run ended. Each reply is kept as (sent and received while
+    the run trained, note, base answer, tuned answer).
+    """
+
+    def __init__(self, client, run_dir: str, model_id: str, think: float = 1.0, deadline: float = 300):
         super().__init__(daemon=True)
-        self.base_url, self.run_dir, self.model_id = base_url, run_dir, model_id
-        self.messages, self.think = messages, think
-        self.answers: list[tuple[str, str]] = []
-        self.seconds: list[float] = []
+        self.client, self.run_dir, self.model_id, self.think = client, run_dir, model_id, think
+        self.deadline = time.time() + deadline
+        self.replies: list[tuple[bool, str, str, str]] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        from gradio_client import Client
-
         from studio.ui.chat_tab import flatten
 
         try:
-            client = Client(self.base_url, verbose=False)
-            for i in range(self.messages):
-                t0 = time.perf_counter()
-                base, tuned, *_ = client.predict(f"hello {i}, what is a rank?", [], [], self.run_dir, self.model_id,
-                                                24, 0.7, 0.9, 50, 1.1, True, api_name="/chat")
-                self.seconds.append(time.perf_counter() - t0)
-                self.answers.append((flatten(base[-1]["content"]), flatten(tuned[-1]["content"])))
+            i = 0
+            while time.time() < self.deadline:
+                during = _training()
+                base, tuned, note, *_ = self.client.predict(
+                    f"hello {i}, what is a rank?", [], [], self.run_dir, self.model_id, 24, 0.7, 0.9, 50, 1.1, True,
+                    api_name="/chat")
+                answers = [flatten(h[-1]["content"]) if h else "" for h in (base, tuned)]
+                self.replies.append((during and _training(), note, *answers))
+                if not during and all(answers):
+                    return
+                i += 1
                 time.sleep(self.think)
         except BaseException as err:  # noqa: BLE001 - reported by the test
             self.error = err
@@ -147,12 +158,13 @@ def test_ten_pollers_and_two_chats_while_a_run_trains(tiny_dirs, chat_data, tmp_
         from gradio_client import Client
 
         endpoint = tick_endpoint(base_url)
+        # the chatters' clients are connected first, so their first message goes while the run is starting
+        chatters = [Chatter(Client(base_url, verbose=False), str(picked), model) for _ in range(CHATTERS)]
         started = Client(base_url, verbose=False).predict(
             yaml.safe_dump(_cfg(model, str(chat_data), max_steps=STEPS, run_name="watched")), api_name="/start_yaml")
         assert "Started" in started, started
         pollers = [Poller(base_url, endpoint) for _ in range(POLLERS)]
-        chatters = [Chatter(base_url, str(picked), model) for _ in range(CHATTERS)]
-        for worker in pollers + chatters:
+        for worker in chatters + pollers:
             worker.start()
         for worker in pollers + chatters:
             worker.join(320)
@@ -171,7 +183,11 @@ def test_ten_pollers_and_two_chats_while_a_run_trains(tiny_dirs, chat_data, tmp_
         assert poller.seen[-1][0] == "done" and steps[-1] == STEPS, poller.seen[-3:]
     for chatter in chatters:
         assert chatter.error is None, repr(chatter.error)
-        assert len(chatter.answers) == 3 and all(base and tuned for base, tuned in chatter.answers)
+        for during, note, base, tuned in chatter.replies:
+            if during:  # the run was using the model from before the message until after the reply
+                assert note.startswith("**Not sent:**") and base == tuned == "", (note, base, tuned)
+        assert chatter.replies[-1][2] and chatter.replies[-1][3], "no answer once the run had ended"
+    assert any(during for chatter in chatters for during, *_ in chatter.replies), "no message went during the run"
     state = runs.read_state(root / "watched")
     assert state["status"] == "done" and state["step"] == STEPS
     assert [r["step"] for r in runs.read_metrics(root / "watched")] == list(range(1, STEPS + 1))

@@ -122,7 +122,10 @@ def chat_stream(message: str, base_history: list | None, tuned_history: list | N
                 top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
                 greedy: bool | None = None, system_prompt: str | None = None, compare: list[str] | None = None,
                 extra_1: list | None = None, extra_2: list | None = None) -> Iterator[tuple]:
-    """Send ``message`` to every pane and yield (base, tuned, note, extra 1, extra 2) as tokens arrive.
+    """Send ``message`` to every pane and yield (base, tuned, note, extra 1, extra 2, message box) as tokens arrive.
+
+    While a training run in this process uses the model, nothing is loaded or sent: the note says so, the
+    conversations stay as they were and the message stays in its box to send once the run has ended.
 
     Args:
         run_dir: the tuned run beside the base; ``compare``: up to two more runs, one extra pane each.
@@ -131,10 +134,14 @@ def chat_stream(message: str, base_history: list | None, tuned_history: list | N
         extra_1, extra_2: the extra panes' histories.
     """
     histories = [_plain(h) for h in (base_history, tuned_history, extra_1, extra_2)]
-    message = (message or "").strip()
+    typed, message = message, (message or "").strip()
     chat = state.core("chat")
     if not message or chat is None:
-        yield _outputs(histories, "" if chat else state.missing("Chat"))
+        yield _outputs(histories, "" if chat else state.missing("Chat"), typed)
+        return
+    busy = chat.training_busy_message()
+    if busy:
+        yield _outputs(histories, f"**Not sent:** {busy}", typed)
         return
     try:
         gen = chat.GenSettings(**_gen_kwargs(max_new_tokens, temperature, top_p, top_k, repetition_penalty, greedy))
@@ -142,7 +149,7 @@ def chat_stream(message: str, base_history: list | None, tuned_history: list | N
         engine, names, notes = open_panes(model_id, runs)
         system = _system(system_prompt, next((r for r in runs if r), None))
     except ConfigError as err:
-        yield _outputs(histories, "**Cannot chat:** " + "; ".join(err.problems))
+        yield _outputs(histories, "**Cannot chat:** " + "; ".join(err.problems), typed)
         return
     note = "  \n".join(notes if run_dir else ["Pick a run to see the tuned model beside the base.", *notes])
     user = {"role": "user", "content": message}
@@ -154,9 +161,9 @@ def chat_stream(message: str, base_history: list | None, tuned_history: list | N
                         for i, o in enumerate(outs)], note)
 
 
-def _outputs(histories: list[list], note: str) -> tuple:
+def _outputs(histories: list[list], note: str, message: str = "") -> tuple:
     base, tuned, extra_1, extra_2 = histories
-    return base, tuned, note, extra_1, extra_2  # the note stays third: older callers of /chat read three
+    return base, tuned, note, extra_1, extra_2, message  # the note stays third: older callers of /chat read three
 
 
 _GEN_FIELDS = (("max_new_tokens", int), ("temperature", float), ("top_p", float), ("top_k", int),
@@ -245,14 +252,12 @@ def build_chat_tab() -> ChatTab:
 def wire_chat_tab(tab: ChatTab, model_id: gr.Dropdown) -> None:
     """Chat events (the public /chat endpoint among them), the pane switches and the Evaluate button."""
     inputs = [tab.message, tab.base, tab.tuned, tab.run, model_id, *tab.gen, tab.system, tab.compare, *tab.extras]
-    outputs = [tab.base, tab.tuned, tab.note, *tab.extras]
-    sent = tab.send.click(chat_stream, inputs, outputs, concurrency_limit=2, show_progress="hidden", api_name="chat")
-    submitted = tab.message.submit(chat_stream, inputs, outputs, concurrency_limit=2, show_progress="hidden",
-                                   api_visibility="private")
-    for event in (sent, submitted):
-        event.then(lambda: "", None, tab.message, api_visibility="private")
+    outputs = [tab.base, tab.tuned, tab.note, *tab.extras, tab.message]  # the box empties once a message is sent
+    tab.send.click(chat_stream, inputs, outputs, concurrency_limit=2, show_progress="hidden", api_name="chat")
+    tab.message.submit(chat_stream, inputs, outputs, concurrency_limit=2, show_progress="hidden",
+                       api_visibility="private")
     tab.stop.click(stop_chat, None, None, concurrency_limit=None, api_visibility="private")
-    tab.clear.click(lambda: ([], [], "", [], []), None, outputs, api_visibility="private")
+    tab.clear.click(lambda: ([], [], "", [], [], ""), None, outputs, api_visibility="private")
     tab.compare.change(extra_panes, tab.compare, tab.extras, api_visibility="private")
     pickers = [tab.run, tab.compare]
     tab.refresh.click(lambda: (gr.update(choices=chat_runs()),) * 2, None, pickers, api_visibility="private")
