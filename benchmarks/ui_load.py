@@ -1,23 +1,27 @@
-"""UI load: training throughput with nobody watching, with ten pages polling, and with ten pages plus two chats.
+"""UI load: training throughput with ten pages polling the run, and with two people chatting as well, against
+the same run with nobody watching.
 
 The studio runs as its own server process (``python app.py``), as a person would start it; this script is
-only its visitors. The same short run trains three times, one after the other:
+only its visitors. The CPU this runs on changes speed from one minute to the next (shared cores), by more
+than the load costs, so "alone" and "watched" are not two runs one after the other: one run trains in
+blocks of ``--block`` steps, and the visitors are on in every other block and away in the others (a page
+whose tab is hidden does not tick). The first block is warm-up; the first step of every block is left out
+(it straddles the switch). Two runs:
 
-1. alone: nobody polls (the script follows the run from its state.json on disk);
-2. polling: ten pages tick the Train tab as often as the tick tells their gr.Timer to (about once a step),
+1. polling: ten pages tick the Train tab as often as the tick tells their gr.Timer to (about once a step),
    each with the page's own request (the timer's tick through /gradio_api/queue/join and its SSE stream);
-3. polling + chat: the same ten pages and two people chatting with a finished run on the Chat tab
-   (gradio_client on /chat): one message, the streamed answer of both panes, think time, the next one.
+2. polling + chat: the same ten pages and two people on the Chat tab with a finished run picked
+   (gradio_client on /chat): a message, the reply, think time, the next one. While a run trains the
+   studio does not generate beside it: the reply is the note that the model is in use, so this part
+   measures what the chat requests cost the run.
 
-Tokens/s is read from the run's metrics.jsonl (real tokens between the first and the last logged step,
-so model loading is left out). Poll time is the round trip of one tick as a page sees it.
+Tokens/s is the real (packed) tokens of the counted steps over their time, from the run's metrics.jsonl.
+Poll time is the round trip of one tick as a page sees it.
 
-    python benchmarks/ui_load.py                       # the embedded SmolLM2-135M, 60 steps per run (~1-2 min each)
-    python benchmarks/ui_load.py --steps 40 --think 10 # longer runs, slower chatters
-    python benchmarks/ui_load.py --steps 30 --chats 0 --repeats 2  # alone, polling, alone, polling: mean drop
-
-On a 2-core CPU the chat's generation and the training share the same cores: the drop under chat load
-says how much of the machine a chat takes, not how much the UI costs; the polling-only run says that.
+    python benchmarks/ui_load.py                  # the embedded SmolLM2-135M, 45 steps per run, blocks of 5
+    python benchmarks/ui_load.py --chats 0        # the polling run only
+    python benchmarks/ui_load.py --chats 0 --fixed  # pages tick every second, as before the tick set the timer
+    python benchmarks/ui_load.py --block 4 --steps 60 --think 10
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -41,7 +44,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMER_OUTPUT = 6  # the tick's outputs: the page's key, progress, stats, chart, log, result, timer, retry
-_LABEL = re.compile(r"id='train-progress-label'>(\w+) · step (\d+)/")
 
 
 def _free_port() -> int:
@@ -125,35 +127,42 @@ def poll_once(http: httpx.Client, url: str, fn_index: int, trigger_id: int, sess
     raise RuntimeError("the stream ended without the tick's result")
 
 
-def poller(url: str, endpoint: tuple[int, int], interval: float, stop: threading.Event, times: list) -> None:
-    """One open page on the Train tab: a tick every ``interval`` seconds until ``stop``.
+def poller(url: str, endpoint: tuple[int, int], interval: float, on: threading.Event, stop: threading.Event,
+           times: list, fixed: bool = False) -> None:
+    """One open page on the Train tab: while ``on``, a tick every ``interval`` seconds, until ``stop``.
 
     As the page's gr.Timer does (a setInterval that starts again whenever its value changes): a tick that
-    sends the timer a new interval sets the next tick that long after its answer arrived.
+    sends the timer a new interval sets the next tick that long after its answer arrived (unless ``fixed``).
+    While ``on`` is clear the page is as a hidden tab: no ticks.
     """
     session = uuid.uuid4().hex[:11]
     with httpx.Client(timeout=120) as http:
         due = time.perf_counter()
         while not stop.wait(max(0.0, due - time.perf_counter())):
+            if not on.is_set():
+                due = time.perf_counter() + 0.2
+                continue
             t0 = time.perf_counter()
             data = poll_once(http, url, *endpoint, session)
             now = time.perf_counter()
             times.append(now - t0)
-            sent = data[TIMER_OUTPUT] if len(data) > TIMER_OUTPUT else None
+            sent = data[TIMER_OUTPUT] if len(data) > TIMER_OUTPUT and not fixed else None
             if isinstance(sent, (int, float)) and float(sent) != interval:
                 interval, due = float(sent), now + float(sent)
             else:
                 due = max(due + interval, now)
 
 
-def chatter(url: str, run_dir: str, model: str, think: float, tokens: int, stop: threading.Event,
-            log: list) -> None:
-    """One person on the Chat tab: a message, both panes' answers streamed back, think time, again."""
+def chatter(url: str, run_dir: str, model: str, think: float, tokens: int, on: threading.Event,
+            stop: threading.Event, log: list) -> None:
+    """One person on the Chat tab: while ``on``, a message, the reply, think time, again; until ``stop``."""
     from gradio_client import Client
 
     client = Client(url, verbose=False)
     i = 0
     while not stop.is_set():
+        if not on.wait(0.2):
+            continue
         t0 = time.perf_counter()
         client.predict(f"Question {i}: what does the adapter rank change?", [], [], run_dir, model,
                        tokens, 0.7, 0.9, 50, 1.1, False, api_name="/chat")
@@ -170,48 +179,64 @@ def start_run(url: str, cfg: dict) -> None:
         raise SystemExit(f"could not start the run: {message}")
 
 
-def wait_done(run_dir: Path, timeout: float = 1800) -> dict:
-    """Follow the run from state.json on disk (no request to the server)."""
+def _visitors_on(block: int, step: int) -> bool:
+    """Whether the visitors are there while step ``step + 1`` trains: block 0 (warm-up) and every even one away."""
+    return (step // block) % 2 == 1
+
+
+def follow(run_dir: Path, block: int, on: threading.Event, timeout: float = 1800) -> dict:
+    """Switch the visitors on and off at the block edges as the run's steps land in metrics.jsonl (no request to
+    the server); the run's final state."""
     from studio import runs
 
     deadline = time.time() + timeout
     while time.time() < deadline:
+        rows = [r for r in runs.read_metrics(run_dir) if "step" in r]
+        step = rows[-1]["step"] if rows else 0
+        on.set() if _visitors_on(block, step) else on.clear()
         state = runs.read_state(run_dir)
         if state.get("status") in ("done", "stopped", "failed"):
+            on.clear()
             return state
-        time.sleep(2)
+        time.sleep(0.2)
     raise SystemExit(f"{run_dir.name} did not finish within {timeout:.0f} s")
 
 
-def tokens_per_second(run_dir: Path) -> tuple[float, float]:
-    """(tokens/s, seconds) between the first and the last logged step of the run."""
+def split_rates(run_dir: Path, block: int) -> dict[str, tuple[float, int]]:
+    """{"away"|"there": (tokens/s, steps counted)} over the counted steps (not block 0, not a block's first)."""
     from studio import runs
 
-    rows = [r for r in runs.read_metrics(run_dir) if "tokens" in r and "time" in r]
-    first, last = rows[0], rows[-1]
-    seconds = last["time"] - first["time"]
-    return (last["tokens"] - first["tokens"]) / seconds, seconds
+    rows = [r for r in runs.read_metrics(run_dir) if "tokens" in r and "time" in r and "step" in r]
+    sums = {"away": [0.0, 0.0, 0], "there": [0.0, 0.0, 0]}
+    for prev, row in zip(rows, rows[1:]):
+        if row["step"] != prev["step"] + 1 or prev["step"] < block or prev["step"] % block == 0:
+            continue  # warm-up, or the first step of a block (the visitors were switched during it)
+        part = sums["there" if _visitors_on(block, prev["step"]) else "away"]
+        part[0] += row["tokens"] - prev["tokens"]
+        part[1] += row["time"] - prev["time"]
+        part[2] += 1
+    return {k: (tokens / seconds if seconds else float("nan"), n) for k, (tokens, seconds, n) in sums.items()}
 
 
 def measure(args, url: str, data: Path, runs_root: Path, name: str, pages: int, chats: int,
             chat_run: Path) -> dict:
-    """Train one run with ``pages`` pollers and ``chats`` chatters going; its tokens/s and the poll times."""
-    stop, poll_times, chat_times, threads = threading.Event(), [], [], []
+    """Train one run with ``pages`` pollers and ``chats`` chatters there in every other block."""
+    on, stop, poll_times, chat_times, threads = threading.Event(), threading.Event(), [], [], []
     endpoint = tick_endpoint(url)
-    start_run(url, run_config(args, data, name, args.steps))
     for _ in range(pages):
-        threads.append(threading.Thread(target=poller, args=(url, endpoint, args.interval, stop, poll_times)))
+        threads.append(threading.Thread(target=poller, args=(url, endpoint, args.interval, on, stop, poll_times,
+                                                               args.fixed)))
     for _ in range(chats):
         threads.append(threading.Thread(target=chatter, args=(url, str(chat_run), args.model, args.think,
-                                                              args.chat_tokens, stop, chat_times)))
+                                                              args.chat_tokens, on, stop, chat_times)))
     for t in threads:
         t.start()
-    state = wait_done(runs_root / name)
+    start_run(url, run_config(args, data, name, args.steps))
+    state = follow(runs_root / name, args.block, on)
     stop.set()
     for t in threads:
         t.join(300)
-    rate, seconds = tokens_per_second(runs_root / name)
-    return {"name": name, "status": state["status"], "tokens_per_second": rate, "seconds": seconds,
+    return {"name": name, "status": state["status"], "rates": split_rates(runs_root / name, args.block),
             "poll_times": poll_times, "chat_times": chat_times}
 
 
@@ -225,16 +250,17 @@ def _ms(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="embedded", help="model.id for the runs and the chat (default: embedded)")
-    p.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
+    p.add_argument("--steps", type=int, default=45, help="optimizer steps per run")
+    p.add_argument("--block", type=int, default=5, help="steps per block; the visitors are there every other block")
     p.add_argument("--batch", type=int, default=2, help="micro-batch (packed rows of --seq-len)")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--pages", type=int, default=10, help="pages polling the Train tab")
-    p.add_argument("--chats", type=int, default=2, help="people chatting (0: leave out the third run)")
-    p.add_argument("--interval", type=float, default=1.0, help="the page's tick interval (gr.Timer), seconds")
+    p.add_argument("--chats", type=int, default=2, help="people chatting (0: leave out the second run)")
+    p.add_argument("--interval", type=float, default=1.0, help="the page's first tick interval (gr.Timer), seconds")
+    p.add_argument("--fixed", action="store_true",
+                   help="pages tick every --interval seconds whatever the tick sends (how pages polled before)")
     p.add_argument("--think", type=float, default=10.0, help="seconds a chatter waits between messages")
     p.add_argument("--chat-tokens", type=int, default=64, help="max new tokens per answer")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="rounds of (alone, polling[, polling + chat]), one after the other; the mean drop is printed")
     args = p.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -249,46 +275,31 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "studio", "train", str(cfg_path), "--output", str(runs_root),
                         "--quiet"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         server = Server(args, runs_root, tmp)
-        picked, rounds = runs_root / "picked", []
+        picked = runs_root / "picked"
         try:
-            for i in range(1, args.repeats + 1):
-                alone = measure(args, server.url, data, runs_root, f"alone-{i}", 0, 0, picked)
-                rounds.append([alone, measure(args, server.url, data, runs_root, f"polling-{i}", args.pages, 0,
-                                              picked)])
-                if args.chats:
-                    rounds[-1].append(measure(args, server.url, data, runs_root, f"polling-chat-{i}", args.pages,
-                                              args.chats, picked))
+            results = [measure(args, server.url, data, runs_root, "polling", args.pages, 0, picked)]
+            if args.chats:
+                results.append(measure(args, server.url, data, runs_root, "polling-chat", args.pages, args.chats,
+                                       picked))
         finally:
             server.close()
-    _print(args, rounds)
+    _print(args, results)
     return 0
 
 
-def _print(args, rounds: list[list[dict]]) -> None:
-    print(f"model {args.model}, LoRA r8 q/v, {args.steps} steps of {args.batch} x {args.seq_len} packed tokens; "
-          f"{os.cpu_count()} CPU cores; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    drops: dict[str, list[float]] = {}
-    for results in rounds:
-        for r in results:
-            _print_run(args, r, results[0]["tokens_per_second"], drops)
-    if len(rounds) > 1:
-        for kind, values in drops.items():
-            print(f"{kind}: mean drop {statistics.mean(values):.1f}% over {len(values)} rounds "
-                  f"({', '.join(f'{v:.1f}' for v in values)})")
-
-
-def _print_run(args, r: dict, alone: float, drops: dict[str, list[float]]) -> None:
-    drop = 100 * (1 - r["tokens_per_second"] / alone)
-    if not r["name"].startswith("alone"):
-        drops.setdefault(r["name"].rsplit("-", 1)[0], []).append(drop)
-    line = (f"{r['name']:<15} {r['tokens_per_second']:8.1f} tokens/s over {r['seconds']:6.1f} s"
-            f"  drop {drop:5.1f}%  status {r['status']}")
-    if r["poll_times"]:
-        line += f"\n{'':<16}poll per tick: {_ms(r['poll_times'])}"
-    if r["chat_times"]:
-        line += (f"\n{'':<16}chat: {len(r['chat_times'])} answers, median "
-                 f"{statistics.median(r['chat_times']):.1f} s each (think time {args.think:.0f} s)")
-    print(line)
+def _print(args, results: list[dict]) -> None:
+    print(f"model {args.model}, LoRA r8 q/v, {args.steps} steps of {args.batch} x {args.seq_len} packed tokens, "
+          f"visitors there every other block of {args.block} steps; {os.cpu_count()} CPU cores; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for r in results:
+        (away, n_away), (there, n_there) = r["rates"]["away"], r["rates"]["there"]
+        print(f"{r['name']:<13} nobody there {away:7.1f} tokens/s ({n_away} steps), visitors there {there:7.1f} "
+              f"tokens/s ({n_there} steps): drop {100 * (1 - there / away):5.1f}%  status {r['status']}")
+        if r["poll_times"]:
+            print(f"{'':<14}poll per tick: {_ms(r['poll_times'])}")
+        if r["chat_times"]:
+            print(f"{'':<14}chat: {len(r['chat_times'])} replies, median {statistics.median(r['chat_times']):.1f} s "
+                  f"each (think time {args.think:.0f} s)")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -81,6 +81,13 @@ class _Slot:
     note: str = ""
     off: Callable[[Any], Any] | None = None  # inplace kind: the method's context manager that switches it off
     key: str = ""  # the name inside PEFT (user names like 'prefix' would clash with PEFT's parameter prefixes)
+    stamp: tuple = ()  # the result's files as they were loaded (see _stamp)
+
+
+def _stamp(folder: Path) -> tuple:
+    """What tells one writing of a result from the next: each file's name, size and modification time."""
+    files = (f for f in Path(folder).iterdir() if f.is_file())
+    return tuple(sorted((f.name, st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),)))
 
 
 @dataclass
@@ -158,8 +165,19 @@ class ChatEngine:
         if getattr(method, "quantized", None) and self.spec.quantization == "none":  # say so: it can shift answers
             slot.note = " ".join(filter(None, [slot.note, f"{name} was trained on a {method.quantized} base; here it "
                                                "runs on the full-precision base, so answers can differ slightly."]))
+        slot.stamp = _stamp(folder)
         self._slots[name] = slot
         return slot.note
+
+    def holds(self, name: str, run_dir: str | Path) -> bool:
+        """Whether ``name`` is loaded from ``run_dir`` as that run's result is now (not written again since)."""
+        slot = self._slots.get(name)
+        if slot is None or slot.run_dir.resolve() != Path(run_dir).resolve():
+            return False
+        try:
+            return slot.stamp == _stamp(read_run(run_dir)[2])
+        except (ConfigError, OSError):
+            return False
 
     def remove_adapter(self, name: str) -> None:
         """Unload ``name`` (its memory is freed once nothing else refers to it)."""
@@ -169,6 +187,10 @@ class ChatEngine:
             slot = self._slots.pop(name)
             if slot.kind in ("mixed", "switch"):
                 self._peft.delete_adapter(slot.key)
+                if not self._peft.peft_config:  # the last one: take PEFT's layers back out of the shared base
+                    self._hf, self._peft = self._peft.unload().eval(), None
+                elif self._peft.active_adapter not in self._peft.peft_config:
+                    self._peft.set_adapter(next(iter(self._peft.peft_config)))
 
     def _check_same_base(self, cfg: RunConfig, run_dir: Path) -> None:
         from studio import models

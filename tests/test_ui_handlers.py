@@ -350,6 +350,28 @@ def test_chat_while_a_run_trains_loads_nothing_and_keeps_the_message(chat_runs_r
     assert base[-1]["role"] == tuned[-1]["role"] == "assistant" and box == ""  # the run has ended: it answers
 
 
+@pytest.mark.parametrize("method", ["lora", "ia3", "adapter"])
+def test_a_run_trained_again_under_its_name_answers_with_its_new_weights(chat_runs_root, tiny_dirs, method):
+    import shutil
+
+    from studio.ui import chat_tab, state
+    from tests.runfolders import make_run
+
+    def tuned_logits(run: str) -> torch.Tensor:  # chat with the run, then the tuned pane's logits on fixed ids
+        _last(chat_tab.chat_stream("hi", [], [], run, "", 4, 0.7, 0.9, 50, 1.0, True))
+        with state.get().chat.using("again") as model:
+            return model(input_ids=torch.tensor([[1, 2, 3, 4, 5]])).logits
+
+    run = str(make_run(chat_runs_root, tiny_dirs["llama"], "again", method=method, seed=1))
+    first = tuned_logits(run)
+    shutil.rmtree(run)
+    make_run(chat_runs_root, tiny_dirs["llama"], "again", method=method, seed=7)  # same folder, new weights
+    second = tuned_logits(run)
+    state.get().chat, state.get().chat_key = None, None
+    fresh = tuned_logits(run)  # a new engine: what the run's weights give
+    assert torch.allclose(second, fresh) and not torch.allclose(first, second)
+
+
 def test_chat_compares_four_panes_on_one_copy(chat_runs_root, tiny_dirs):
     from studio.chat import BASE
     from studio.ui import chat_tab, state

@@ -90,6 +90,8 @@ def open_panes(model_id: str, runs: list[str | None]) -> tuple[Any, list[str | N
     spec = chat.read_run(first)[0].model if first else ModelSpec(id=model_id or "embedded")
     key = (models.resolve(spec), spec.quantization, spec.dtype)
     with app.lock:  # two sessions must not add the same adapter at once
+        if app.chat is not None and app.chat_key == key and not _drop_stale(app.chat, runs):
+            app.chat, app.chat_key = None, None  # a result hooked into the shared weights changed: load afresh
         if app.chat is None or app.chat_key != key:
             app.chat, app.chat_key = None, None  # let the old weights go before loading new ones
             app.chat, app.chat_key = chat.ChatEngine(spec), key
@@ -99,6 +101,19 @@ def open_panes(model_id: str, runs: list[str | None]) -> tuple[Any, list[str | N
             names.append(name)
             notes += [note] if note else []
     return engine, names, notes
+
+
+def _drop_stale(engine, runs: list[str | None]) -> bool:
+    """Unload the adapters named like these runs but loaded from another folder or from an earlier writing of
+    the same one (a run deleted and trained again under its name); False where one cannot be unloaded."""
+    for run_dir in filter(None, runs):
+        name = Path(run_dir).name
+        if name in engine.adapters() and not engine.holds(name, run_dir):
+            try:
+                engine.remove_adapter(name)
+            except ConfigError:
+                return False
+    return True
 
 
 def _add_run(engine, run_dir: str | None, spec: ModelSpec, taken: list) -> tuple[str | None, str]:
