@@ -54,6 +54,7 @@ def take(url: str) -> None:
         _shoot(page, "model")
         page.get_by_role("tab", name="2 · Method").click()
         _number(page, "#knob-lora-r input[type=number]", 16)
+        page.locator("#knob-lora-targets label:has-text('attention')").click()  # the default, off: all-linear has it
         page.locator("#knob-lora-targets label:has-text('all-linear')").click()
         _number(page, "#train-max_seq_len input", 256)
         page.wait_for_function("document.querySelector('#estimate-text').innerText.includes('GB')")
