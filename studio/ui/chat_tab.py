@@ -90,9 +90,9 @@ def open_panes(model_id: str, runs: list[str | None]) -> tuple[Any, list[str | N
     spec = chat.read_run(first)[0].model if first else ModelSpec(id=model_id or "embedded")
     key = (models.resolve(spec), spec.quantization, spec.dtype)
     with app.lock:  # two sessions must not add the same adapter at once
-        if app.chat is not None and app.chat_key == key and not _drop_stale(app.chat, runs):
-            app.chat, app.chat_key = None, None  # a result hooked into the shared weights changed: load afresh
-        if app.chat is None or app.chat_key != key:
+        # a stale result that cannot be unloaded (one hooked into the shared weights): load the base afresh
+        stale = app.chat is not None and app.chat_key == key and not _drop_stale(app.chat, runs)
+        if app.chat is None or app.chat_key != key or stale:
             app.chat, app.chat_key = None, None  # let the old weights go before loading new ones
             app.chat, app.chat_key = chat.ChatEngine(spec), key
         engine, names, notes = app.chat, [], []

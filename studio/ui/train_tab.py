@@ -330,10 +330,10 @@ def _view_outputs(view: TrainView) -> tuple:
 def tick(shown: bool | None = None) -> tuple:
     """The timer's event for one page: its flag that it is set up (a gr.State), then the view's parts.
 
-    Every open page ticks about once a step (see tick_seconds). Gradio rebuilds a component for every update it is sent (a
-    gr.Timer(...), a gr.Button(...), even gr.skip()), which costs far more than the values themselves, so a
-    page that already follows a running job (``shown`` is set) gets plain values only: the
-    texts, the chart serialised once for every page, and the timer's and button's unchanged values. The
+    Every open page ticks about once a step (see tick_seconds). Gradio rebuilds a component for every update
+    it is sent (a gr.Timer(...), a gr.Button(...), even gr.skip()), which costs far more than the values
+    themselves, so a page that already follows a running job (``shown`` is set) gets plain values only: the
+    texts, the chart serialised once for every page, the timer's next interval and the button's label. The
     updates that switch the timer off and show Retry go out once, when the job has ended.
     """
     view = training_view()
