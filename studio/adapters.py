@@ -29,7 +29,7 @@ from studio import targets as tg
 from studio.config import ConfigError
 
 __all__ = ["AdapterConfig", "Bottleneck", "STYLES", "PLACEMENTS", "ACTIVATIONS", "CONFIG_FILE", "WEIGHTS_FILE",
-           "add", "save", "load", "disabled", "params_per_block", "sites"]
+           "add", "save", "load", "disabled", "params_per_block", "placement_mismatch", "sites"]
 
 CONFIG_FILE = "bottleneck_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -57,9 +57,9 @@ class AdapterConfig:
             raise ConfigError(f"adapter style {self.style!r} is not one of {', '.join(STYLES)}")
         if self.placement not in PLACEMENTS:
             raise ConfigError(f"adapter placement {self.placement!r} is not one of {', '.join(PLACEMENTS)}")
-        if self.placement != "both" and self.style != "houlsby":
-            raise ConfigError(f"adapter placement {self.placement!r} applies to the houlsby style only "
-                              f"({self.style} has one fixed place, by the MLP)")
+        mismatch = placement_mismatch(self.style, self.placement)
+        if mismatch:
+            raise ConfigError(f"adapter placement {mismatch}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"adapter activation {self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
         if self.size < 1:
@@ -81,6 +81,14 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scaling * self.up(self.drop(self.act(self.down(x))))
+
+
+def placement_mismatch(style: str, placement: str) -> str | None:
+    """Why ``placement`` cannot go with ``style`` (only houlsby has two sites to choose from), or None."""
+    if placement != "both" and style != "houlsby":
+        return (f"{placement} applies to the houlsby style only ({style} has one fixed place, by the MLP); "
+                "leave it at both")
+    return None
 
 
 def sites(cfg: AdapterConfig) -> tuple[str, ...]:

@@ -49,8 +49,8 @@ from typing import Any, Callable
 from studio.config import ConfigError, MethodSpec, ModelSpec
 
 __all__ = ["Knob", "Method", "MemoryFacts", "Context", "MergeRefused", "register", "get", "names", "all_methods",
-           "check_spec", "model_spec_for", "quantised_refusal", "trainer_callbacks", "save_result", "finish_result", "load_result",
-           "result_spec", "merge", "adapter_off", "count_trainable", "method_of", "RESULT_FILE"]
+           "check_spec", "model_spec_for", "quantised_refusal", "trainer_callbacks", "save_result", "finish_result",
+           "load_result", "result_spec", "merge", "adapter_off", "count_trainable", "method_of", "RESULT_FILE"]
 
 RESULT_FILE = "studio_method.json"
 

@@ -32,10 +32,8 @@ def _apply(model, spec, ctx):
 
 
 def _checks(values: dict) -> list[str]:
-    if values["placement"] != "both" and values["style"] != "houlsby":
-        return [f"placement: {values['placement']} applies to style houlsby only ({values['style']} has one fixed "
-                "place, by the MLP); leave placement at both"]
-    return []
+    mismatch = adapters.placement_mismatch(values["style"], values["placement"])
+    return [f"placement: {mismatch}"] if mismatch else []
 
 
 def _parts(values: dict) -> tuple[str, ...]:
