@@ -66,6 +66,8 @@ class TrainView:
     active: bool
     retry: bool = False
     """offer Retry smaller: the job ended out of memory"""
+    next_tick: float = TICK_SECONDS
+    """seconds until a page watching it should look again (see tick_seconds)"""
 
 
 def current():
@@ -301,7 +303,7 @@ def training_view(job=None) -> TrainView:
     figure, log = _feed(job).read()
     ended = snap.get("state") in _ENDED and not job.running
     return TrainView(_progress_html(snap), _stats_md(snap), figure, log, _result_md(job, snap), not ended,
-                     ended and ran_out_of_memory(job))
+                     ended and ran_out_of_memory(job), tick_seconds(snap))
 
 
 def status() -> dict:
@@ -338,8 +340,8 @@ def tick(shown: bool | None = None) -> tuple:
     """
     view = training_view()
     if shown is not None and view.active:
-        return (True, view.progress, view.stats, _plot_data(view.figure), view.log, view.result,
-                tick_seconds(current().snapshot()), RETRY_LABEL)
+        return (True, view.progress, view.stats, _plot_data(view.figure), view.log, view.result, view.next_tick,
+                RETRY_LABEL)
     return (True, *_view_outputs(view))
 
 
