@@ -18,8 +18,11 @@ __all__ = ["main", "build_parser", "load_run_config"]
 
 def load_run_config(args: argparse.Namespace) -> RunConfig:
     """The preset named on the command line with its ``--set`` overrides applied."""
-    cfg = RunConfig.load(args.preset) if getattr(args, "preset", None) else RunConfig()
-    return cfg.with_overrides(getattr(args, "set", None) or [])
+    from studio import validation  # the registry imports torch: only commands that read a config pay for it
+
+    cfg = RunConfig.parse_yaml(RunConfig.read(args.preset), args.preset) if getattr(args, "preset", None) \
+        else RunConfig()
+    return validation.with_overrides(cfg, getattr(args, "set", None) or [])
 
 
 def _add_config_args(p: argparse.ArgumentParser, preset_required: bool = True) -> None:

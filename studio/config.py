@@ -7,6 +7,11 @@ Every field carries its help text, allowed values and range in ``metadata``, so 
     cfg = RunConfig.load("presets/quickstart.yaml")
     cfg = cfg.with_overrides(["train.max_steps=20", "method.r=16"])
     cfg.save("runs/x/config.yaml")
+
+This module is the ground floor: it imports nothing from the studio. It checks each field against its own
+type and range; a method's knobs are checked against the method registry by ``studio.validation``, which
+is what loads user input (``validation.load``, ``validation.with_overrides``). ``Setting`` is the one
+description of a setting, for config fields and method knobs alike: one range check, one widget builder.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "Setting",
+    "setting",
     "ModelSpec",
     "MethodSpec",
     "DataSpec",
     "DistributedSpec",
     "TrainSpec",
     "RunConfig",
+    "NOTHING_TO_TRAIN",
     "parse_value",
 ]
 
@@ -38,6 +46,76 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting (a config field or a method knob): typed, with a default, a range or choices, one line of help.
+
+    ``type`` is a type or a type hint (``int | None``). ``picks`` marks a list of names taken from the model:
+    'layers' (its Linear / Conv1D layers and the target groups, ``targets.resolve_layers``) or 'modules' (any
+    module with parameters, ``targets.resolve_modules``); preflight checks those names and the UI offers them.
+    """
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    picks: str = ""
+
+    @property
+    def optional(self) -> bool:
+        """Whether None is an allowed value ("not set")."""
+        return self.default is None or _allows_none(self.type)
+
+    @property
+    def kind(self) -> type:
+        """The value's type without ``None`` (``int`` for ``int | None``)."""
+        return _base_types(self.type)[0] if self.type is not None else type(None)
+
+    def coerce(self, value: Any) -> Any:
+        """Convert a parsed value to the setting's type where that is lossless (1 -> 1.0, 'a,b' -> [a, b])."""
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if self.type is list and isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    def problem(self, value: Any, key: str) -> str | None:
+        """A readable line if ``value`` is not allowed for this setting, else None."""
+        value = self.coerce(value)
+        if value is None and self.optional:
+            return None
+        if not _type_ok(value, self.type):
+            return f"{key}: expected {_type_name(self.type)}, got {value!r}"
+        if self.choices is not None:
+            bad = [v for v in value if v not in self.choices] if isinstance(value, list) else (
+                [] if value in self.choices else [value])
+            if bad:
+                return f"{key}: {bad[0]!r} is not one of {', '.join(map(str, self.choices))}"
+        if self.min is not None and isinstance(value, (int, float)) and value < self.min:
+            return f"{key}: {value} is below the minimum {self.min}"
+        if self.max is not None and isinstance(value, (int, float)) and value > self.max:
+            return f"{key}: {value} is above the maximum {self.max}"
+        return None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "type": _type_name(self.type), "default": self.default, "help": self.help,
+                "choices": list(self.choices) if self.choices else None, "min": self.min, "max": self.max,
+                "step": self.step, "picks": self.picks or None}
+
+
+def setting(section: type, name: str) -> Setting:
+    """The Setting of one config field (``setting(TrainSpec, "max_seq_len")``): its help, range and default."""
+    f = next(f for f in dataclasses.fields(section) if f.name == name)
+    meta = f.metadata
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return Setting(name, typing.get_type_hints(section)[name], default, meta.get("help", ""),
+                   choices=meta.get("choices"), min=meta.get("min"), max=meta.get("max"))
 
 
 def _f(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
@@ -55,22 +133,16 @@ class _Section:
     def problems(self, prefix: str) -> list[str]:
         """Every problem with this section's values, as readable lines."""
         out = []
-        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             if f.name.startswith("_"):
                 continue
-            value, meta, key = getattr(self, f.name), f.metadata, f"{prefix}.{f.name}"
-            if value is None and _allows_none(hints[f.name]):
+            value = getattr(self, f.name)
+            if isinstance(value, _Section):  # a nested section (train.distributed)
+                out += value.problems(f"{prefix}.{f.name}")
                 continue
-            if not _type_ok(value, hints[f.name]):
-                out.append(f"{key}: expected {_type_name(hints[f.name])}, got {value!r}")
-                continue
-            if meta.get("choices") and value not in meta["choices"]:
-                out.append(f"{key}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
-            if meta.get("min") is not None and isinstance(value, (int, float)) and value < meta["min"]:
-                out.append(f"{key}: {value} is below the minimum {meta['min']}")
-            if meta.get("max") is not None and isinstance(value, (int, float)) and value > meta["max"]:
-                out.append(f"{key}: {value} is above the maximum {meta['max']}")
+            line = setting(type(self), f.name).problem(value, f"{prefix}.{f.name}")
+            if line:
+                out.append(line)
         return out
 
     def to_dict(self) -> dict:
@@ -185,23 +257,15 @@ class ModelSpec(_Section):
 
 @dataclass
 class MethodSpec:
-    """The fine-tuning method and its knobs. Knobs are declared by the method registry (studio.methods)."""
+    """The fine-tuning method and its knobs: a plain record. The method registry (studio.methods) declares each
+    method's knobs, their defaults and ranges; ``studio.validation`` checks a spec against it."""
 
     name: str = "lora"
     knobs: dict = field(default_factory=dict)
 
     def problems(self, prefix: str = "method") -> list[str]:
-        from studio import methods  # the registry knows each method's knobs
-
-        return methods.check_spec(self, prefix)
-
-    def get(self, key: str) -> Any:
-        """A knob's value, falling back to the registry default."""
-        from studio import methods
-
-        if key in self.knobs:
-            return self.knobs[key]
-        return methods.get(self.name).knob(key).default
+        """Problems this record can see alone (the knobs need the registry: ``studio.validation``)."""
+        return [] if isinstance(self.name, str) and self.name else [f"{prefix}.name: expected a method name"]
 
     def to_dict(self) -> dict:
         return {"name": self.name, **self.knobs}
@@ -219,13 +283,11 @@ class MethodSpec:
         return cls(name=name, knobs=data)
 
     def set(self, key: str, text: str, prefix: str = "method") -> None:
-        from studio import methods
-
+        """Set a knob from its text form as YAML reads it; ``studio.validation`` types it by the knob."""
         if key == "name":
             self.name = text.strip()
             return
-        knob = methods.get(self.name).knob(key, prefix)
-        self.knobs[key] = knob.coerce(parse_value(text))
+        self.knobs[key] = parse_value(text)
 
 
 @dataclass
@@ -258,6 +320,9 @@ class DistributedSpec(_Section):
     mixed_precision: str = _f("bf16", "mixed precision accelerate uses", choices=("no", "bf16", "fp16"))
 
 
+NOTHING_TO_TRAIN = "train.epochs is 0 and train.max_steps is not set: nothing to train"
+
+
 @dataclass
 class TrainSpec(_Section):
     """How long and how the run trains."""
@@ -286,6 +351,10 @@ class TrainSpec(_Section):
     run_name: str | None = _f(None, "name of the run folder; none picks one from the method and the time")
     distributed: DistributedSpec = _f(None, "multi-GPU settings", factory=DistributedSpec)
 
+    def trains_nothing(self) -> bool:
+        """No steps to take: epochs is 0 and max_steps is not set (``NOTHING_TO_TRAIN`` says so)."""
+        return not self.max_steps and self.epochs <= 0
+
 
 _SECTIONS = {"model": ModelSpec, "method": MethodSpec, "data": DataSpec, "train": TrainSpec}
 
@@ -300,11 +369,14 @@ class RunConfig:
     train: TrainSpec = field(default_factory=TrainSpec)
 
     def problems(self) -> list[str]:
-        """Every problem in the config, one readable line each (empty when valid)."""
+        """Every problem with the fields' values, one readable line each (empty when valid).
+
+        A method's knobs need the registry: ``studio.validation.problems`` adds them.
+        """
         return [p for name in _SECTIONS for p in getattr(self, name).problems(name)]
 
     def validate(self) -> "RunConfig":
-        """Raise ConfigError listing every problem at once; return self when valid."""
+        """Raise ConfigError listing every field problem at once; return self when valid."""
         found = self.problems()
         if found:
             raise ConfigError(found)
@@ -317,32 +389,51 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "RunConfig":
+    def parse(cls, data: dict | None) -> "RunConfig":
+        """Build from a mapping without checking values (unknown sections and keys are still errors)."""
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError(f"a run config is a mapping with sections {', '.join(_SECTIONS)}, got {type(data).__name__}")
+            raise ConfigError(f"a run config is a mapping with sections {', '.join(_SECTIONS)}, "
+                              f"got {type(data).__name__}")
         unknown = sorted(set(data) - set(_SECTIONS))
         if unknown:
             raise ConfigError([f"{k}: unknown section (allowed: {', '.join(_SECTIONS)})" for k in unknown])
-        return cls(**{k: _SECTIONS[k].from_dict(data.get(k), k) for k in _SECTIONS}).validate()
+        return cls(**{k: _SECTIONS[k].from_dict(data.get(k), k) for k in _SECTIONS})
 
     @classmethod
-    def from_yaml(cls, text: str, source: str = "config") -> "RunConfig":
+    def from_dict(cls, data: dict | None) -> "RunConfig":
+        """Build from a mapping and check every field (ConfigError with every problem)."""
+        return cls.parse(data).validate()
+
+    @classmethod
+    def parse_yaml(cls, text: str, source: str = "config") -> "RunConfig":
+        """Build from YAML text without checking values; ``source`` names it in messages."""
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
             raise ConfigError(f"{source}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
-        return cls.from_dict(data)
+        return cls.parse(data)
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def from_yaml(cls, text: str, source: str = "config") -> "RunConfig":
+        """Build from YAML text and check every field."""
+        return cls.parse_yaml(text, source).validate()
+
+    @staticmethod
+    def read(path: str | Path) -> str:
+        """The text of a YAML file, or a ConfigError naming the missing file."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such preset file")
-        return cls.from_yaml(path.read_text(encoding="utf-8"), str(path))
+        return path.read_text(encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        """A RunConfig from a YAML file, its fields checked (a run folder's config.yaml, a preset)."""
+        return cls.from_yaml(cls.read(path), str(path))
 
     def save(self, path: str | Path) -> Path:
         """Write the config as YAML atomically (a temporary name, then rename)."""
@@ -353,9 +444,9 @@ class RunConfig:
         tmp.replace(path)
         return path
 
-    def with_overrides(self, assignments: list[str]) -> "RunConfig":
-        """A copy with ``section.key=value`` assignments applied and validated."""
-        cfg = RunConfig.from_dict(self.to_dict()) if assignments else self
+    def apply_overrides(self, assignments: list[str]) -> tuple["RunConfig", list[str]]:
+        """A copy with ``section.key=value`` assignments applied, and every field problem found."""
+        cfg = RunConfig.parse(self.to_dict())
         found: list[str] = []
         for item in assignments:
             key, sep, text = item.partition("=")
@@ -370,11 +461,14 @@ class RunConfig:
                 except ConfigError as err:
                     found += err.problems
         found += [p for p in cfg.problems() if p not in found]
+        return cfg, found
+
+    def with_overrides(self, assignments: list[str]) -> "RunConfig":
+        """A copy with ``section.key=value`` assignments applied and its fields checked (ConfigError if bad).
+
+        Method knobs stay as YAML reads them; ``studio.validation.with_overrides`` also types and checks them.
+        """
+        cfg, found = self.apply_overrides(assignments)
         if found:
             raise ConfigError(found)
         return cfg
-
-
-def field_help(section: type, name: str) -> dict:
-    """Help text, choices and range of one field, for the CLI and the UI."""
-    return dict(next(f for f in dataclasses.fields(section) if f.name == name).metadata)

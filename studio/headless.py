@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from studio import training
+from studio import process, training
 from studio.config import ConfigError, RunConfig
 
 __all__ = ["run_headless", "TrainingFailed"]
@@ -56,7 +56,7 @@ def _follow(job, quiet: bool) -> None:
             finished = job.wait(0.5)
             for event in job.events(seen):
                 seen = event["index"] + 1
-                if not training.is_main_process():
+                if not process.is_main_process():
                     continue
                 note = _data_note(event)
                 if note:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from studio import process
 from studio.config import ConfigError, ModelSpec
 
 __all__ = [
@@ -370,10 +371,8 @@ def _quant_config(spec: ModelSpec):
 
 
 def _sharded() -> bool:
-    """True in a process that accelerate launched with FSDP or ZeRO-3 (see studio.distributed)."""
-    from studio import distributed
-
-    return distributed.sharded_loading()
+    """True in a process that accelerate launched with FSDP or ZeRO-3 (see studio.process)."""
+    return process.sharded_loading()
 
 
 def _load_model_uncached(spec: ModelSpec, src: Source):
@@ -385,9 +384,7 @@ def _load_model_uncached(spec: ModelSpec, src: Source):
     quant = _quant_config(spec)
     dtype = pick_dtype(spec.dtype)
     if _sharded():
-        from studio import distributed
-
-        distributed.init_early()  # transformers then reads the weights on rank 0 only
+        process.init_early()  # transformers then reads the weights on rank 0 only
         if quant is not None and getattr(quant, "load_in_4bit", False):
             dtype = quant.bnb_4bit_quant_storage  # FSDP+QLoRA: the model dtype equals the storage dtype
     if quant is not None:

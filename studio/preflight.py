@@ -19,9 +19,9 @@ import warnings
 
 import torch
 
-from studio import methods, models
+from studio import meta_model, methods, models, validation
 from studio import targets as tg
-from studio.config import ConfigError, RunConfig
+from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
 
 __all__ = ["problems", "check", "bitsandbytes_problem", "causal_lm_problem", "context_length"]
 
@@ -38,9 +38,6 @@ _ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "xlm-roberta-xl", 
 # Where configs keep the context length (the same fields ArchSpec reads, without its 2048 fallback:
 # a model that states no length, such as Mamba or RWKV, has no limit to check).
 _CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "n_ctx")
-# Methods that change the forward's inputs or attention cache: the model's forward decides whether they fit.
-_PROBED = ("prefix", "prompt", "ptuning")
-_RANK_KNOBS = ("r", "init_r")
 
 
 def problems(cfg: RunConfig, machine: bool = True) -> list[str]:
@@ -49,7 +46,7 @@ def problems(cfg: RunConfig, machine: bool = True) -> list[str]:
     Args:
         machine: also check this machine (precision, bitsandbytes); False when planning for another one.
     """
-    found = cfg.problems()
+    found = validation.problems(cfg)
     if found:
         return found
     return _settings(cfg, machine) + _quantisation(cfg, machine) + _model(cfg)
@@ -69,16 +66,16 @@ def _settings(cfg: RunConfig, machine: bool) -> list[str]:
     from studio.train_parts import resolve_precision
 
     t, out = cfg.train, []
-    if not t.max_steps and t.epochs <= 0:
-        out.append("train.epochs is 0 and train.max_steps is not set: nothing to train")
+    if t.trains_nothing():
+        out.append(NOTHING_TO_TRAIN)
     try:
         if machine:
             resolve_precision(t.precision)
     except ConfigError as err:
         out += err.problems
-    if cfg.method.name == "prefix" and t.gradient_checkpointing:
-        out.append("train.gradient_checkpointing: prefix tuning cannot run with it (PEFT keeps the prefix in the "
-                   "attention cache, which checkpointing turns off); set it to false or pick another method")
+    refusal = methods.get(cfg.method.name).checkpointing_refusal
+    if refusal and t.gradient_checkpointing:
+        out.append(f"train.gradient_checkpointing: {refusal}")
     return out
 
 
@@ -182,48 +179,18 @@ def _model(cfg: RunConfig) -> list[str]:
 def _method_on_model(cfg: RunConfig, config) -> list[str]:
     method = methods.get(cfg.method.name)
     values = method.values(cfg.method)
-    model = _meta_model(config, cfg.model.trust_remote_code)
+    model = meta_model.cached(config, cfg.model.trust_remote_code)
     if model is None:  # not buildable without weights here; loading reports whatever is wrong
         return []
     out = _target_problems(method, values, model)
     if not out:
         out = _rank_problems(method, values, model)
-    if method.name in _PROBED:
+    if method.trial_forward:
         out += _probe(cfg, config)
     return out
 
 
 # --- module names and shapes from a meta-device copy ---------------------------------------------------------
-
-_lock = threading.Lock()
-_meta_cache: dict[int, tuple] = {}
-_probe_cache: dict[tuple, list[str]] = {}
-_CACHED_MODELS = 4
-
-
-def _build(config, trust_remote_code: bool):
-    from transformers import AutoModelForCausalLM
-
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-
-
-def _meta_model(config, trust_remote_code: bool):
-    """The model's modules on the meta device (shapes only), cached per config; None if it cannot be built."""
-    with _lock:
-        hit = _meta_cache.get(id(config))
-        if hit is not None and hit[0] is config:
-            return hit[1]
-        try:
-            model = _build(config, trust_remote_code)
-        except Exception:  # noqa: BLE001 - some code needs real weights to build; loading will tell
-            model = None
-        if len(_meta_cache) >= _CACHED_MODELS:
-            _meta_cache.pop(next(iter(_meta_cache)))
-        _meta_cache[id(config)] = (config, model)  # the config is kept so its id is never reused
-        return model
-
 
 def _target_problems(method, values: dict, model) -> list[str]:
     """Module-name knobs (targets, modules...) that name layers the model lacks, or match none of its layers."""
@@ -257,12 +224,10 @@ def _sizes(module) -> tuple[int, int] | None:
 
 def _rank_problems(method, values: dict, model) -> list[str]:
     """A LoRA-family rank above the smaller size of a targeted layer (the most a rank can be)."""
-    from studio.method_defs.lora import resolve_targets
-
-    knob = next((k for k in _RANK_KNOBS if k in values), None)
-    if method.family != "lora" or knob is None or "targets" not in values:
+    knob = method.rank_knob
+    if not knob or "targets" not in values:
         return []
-    names = resolve_targets(model, values["targets"])
+    names = tg.resolve_layers(model, values["targets"], "method.targets")
     layers = []
     for full, module in model.named_modules():
         short = next((n for n in names if full == n or full.endswith("." + n)), None)
@@ -279,6 +244,10 @@ def _rank_problems(method, values: dict, model) -> list[str]:
             f"({'' if one else 'smallest: '}{full}: in {i}, out {o} features); a LoRA rank is at most a layer's "
             f"smaller size: lower method.{knob} to {smallest} or leave {short if one else 'them'} out of "
             "method.targets"]
+
+
+_lock = threading.Lock()
+_probe_cache: dict[tuple, list[str]] = {}
 
 
 # --- a trial forward pass for prompt-learning methods --------------------------------------------------------
@@ -308,7 +277,7 @@ def _trial(cfg: RunConfig, config) -> list[str]:
     method = methods.get(cfg.method.name)
     trust = cfg.model.trust_remote_code
     try:
-        _forward(_build(config, trust))
+        _forward(meta_model.build(config, trust))
     except Exception:  # noqa: BLE001 - this forward needs real weights; the trial cannot judge the method
         return []
     try:
@@ -319,7 +288,7 @@ def _trial(cfg: RunConfig, config) -> list[str]:
     try:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")
-            applied = method.apply(_build(config, trust), cfg.method, methods.Context(tokenizer=tokenizer,
+            applied = method.apply(meta_model.build(config, trust), cfg.method, methods.Context(tokenizer=tokenizer,
                                                                                       total_steps=100))
         _forward(applied)
     except ConfigError as err:
@@ -337,11 +306,8 @@ def _refusal(method, config, applied, err: Exception) -> str:
                 "attention to put virtual tokens in); pick LoRA instead")
     why = f"{type(err).__name__}: {_first_line(err)}"
     peft_cfg = getattr(applied, "peft_config", {}).get("default") if applied is not None else None
-    if method.name == "prefix" and peft_cfg is not None:
-        heads = peft_cfg.num_attention_heads
-        return (f"method.name: prefix tuning does not fit {kind}'s attention cache: PEFT sizes the prefix for "
-                f"{heads} key/value heads of {peft_cfg.token_dim // heads} dims, and a trial forward pass (no "
-                f"weights) fails ({why}); pick LoRA or prompt tuning instead")
+    if method.trial_refusal is not None and peft_cfg is not None:
+        return f"method.name: {method.trial_refusal(kind, peft_cfg, why)}"
     return (f"method.name: {method.title} does not fit {kind}: a trial forward pass (no weights) fails ({why}); "
             "pick LoRA instead")
 

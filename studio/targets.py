@@ -4,7 +4,7 @@ Groups: 'attention', 'mlp' and 'all-linear' (plus 'ffn-out' and 'ia3'). Names ar
 PEFT matches on (``q_proj``, Phi-3's fused ``qkv_proj``, GPT-2's ``c_attn``...).
 
 With a loaded model, ``discover(model)`` reads them. Without weights, ``layout(arch)`` builds a copy of the
-model on the meta device (shapes only, no memory; preflight's cached builder) from a config carrying the
+model on the meta device (shapes only, no memory; ``studio.meta_model``) from a config carrying the
 architecture's facts, and reads the names, the layers' shapes and the parts' sizes from it, once per
 architecture. Only a model type that cannot be built that way (remote code, not a causal LM) falls back
 to the names in ``ARCH_TARGETS`` and to shapes computed from the architecture's numbers.
@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+from studio import meta_model as meta
 from studio.config import ConfigError
 
-__all__ = ["ARCH_TARGETS", "GROUPS", "Layout", "discover", "layout", "meta_model", "for_arch", "expand",
+__all__ = ["ARCH_TARGETS", "GROUPS", "Layout", "discover", "layout", "for_arch", "expand",
            "linear_shapes", "bias_total", "block_part_sizes", "norm_weight_total", "blocks", "block_part",
            "is_norm", "resolve_layers", "resolve_modules", "module_names"]
 
@@ -156,56 +157,10 @@ class Layout:
     source: str  # 'model' (read from a meta-device copy) or 'table' (ARCH_TARGETS and formulas)
 
 
-# ArchSpec field -> the config names ArchSpec.from_config reads it from, the usual one first
-_CONFIG_NAMES = {
-    "hidden_size": ("hidden_size", "n_embd", "d_model"), "num_layers": ("num_hidden_layers", "n_layer", "num_layers"),
-    "num_heads": ("num_attention_heads", "n_head"), "num_kv_heads": ("num_key_value_heads",),
-    "head_dim": ("head_dim",), "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim"),
-    "vocab_size": ("vocab_size",), "max_position": ("max_position_embeddings", "n_positions", "n_ctx"),
-    "tied_embeddings": ("tie_word_embeddings",), "attention_bias": ("attention_bias",), "mlp_bias": ("mlp_bias",),
-}
-
-
-@functools.lru_cache(maxsize=64)
-def _config_for(arch):
-    """A transformers config of ``arch``'s model type carrying its facts, or None when none reproduces them.
-
-    Kept per architecture, so preflight's builder (which caches per config object) builds each model once.
-    """
-    from transformers import AutoConfig
-
-    from studio.models import ArchSpec
-
-    try:
-        plain = AutoConfig.for_model(arch.model_type)
-        kwargs = {}
-        for fact, names in _CONFIG_NAMES.items():
-            # the name this config class really stores (GPT-2: hidden_size is an alias of n_embd)
-            real = [plain.attribute_map.get(n, n) for n in names]
-            stored = next((n for n in real if n in vars(plain)), None)
-            if stored is not None:
-                kwargs[stored] = getattr(arch, fact)
-        for token in ("pad_token_id", "bos_token_id", "eos_token_id"):
-            if isinstance(getattr(plain, token, None), int) and getattr(plain, token) >= arch.vocab_size:
-                kwargs[token] = None  # a default token id beyond a small vocabulary cannot build
-        config = AutoConfig.for_model(arch.model_type, **kwargs)
-    except Exception:  # noqa: BLE001 - an unknown or remote-code model type: no config to build from
-        return None
-    return config if ArchSpec.from_config(config) == arch else None
-
-
-def meta_model(arch):
-    """A copy of ``arch``'s model on the meta device (module names and shapes, no memory), or None."""
-    from studio import preflight
-
-    config = _config_for(arch)
-    return preflight._meta_model(config, False) if config is not None else None
-
-
 @functools.lru_cache(maxsize=64)
 def layout(arch) -> Layout:
     """``arch``'s layers and sizes, read from its meta-device copy (the table where it cannot be built)."""
-    model = meta_model(arch)
+    model = meta.for_arch(arch)
     try:
         return _read_layout(model) if model is not None else _table_layout(arch)
     except ValueError:  # no list of blocks to read per-block sizes from

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from studio import distributed, runs
-from studio.config import ConfigError, RunConfig
+from studio import process, runs
+from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
 
 __all__ = ["OPTIMIZERS", "build_args", "cpu_has_bf16", "memory_now", "resolve_precision", "Progress", "EarlyStop",
            "StudioTrainer", "TokenCountingCollator", "total_steps"]
@@ -108,9 +108,9 @@ def total_steps(cfg: RunConfig, rows: int) -> int:
     t = cfg.train
     if t.max_steps:
         return t.max_steps
-    if t.epochs <= 0:
-        raise ConfigError("train.epochs is 0 and train.max_steps is not set: nothing to train")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if t.trains_nothing():
+        raise ConfigError(NOTHING_TO_TRAIN)
+    world = process.world_size()
     batches = math.ceil(rows / (t.micro_batch_size * world))
     per_epoch = max(1, math.ceil(batches / t.grad_accum))
     return max(1, math.ceil(per_epoch * t.epochs))
@@ -243,7 +243,7 @@ class Progress(TrainerCallback):
             rate = (local - self.last_tokens) / max(now - self.last_t, 1e-9)
             self.last_t, self.last_tokens = now, local
             # every process logs the same step: the run's token count and throughput are their sums
-            rate, tokens = distributed.all_reduce_sums(rate, local)
+            rate, tokens = process.all_reduce_sums(rate, local)
             tokens = int(tokens)
             row.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
                        tokens_per_second=round(rate, 2), tokens=tokens, **mem, time=round(time.time(), 3))

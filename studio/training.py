@@ -31,7 +31,7 @@ import torch
 from transformers import PrinterCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
-from studio import faults, preflight, runs
+from studio import faults, preflight, process, runs, validation
 from studio.config import ConfigError, RunConfig
 from studio.faults import OutOfMemory, TrainingError
 from studio.train_parts import (
@@ -44,7 +44,7 @@ from studio.train_parts import (
     total_steps,
 )
 
-__all__ = ["STATES", "TrainingError", "OutOfMemory", "TrainingJob", "current_job", "is_main_process", "cpu_has_bf16"]
+__all__ = ["STATES", "TrainingError", "OutOfMemory", "TrainingJob", "current_job", "cpu_has_bf16"]
 
 STATES = ("queued", "loading", "training", "saving", "done", "stopped", "failed")
 
@@ -58,11 +58,6 @@ def current_job() -> "TrainingJob | None":
     return _current
 
 
-def is_main_process() -> bool:
-    # Under accelerate/torchrun only rank 0 writes the run folder.
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 class TrainingJob:
     """One training run of a RunConfig, in a background thread.
 
@@ -73,7 +68,7 @@ class TrainingJob:
     """
 
     def __init__(self, cfg: RunConfig, *, callbacks: tuple = (), run_dir: str | Path | None = None):
-        self.cfg = cfg.validate()
+        self.cfg = validation.validate(cfg)
         self.name = runs.sanitize_name(cfg.train.run_name or f"{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         self.run_dir: Path | None = Path(run_dir) if run_dir else None
         self.model: Any = None
@@ -194,11 +189,11 @@ class TrainingJob:
         self._write_state(status=state, message=message, **extra)
 
     def _write_state(self, **values: Any) -> None:
-        if self.run_dir is not None and is_main_process():
+        if self.run_dir is not None and process.is_main_process():
             runs.write_state(self.run_dir, **values)
 
     def _log(self, line: str) -> None:
-        if self.run_dir is None or not is_main_process():
+        if self.run_dir is None or not process.is_main_process():
             return
         with open(self.run_dir / "train.log", "a", encoding="utf-8") as fh:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
@@ -207,19 +202,17 @@ class TrainingJob:
 
     def _prepare_folder(self) -> None:
         if self.run_dir is None:
-            self.run_dir = runs.new_run_dir(self.cfg.train.output_dir, self.name) if is_main_process() else \
+            self.run_dir = runs.new_run_dir(self.cfg.train.output_dir, self.name) if process.is_main_process() else \
                 Path(self.cfg.train.output_dir) / self.name
             # under torchrun every rank takes rank 0's folder (its name has rank 0's time, maybe a -2 suffix)
-            from studio import distributed
-
-            self.run_dir = Path(distributed.from_rank0(str(self.run_dir)))
+            self.run_dir = Path(process.from_rank0(str(self.run_dir)))
             self.name = self.run_dir.name
-        if is_main_process():
+        if process.is_main_process():
             self.cfg.save(self.run_dir / "config.yaml")
         self._update(run_dir=str(self.run_dir), name=self.name)
         started = runs.read_state(self.run_dir).get("started") if self._resume else None
         self._write_state(started=started or runs.now(), finished=None, pid=os.getpid(),
-                          world_size=int(os.environ.get("WORLD_SIZE", "1")))
+                          world_size=process.world_size())
 
     def _run(self) -> None:
         try:
@@ -282,7 +275,7 @@ class TrainingJob:
         if checkpoint is not None:  # the token count goes on from where the logged rows left it
             upto = _step_of(checkpoint)
             logged = [r["tokens"] for r in runs.read_metrics(self.run_dir) if "tokens" in r and r["step"] <= upto]
-            world = int(os.environ.get("WORLD_SIZE", "1"))
+            world = process.world_size()
             trainer.studio_tokens = int(logged[-1] // world) if logged else 0
         return trainer, checkpoint
 
@@ -300,7 +293,7 @@ class TrainingJob:
         trainer._load_from_checkpoint(str(checkpoint))
         trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
         losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = process.world_size()
         self._update(step=trainer.state.global_step, loss=losses[-1] if losses else None,
                      tokens=trainer.studio_tokens * world)
         self._event("message", text=f"{checkpoint.name} is the last step: nothing left to train, saving it")
@@ -336,7 +329,7 @@ class TrainingJob:
         original = err
         last = runs.last_checkpoint(self.run_dir) if self.run_dir is not None else None
         err = faults.explain(err, self.cfg.train, self.run_dir, has_checkpoint=last is not None)
-        if isinstance(err, faults.DiskFull) and is_main_process():
+        if isinstance(err, faults.DiskFull) and process.is_main_process():
             faults.drop_partial_checkpoints(self.run_dir, last)  # room for state.json, nothing half-written to resume
         message = faults.one_line(err)
         try:  # on a full disk these writes can fail too; the job must still end as failed

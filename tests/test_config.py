@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from studio import validation
 from studio.config import ConfigError, RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,9 +18,9 @@ def test_defaults_are_valid_and_round_trip(tmp_path):
 
 
 def test_set_overrides_are_typed_by_the_dataclass():
-    cfg = RunConfig().with_overrides(["train.learning_rate=1e-4", "train.max_steps=20", "method.r=16",
-                                      "method.targets=q_proj,v_proj", "data.packing=false",
-                                      "train.distributed.strategy=fsdp"])
+    cfg = validation.with_overrides(RunConfig(), ["train.learning_rate=1e-4", "train.max_steps=20", "method.r=16",
+                                                     "method.targets=q_proj,v_proj", "data.packing=false",
+                                                     "train.distributed.strategy=fsdp"])
     assert cfg.train.learning_rate == pytest.approx(1e-4) and isinstance(cfg.train.learning_rate, float)
     assert cfg.train.max_steps == 20 and cfg.method.knobs["r"] == 16
     assert cfg.method.knobs["targets"] == ["q_proj", "v_proj"]
@@ -28,7 +29,7 @@ def test_set_overrides_are_typed_by_the_dataclass():
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as err:
-        RunConfig().with_overrides(["method.r=0", "train.micro_batch_size=0", "method.nope=3", "model.dtype=int3"])
+        validation.with_overrides(RunConfig(), ["method.r=0", "train.micro_batch_size=0", "method.nope=3", "model.dtype=int3"])
     text = "\n".join(err.value.problems)
     for key in ("method.r", "train.micro_batch_size", "method.nope", "model.dtype"):
         assert key in text
@@ -48,7 +49,7 @@ def test_every_problem_is_reported_at_once():
 ])
 def test_bad_yaml_gets_one_clear_line(yaml_text, needle):
     with pytest.raises(ConfigError) as err:
-        RunConfig.from_yaml(yaml_text, "preset.yaml")
+        validation.from_yaml(yaml_text, "preset.yaml")
     assert any(needle in p for p in err.value.problems), err.value.problems
 
 
@@ -59,7 +60,7 @@ def test_set_needs_section_key_value():
 
 @pytest.mark.parametrize("preset", sorted((ROOT / "presets").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_preset_loads_and_names_its_data(preset):
-    cfg = RunConfig.load(preset)
+    cfg = validation.load(preset)
     assert preset.read_text().startswith("#"), "a preset starts with a comment saying what it is for"
     data = Path(cfg.data.path)
     if not data.is_absolute() and cfg.data.path.startswith("presets/"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from studio import distributed
+from studio import distributed, process
 from studio.config import ConfigError, RunConfig
 
 from conftest import ROOT, save_tiny
@@ -177,10 +177,10 @@ def test_deepspeed_missing_is_one_clear_line(tmp_path, monkeypatch):
 def test_rank_helpers_without_a_launcher(monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
-    assert distributed.rank() == 0 and distributed.world_size() == 1 and distributed.is_main_process()
-    assert distributed.all_reduce_sum(3.5) == 3.5 and distributed.all_reduce_mean(2.0) == 2.0
+    assert process.rank() == 0 and process.world_size() == 1 and process.is_main_process()
+    assert process.all_reduce_sum(3.5) == 3.5 and process.all_reduce_mean(2.0) == 2.0
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    assert distributed.fsdp_active() and distributed.sharded_loading()
+    assert process.fsdp_active() and process.sharded_loading()
 
 
 # ---- a real 2-process DDP run on the CPU --------------------------------------------------------------------

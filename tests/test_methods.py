@@ -222,7 +222,7 @@ def test_adapter_placement_counts_exactly(knobs, family):
     assert methods.count_trainable(model) == methods.get("adapter").trainable(arch, spec)
     assert methods.get("adapter").trainable(arch, spec) * 2 == methods.get("adapter").trainable(
         arch, MethodSpec("adapter", {"size": 16}))  # one site per block instead of two
-    assert MethodSpec("adapter", {"style": "pfeiffer", "placement": "attention"}).problems()
+    assert methods.check_spec(MethodSpec("adapter", {"style": "pfeiffer", "placement": "attention"}))
 
 
 def test_freeze_with_nothing_to_train_is_refused():
@@ -369,11 +369,11 @@ def test_unknown_targets_name_what_the_model_has():
 
 
 def test_every_method_validates_its_knobs():
-    assert MethodSpec("adapter", {"style": "sideways"}).problems()
-    assert MethodSpec("qlora", {"quant_type": "int3"}).problems()
-    assert MethodSpec("nope").problems()
+    assert methods.check_spec(MethodSpec("adapter", {"style": "sideways"}))
+    assert methods.check_spec(MethodSpec("qlora", {"quant_type": "int3"}))
+    assert methods.check_spec(MethodSpec("nope"))
     for m in methods.all_methods():
-        assert MethodSpec(m.name).problems() == []
+        assert methods.check_spec(MethodSpec(m.name)) == []
         assert all(k.help for k in m.knobs)
 
 
@@ -418,7 +418,7 @@ def test_recommendation(params, memory, goal, method):
 
     rec = recommend(params, memory, goal)
     assert rec.method == method and rec.reason and "\n" not in rec.reason
-    assert rec.spec().problems() == []
+    assert methods.check_spec(rec.spec()) == []
 
 
 def test_recommendation_refuses_what_cannot_fit():

@@ -277,9 +277,9 @@ def test_an_encoder_decoder_folder_is_refused(tmp_path):
 # ---- knobs that do not go together, and every problem at once ---------------------------------------------------
 
 def test_knob_combinations_are_config_problems():
-    assert MethodSpec("adalora", {"init_r": 8, "target_r": 16}).problems() == [
+    assert methods.check_spec(MethodSpec("adalora", {"init_r": 8, "target_r": 16})) == [
         "method.target_r: 16 is above init_r 8; AdaLoRA only prunes ranks"]
-    assert MethodSpec("prompt", {"init": "text"}).problems() == [
+    assert methods.check_spec(MethodSpec("prompt", {"init": "text"})) == [
         "method.init_text: empty, but init is text; type the text the prompt starts from, or pick init vocab"]
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from studio import targets as tg
 from studio.config import ConfigError
-from studio.method_defs._peft import MERGEABLE, PEFT_STORAGE, prepare, wrap
+from studio.method_defs.peft_common import MERGEABLE, PEFT_STORAGE, prepare, wrap
 from studio.method_defs.lora import resolve_targets
-from studio.methods import Knob, Method, register
+from studio.method_api import Knob, Method, register
 
 KNOBS = (
     Knob("init_r", int, 12, "starting rank of every adapted layer", min=1, max=1024, step=1),
@@ -77,6 +77,6 @@ def _trainable(arch, spec) -> int:
 
 ADALORA = register(Method(
     name="adalora", title="AdaLoRA", summary="LoRA whose rank budget moves to the layers that need it during training",
-    knobs=KNOBS, apply=_apply, trainable=_trainable, family="lora", learning_rate=5e-4,
+    knobs=KNOBS, apply=_apply, trainable=_trainable, family="lora", rank_knob="init_r", learning_rate=5e-4,
     step_hook=_on_step, checks=checks, mixed_ok=False, **MERGEABLE, **PEFT_STORAGE,
 ))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from studio import adapters
-from studio.methods import Knob, MemoryFacts, Method, MethodSpec, register
+from studio.method_api import Knob, MemoryFacts, Method, MethodSpec, register
 
 KNOBS = (
     Knob("size", int, 64, "bottleneck width: capacity and adapter size grow with it", min=1, max=8192, step=1),
@@ -57,6 +57,6 @@ ADAPTER = register(Method(
     summary="small bottleneck layers inside each block (Houlsby / Pfeiffer / parallel); the base stays untouched",
     knobs=KNOBS, apply=_apply, trainable=_trainable, family="adapter", can_merge=False, learning_rate=1e-4,
     merge_refusal="bottleneck adapters add a nonlinearity, which cannot be folded into the base weights",
-    mixed_ok=False, save=_save, load=_load, fmt="adapter", extra={"adapter_off": adapters.disabled},
+    mixed_ok=False, save=_save, load=_load, fmt="adapter", switch_off=adapters.disabled,
     checks=_checks, memory=MemoryFacts(adapter_parts=_parts),
 ))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from studio import targets as tg
 from studio.config import ConfigError
-from studio.method_defs._weights import WEIGHTS_STORAGE, freeze_all
-from studio.methods import Knob, Method, register
+from studio.method_defs.weights_common import WEIGHTS_STORAGE, freeze_all
+from studio.method_api import Knob, Method, register
 
 KNOBS = (
     Knob("norms", bool, False, "also train the norms' scale weights (needed on models without biases, e.g. Llama)"),

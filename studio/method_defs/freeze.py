@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import functools
 
+from studio import meta_model
 from studio import targets as tg
 from studio.config import ConfigError
-from studio.method_defs._weights import WEIGHTS_STORAGE, freeze_all
-from studio.methods import Knob, Method, register
+from studio.method_defs.weights_common import WEIGHTS_STORAGE, freeze_all
+from studio.method_api import Knob, Method, register
 
 PARTS = ("all", "attention", "mlp", "norms")
 
@@ -71,7 +72,7 @@ def _trainable(arch, spec) -> int:
 @functools.lru_cache(maxsize=256)
 def _listed_count(arch, top_blocks: int, parts: tuple, train_head: bool, modules: tuple) -> int:
     # listed modules may overlap the top blocks or the head: count the union on a meta-device copy
-    model = tg.meta_model(arch)
+    model = meta_model.for_arch(arch)
     if model is None:
         raise ConfigError(f"method.modules: {arch.model_type} cannot be built without its weights here, so the "
                           "listed modules cannot be counted before loading; use top_blocks / train_head")

@@ -1,7 +1,7 @@
 """Full fine-tuning: every weight trains."""
 
-from studio.method_defs._weights import WEIGHTS_STORAGE
-from studio.methods import Method, register
+from studio.method_defs.weights_common import WEIGHTS_STORAGE
+from studio.method_api import Method, register
 
 
 def _apply(model, spec, ctx):

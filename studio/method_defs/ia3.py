@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from studio import targets as tg
 from studio.config import ConfigError
-from studio.method_defs._peft import MERGEABLE, PEFT_STORAGE, prepare, wrap
+from studio.method_defs.peft_common import MERGEABLE, PEFT_STORAGE, prepare, wrap
 from studio.method_defs.lora import resolve_targets
-from studio.methods import Knob, Method, register
+from studio.method_api import Knob, Method, register
 
 KNOBS = (
     Knob("targets", list, ["ia3"], "layers to rescale: names, or ia3 (keys, values, MLP down projection), "

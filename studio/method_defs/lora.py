@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from studio import targets as tg
 from studio.config import ConfigError
-from studio.method_defs._peft import MERGEABLE, PEFT_STORAGE, prepare, wrap
-from studio.methods import Knob, Method, get, register
+from studio.method_defs.peft_common import MERGEABLE, PEFT_STORAGE, prepare, wrap
+from studio.method_api import Knob, Method, get, register
 
 __all__ = ["LORA_KNOBS", "QLORA_KNOBS", "resolve_targets", "lora_config", "linear_shapes", "lora_trainable"]
 
@@ -91,7 +91,7 @@ def _four_bit(v: dict) -> dict:
     return {"quantization": v["quant_type"], "double_quant": v["double_quant"], "compute_dtype": v["compute_dtype"]}
 
 
-_LORA_COMMON = dict(family="lora", learning_rate=2e-4, mixed_ok=_no_dora, **MERGEABLE, **PEFT_STORAGE)
+_LORA_COMMON = dict(family="lora", learning_rate=2e-4, rank_knob="r", mixed_ok=_no_dora, **MERGEABLE, **PEFT_STORAGE)
 
 LORA = register(Method(
     name="lora", title="LoRA", summary="low-rank updates beside chosen layers; small, fast, mergeable",

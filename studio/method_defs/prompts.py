@@ -9,13 +9,15 @@ from __future__ import annotations
 import torch
 
 from studio.config import ConfigError
-from studio.method_defs._peft import PEFT_STORAGE, prepare, wrap
-from studio.methods import Knob, MemoryFacts, Method, register
+from studio.method_defs.peft_common import PEFT_STORAGE, prepare, wrap
+from studio.method_api import Knob, MemoryFacts, Method, register
 
 _TOKENS = Knob("num_virtual_tokens", int, 20, "length of the learned prompt, in tokens (each costs context)",
                min=1, max=512, step=1)
 _REFUSAL = "prompt-learning methods add virtual tokens in front of the input; there are no weights to fold in"
-_COMMON = dict(family="peft", can_merge=False, merge_refusal=_REFUSAL, mixed_ok=False, **PEFT_STORAGE)
+# Each changes the forward's inputs or attention cache: preflight's trial forward learns whether the model takes it.
+_COMMON = dict(family="peft", can_merge=False, merge_refusal=_REFUSAL, mixed_ok=False, trial_forward=True,
+               **PEFT_STORAGE)
 
 
 def _hidden(size: int, token_dim: int) -> int:
@@ -52,10 +54,20 @@ def _trainable_prefix(arch, spec) -> int:
     return n * kv + (kv * e + e) + (e * out + out)
 
 
+def _prefix_refusal(kind: str, peft_config, why: str) -> str:
+    heads = peft_config.num_attention_heads
+    return (f"prefix tuning does not fit {kind}'s attention cache: PEFT sizes the prefix for {heads} key/value "
+            f"heads of {peft_config.token_dim // heads} dims, and a trial forward pass (no weights) fails ({why}); "
+            "pick LoRA or prompt tuning instead")
+
+
 PREFIX = register(Method(
     name="prefix", title="Prefix tuning", summary="learned keys and values in front of every layer (P-Tuning v2)",
     knobs=PREFIX_KNOBS, apply=_apply_prefix, trainable=_trainable_prefix, learning_rate=1e-2,
     memory=MemoryFacts(virtual_tokens="kv"),  # the prefix joins the attention cache: inputs stay as long
+    trial_refusal=_prefix_refusal,
+    checkpointing_refusal=("prefix tuning cannot run with it (PEFT keeps the prefix in the attention cache, which "
+                           "checkpointing turns off); set it to false or pick another method"),
     **_COMMON,
 ))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from studio import methods
+from studio import methods, validation
 from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.methods import Knob
 from studio.ui import paths
@@ -151,7 +151,7 @@ class Form:
             for part in path[:-1]:
                 node = node.setdefault(part, {})
             node[path[-1]] = _clean_field(path, value)
-        return paths.check_config(RunConfig.from_dict(data))
+        return paths.check_config(validation.from_dict(data))
 
     def from_config(self, cfg: RunConfig) -> list:
         """Widget values for ``cfg``, in ``components`` order (knobs of other methods are left alone)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 import plotly.graph_objects as go
 
-from studio import methods, models, preflight, targets
+from studio import meta_model, methods, models, preflight, targets
 from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.ui import paths, plots, state
 from studio.ui.form import LAYERS, Form, field_widget, knob_widget, layer_widgets
@@ -56,7 +56,7 @@ def target_choices(model_id: str) -> list[str]:
 def module_choices(model_id: str) -> list[str]:
     """Short names of the model's modules with parameters (lm_head, norm, mlp...), for freeze's modules."""
     try:
-        model = targets.meta_model(_arch(model_id))
+        model = meta_model.for_arch(_arch(model_id))
     except ConfigError:
         return []
     return targets.module_names(model) if model is not None else []

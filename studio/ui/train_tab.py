@@ -19,6 +19,7 @@ import gradio as gr
 import plotly.graph_objects as go
 from gradio.components.plot import PlotData
 
+from studio import validation
 from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.ui import paths, plots, state
 from studio.ui.form import Form, field_widget
@@ -101,7 +102,7 @@ def start_training(cfg: RunConfig) -> str:
 def start_from_yaml(config_yaml: str) -> str:
     """Start a run from RunConfig YAML text: the API's twin of the Start button."""
     try:
-        cfg = RunConfig.from_yaml(config_yaml or "", "config")
+        cfg = validation.from_yaml(config_yaml or "", "config")
     except ConfigError as err:
         return cannot_start(err.problems)
     return start_training(cfg)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from studio.config import ConfigError
-from studio.methods import MethodSpec
+from studio.method_api import MethodSpec
 
 __all__ = ["WEIGHTS_STORAGE", "freeze_all"]
 

@@ -6,7 +6,7 @@ import contextlib
 import warnings
 from pathlib import Path
 
-from studio.methods import Context, MethodSpec
+from studio.method_api import Context, MethodSpec
 
 __all__ = ["prepare", "wrap", "PEFT_STORAGE", "MERGEABLE"]
 
@@ -61,5 +61,5 @@ def _off(model):
         yield
 
 
-PEFT_STORAGE = dict(save=_save, load=_load, fmt="peft", extra={"adapter_off": _off})
+PEFT_STORAGE = dict(save=_save, load=_load, fmt="peft", switch_off=_off)
 MERGEABLE = dict(can_merge=True, merge_fn=_merge)
