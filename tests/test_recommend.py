@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from studio import cli, recommend
+from studio import cli, recommend, validation
 from studio.config import RunConfig
 
 
@@ -16,7 +16,7 @@ def test_cli_recommends_for_the_model_and_the_gpu(capsys):
 
 def test_recommendation_applies_as_overrides():
     rec = recommend.recommend(params=7e9, memory_bytes=80 * 2**30, goal="knowledge")
-    cfg = RunConfig().with_overrides(rec.overrides())
+    cfg = validation.with_overrides(RunConfig(), rec.overrides())
     assert cfg.method.name == "lora" and cfg.method.knobs == {"r": 64, "alpha": 128.0, "targets": ["all-linear"]}
 
 
