@@ -86,9 +86,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    return launch(load_run_config(args), args)
+
+
+def launch(cfg: RunConfig, args: argparse.Namespace) -> int:
+    """``python -m studio launch``: write the accelerate config, print the command, run it unless --dry-run."""
     from studio import distributed
 
-    return distributed.cli_launch(load_run_config(args), args)
+    make = distributed.plan_launch if args.dry_run else distributed.write_launch  # a dry run writes nothing
+    plan = make(cfg, args.gpus, args.nodes, args.node_rank, args.main_address,
+                preset=getattr(args, "preset", None), overrides=list(getattr(args, "set", None) or []))
+    if args.dry_run:
+        print(f"# {plan.config_path} (not written: dry run)")
+        print(plan.config_yaml.rstrip())
+        print()
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(plan.command_line, flush=True)
+    return 0 if args.dry_run else distributed.run_plan(cfg, plan)
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ world size, global sums) keeps one process writing the run folder.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import shlex
@@ -37,7 +36,7 @@ __all__ = [
     "write_launch",
     "launch_dir",
     "deepspeed_available",
-    "cli_launch",
+    "run_plan",
 ]
 
 DEFAULT_PORT = 29500
@@ -297,21 +296,8 @@ def _accelerate_executable() -> list[str]:
     raise ConfigError("accelerate is not installed in this environment: pip install accelerate==1.15.0")
 
 
-def cli_launch(cfg: RunConfig, args: argparse.Namespace) -> int:
-    """``python -m studio launch``: write the accelerate config, print the command, run it unless --dry-run."""
-    overrides = list(getattr(args, "set", None) or [])
-    make = plan_launch if args.dry_run else write_launch  # a dry run leaves no folder behind
-    plan = make(cfg, args.gpus, args.nodes, args.node_rank, args.main_address,
-                preset=getattr(args, "preset", None), overrides=overrides)
-    if args.dry_run:
-        print(f"# {plan.config_path} (not written: dry run)")
-        print(plan.config_yaml.rstrip())
-        print()
-    for note in plan.notes:
-        print(f"note: {note}", file=sys.stderr)
-    print(plan.command_line, flush=True)
-    if args.dry_run:
-        return 0
+def run_plan(cfg: RunConfig, plan: LaunchPlan) -> int:
+    """Run a written launch plan with accelerate and return its exit code (ConfigError if DeepSpeed is missing)."""
     if cfg.train.distributed.strategy in _DEEPSPEED_STAGE and not deepspeed_available():
         raise ConfigError(f"train.distributed.strategy={cfg.train.distributed.strategy} needs DeepSpeed, which is "
                           "not installed: `pip install deepspeed` (optional), or use strategy fsdp")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from studio import distributed, process
+from studio import cli, distributed, process
 from studio.config import ConfigError, RunConfig
 
 from conftest import ROOT, save_tiny
@@ -159,7 +159,7 @@ def test_cli_launch_runs_accelerate(tmp_path, monkeypatch, capsys):
     args = argparse.Namespace(preset="presets/quickstart.yaml", set=["train.max_steps=3"], gpus=2, nodes=1,
                               node_rank=0, main_address="127.0.0.1", dry_run=False)
     cfg = _cfg(tmp_path, "train.run_name=go")
-    assert distributed.cli_launch(cfg, args) == 0
+    assert cli.launch(cfg, args) == 0
     (cmd,) = calls
     assert Path(cmd[0]).name == "accelerate" and cmd[1] == "launch"
     assert (tmp_path / "runs" / "go" / "launch" / "accelerate.yaml").is_file()
@@ -171,7 +171,7 @@ def test_deepspeed_missing_is_one_clear_line(tmp_path, monkeypatch):
     args = argparse.Namespace(preset=None, set=[], gpus=2, nodes=1, node_rank=0, main_address="127.0.0.1",
                               dry_run=False)
     with pytest.raises(ConfigError, match="needs DeepSpeed, which is not installed"):
-        distributed.cli_launch(_cfg(tmp_path, "train.distributed.strategy=deepspeed-zero2"), args)
+        cli.launch(_cfg(tmp_path, "train.distributed.strategy=deepspeed-zero2"), args)
 
 
 def test_rank_helpers_without_a_launcher(monkeypatch):

@@ -15,11 +15,10 @@ from typing import Any
 import gradio as gr
 
 from studio import methods, validation
-from studio.config import ConfigError, RunConfig, TrainSpec
-from studio.methods import Knob
+from studio.config import ConfigError, RunConfig, Setting, TrainSpec, setting
 from studio.ui import paths
 
-__all__ = ["Form", "field_widget", "knob_widget", "layer_widgets", "OPTIONAL_ZERO", "LAYERS"]
+__all__ = ["Form", "setting_widget", "field_widget", "layer_widgets", "OPTIONAL_ZERO", "LAYERS"]
 
 # A slider is only useful when its whole range is a few thousand steps; wider ranges get a number field.
 _MAX_SLIDER_STEPS = 2000
@@ -27,10 +26,6 @@ OPTIONAL_ZERO = "0: not set"
 # Form key suffix of a layer knob's second widget: knob:lora:targets holds the groups, knob:lora:targets:layers
 # the layer names; the two merge into one method.targets list.
 LAYERS = "layers"
-
-
-def _field(section: type, name: str) -> dataclasses.Field:
-    return next(f for f in dataclasses.fields(section) if f.name == name)
 
 
 def _base_type(hint: Any) -> type:
@@ -50,49 +45,40 @@ def _number_widget(kind: type, value: Any, lo: float | None, hi: float | None, s
                      precision=precision, **kw)
 
 
-def field_widget(section: type, name: str, value: Any = None, **kw) -> gr.components.Component:
-    """A widget for one config field, typed and ranged by the field's metadata.
+def setting_widget(item: Setting, value: Any = None, names: list[str] | None = None,
+                   **kw) -> gr.components.Component:
+    """A widget for one setting (a config field or a method knob), typed and ranged by the setting itself.
 
-    Optional numbers (``int | None``) show 0 for "not set"; ``Form.to_config`` maps 0 back to None.
+    Booleans are checkboxes, choices dropdowns, numbers sliders or number fields, lists checkbox groups
+    (their choices, or ``names`` read from the model). Optional numbers (``int | None``) show 0 for
+    "not set"; ``Form.to_config`` maps 0 back to None.
     """
-    f = _field(section, name)
-    hint = typing.get_type_hints(section)[name]
-    kind, meta = _base_type(hint), f.metadata
-    value = f.default if value is None else value
-    optional = type(None) in typing.get_args(hint)
-    kw.setdefault("label", name.replace("_", " "))
-    kw.setdefault("info", meta.get("help") + (f" ({OPTIONAL_ZERO})" if optional and kind in (int, float) else ""))
+    kind, optional = item.kind, item.optional
+    value = item.default if value is None else value
+    kw.setdefault("label", item.name.replace("_", " "))
+    kw.setdefault("info", item.help + (f" ({OPTIONAL_ZERO})" if optional and kind in (int, float) else ""))
     if kind is bool:
         return gr.Checkbox(value=value, **kw)
-    if meta.get("choices"):
-        return gr.Dropdown(list(meta["choices"]), value=value, **kw)
+    if kind is list:
+        choices = list(item.choices) if item.choices else list(names or [])
+        choices += [v for v in value or [] if v not in choices]
+        return gr.CheckboxGroup(choices, value=list(value or []), **kw)
+    if item.choices:
+        return gr.Dropdown(list(item.choices), value=value, **kw)
     if kind in (int, float):
-        lo, hi = (0 if optional else meta.get("min")), meta.get("max")
-        if kind is float and meta.get("min") and hi is not None and meta["min"] < (hi - lo) / 100:
+        lo, hi = (0 if optional else item.min), item.max
+        if kind is float and item.min and hi is not None and item.min < (hi - lo) / 100:
             hi = None  # valid values finer than a slider step (a learning rate of 1e-4): a number field
-        return _number_widget(kind, 0 if value is None else value, lo, hi, None, **kw)
-    return gr.Textbox(value=value or "", **kw)
+        return _number_widget(kind, 0 if value is None else value, lo, hi, item.step, **kw)
+    return gr.Textbox(value="" if value is None else str(value), **kw)
 
 
-def knob_widget(knob: Knob, target_choices: list[str] | None = None, **kw) -> gr.components.Component:
-    """A widget for one method knob: checkbox, dropdown, slider/number, or target-module checkboxes."""
-    kw.setdefault("label", knob.name.replace("_", " "))
-    kw.setdefault("info", knob.help)
-    if knob.type is bool:
-        return gr.Checkbox(value=knob.default, **kw)
-    if knob.type is list:
-        # a list knob picks names: from its own choices, or (targets) from what the model has
-        choices = list(knob.choices) if knob.choices else list(target_choices or [])
-        choices += [v for v in knob.default or [] if v not in choices]
-        return gr.CheckboxGroup(choices, value=list(knob.default or []), **kw)
-    if knob.choices:
-        return gr.Dropdown(list(knob.choices), value=knob.default, **kw)
-    if knob.type in (int, float):
-        return _number_widget(knob.type, knob.default, knob.min, knob.max, knob.step, **kw)
-    return gr.Textbox(value="" if knob.default is None else str(knob.default), **kw)
+def field_widget(section: type, name: str, value: Any = None, **kw) -> gr.components.Component:
+    """``setting_widget`` for the config field ``section.name`` (``field_widget(TrainSpec, "epochs")``)."""
+    return setting_widget(setting(section, name), value, **kw)
 
 
-def layer_widgets(knob: Knob, groups: list[str], names: list[str], elem_id: str) -> tuple:
+def layer_widgets(knob: Setting, groups: list[str], names: list[str], elem_id: str) -> tuple:
     """Two checkbox groups for a knob that picks the model's layers: the groups (attention, mlp, all-linear...)
     under ``elem_id``, then the model's own layer names under ``elem_id-layers``. Their values are merged
     into one list (``Form.to_config``)."""
@@ -219,7 +205,7 @@ def _clean_field(path: list[str], value: Any) -> Any:
     return value
 
 
-def _clean_knob(knob: Knob, value: Any) -> Any:
+def _clean_knob(knob: Setting, value: Any) -> Any:
     if knob.type is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if knob.type is float and isinstance(value, int) and not isinstance(value, bool):

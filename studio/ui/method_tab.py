@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from studio import meta_model, methods, models, preflight, targets
 from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.ui import paths, plots, state
-from studio.ui.form import LAYERS, Form, field_widget, knob_widget, layer_widgets
+from studio.ui.form import LAYERS, Form, field_widget, layer_widgets, setting_widget
 from studio.ui.model_tab import HERE
 
 __all__ = ["MethodTab", "build_method_tab", "method_groups", "estimate_view", "target_choices", "layer_names",
@@ -142,7 +142,7 @@ def _knob_widgets(form: Form, method: str, knob, model_id: str) -> list:
         form.add(key, grouped)
         form.add(f"{key}:{LAYERS}", layers)
         return [(layers, "layers")]
-    widget = form.add(key, knob_widget(knob, _choices(knob.picks, model_id) if knob.picks else None,
+    widget = form.add(key, setting_widget(knob, None, _choices(knob.picks, model_id) if knob.picks else None,
                                        elem_id=elem_id))
     return [(widget, knob.picks)] if knob.picks else []
 
