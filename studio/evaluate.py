@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 
+from studio import data
 from studio.config import ConfigError, DataSpec, RunConfig
 
 __all__ = ["EvalItem", "EvalReport", "rouge_l", "lcs_length", "load_prompts", "prompts_from_column", "items_from_rows",
@@ -123,8 +124,6 @@ def _prompt_rows(path: Path) -> list[EvalItem]:
         if records and all(isinstance(r, dict) and isinstance(r.get("prompt"), str) for r in records):
             ref = lambda r: next((r[k] for k in _REFERENCE_KEYS if isinstance(r.get(k), str)), None)  # noqa: E731
             return [EvalItem(r["prompt"], ref(r)) for r in records]
-    from studio import data
-
     return items_from_rows(data.load_rows(DataSpec(path=str(path))).rows)
 
 
