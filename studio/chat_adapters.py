@@ -24,7 +24,7 @@ from peft import PeftConfig, PeftModel
 from studio import methods, models
 from studio.config import ConfigError, ModelSpec, RunConfig
 
-__all__ = ["BASE", "MIXED_BASE", "read_run", "result_stamp", "Slot", "Call", "SharedBase"]
+__all__ = ["BASE", "MIXED_BASE", "read_run", "same_base", "result_stamp", "Slot", "Call", "SharedBase"]
 
 BASE = None  # the pane key of the base model
 MIXED_BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
@@ -41,6 +41,11 @@ def read_run(run_dir: str | Path) -> tuple[RunConfig, Any, Path]:
         raise ConfigError(f"{run_dir}: the run has no trained result yet (adapter/ is missing or empty)")
     models.refuse_pickle(folder)
     return cfg, methods.get(cfg.method.name), folder
+
+
+def same_base(a: ModelSpec, b: ModelSpec) -> bool:
+    """Whether a result trained on ``a`` can ride on ``b``'s weights (both name the same model)."""
+    return models.resolve(a) == models.resolve(b)
 
 
 def result_stamp(folder: Path) -> tuple:
@@ -146,7 +151,7 @@ class SharedBase:
                     self._peft.set_adapter(next(iter(self._peft.peft_config)))
 
     def _check_same_base(self, cfg: RunConfig, run_dir: Path) -> None:
-        if models.resolve(cfg.model) != models.resolve(self.spec):
+        if not same_base(cfg.model, self.spec):
             raise ConfigError(f"{run_dir}: trained on model {cfg.model.id!r}, but this chat holds "
                               f"{self.spec.id!r}; open a chat on that model to compare")
 

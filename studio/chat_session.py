@@ -21,7 +21,7 @@ from typing import Any, Iterator, Protocol
 
 from studio import evaluate, models, runs
 from studio.chat import ChatEngine, with_system
-from studio.chat_adapters import BASE, read_run
+from studio.chat_adapters import BASE, read_run, same_base
 from studio.chat_stream import GenSettings
 from studio.config import ConfigError, ModelSpec
 
@@ -102,7 +102,7 @@ def _add_run(engine: ChatEngine, run_dir: str | None, spec: ModelSpec, taken: li
     if name in taken:
         return None, f"{name} already answers in another pane."
     cfg = read_run(run_dir)[0]
-    if models.resolve(cfg.model) != models.resolve(spec):
+    if not same_base(cfg.model, spec):
         return None, (f"{name} is left out: it was trained on {cfg.model.id}, not {spec.id}, so it cannot share "
                       "this chat's one copy of the base weights (pick it as the tuned run to chat with it).")
     if name not in engine.adapters():

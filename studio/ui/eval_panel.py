@@ -1,7 +1,8 @@
 """The Chat tab's Evaluate accordion: a prompt set answered by the base and the tuned run, scored, saved.
 
-It runs ``studio.evaluate.evaluate_run`` on the chat's own engine, so no second copy of the weights is
-loaded, and every answer waits its turn on the engine's lock like a chat message does.
+It runs ``studio.chat_session.evaluate_prompts`` on the chat's own engine, so no second copy of the weights
+is loaded, and every answer waits its turn on the engine's lock like a chat message does. This module holds
+the widgets, the wiring and the report's table and summary line.
 """
 
 from __future__ import annotations
