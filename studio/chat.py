@@ -24,7 +24,7 @@ import torch
 from transformers import StoppingCriteriaList
 
 from studio import models, training
-from studio.chat_adapters import BASE, SharedBase, read_run
+from studio.chat_adapters import BASE, Call, SharedBase, read_run
 from studio.chat_stream import GenSettings, RowStreamer, StopOnEvent
 from studio.config import ConfigError, ModelSpec, RunConfig
 
@@ -175,7 +175,7 @@ class ChatEngine:
                     break
             yield dict(texts)
 
-    def _plan(self, panes: list) -> list:
+    def _plan(self, panes: list) -> list[Call]:
         """The generate calls that answer ``panes`` (see SharedBase.plan)."""
         return self.weights.plan(panes)
 
@@ -191,7 +191,7 @@ class ChatEngine:
         with self._lock, call.context(), torch.no_grad():
             yield call.model
 
-    def _run_calls(self, calls: list, messages, gen: GenSettings, events: queue.Queue) -> None:
+    def _run_calls(self, calls: list[Call], messages, gen: GenSettings, events: queue.Queue) -> None:
         try:
             for call in calls:
                 if self._stop.is_set():
@@ -202,7 +202,7 @@ class ChatEngine:
         finally:
             events.put(None)
 
-    def _generate(self, call, messages, gen: GenSettings, events: queue.Queue) -> None:
+    def _generate(self, call: Call, messages, gen: GenSettings, events: queue.Queue) -> None:
         input_ids, attention = self._batch([self._conversation(messages, p) for p in call.panes])
         eos = self._eos_ids()
         streamer = RowStreamer(self.tokenizer, call.panes, set(eos), events)
