@@ -3,7 +3,8 @@
     report = evaluate_run("runs/lora-identity", prompts_file="prompts.txt")
     print(report.table())          # also written to runs/lora-identity/eval.jsonl
 
-Prompts come typed (a list of strings), from a file (.txt: one per line; .jsonl/.json/.csv/.parquet:
+Prompts come typed (a list of strings, or lines read by ``parse_prompts``), from a file (.txt: one per line,
+``prompt => reference`` gives the expected answer too; .jsonl/.json/.csv/.parquet:
 prompt/reference pairs or chat rows, whose last answer becomes the reference), or from the run's
 held-out split. ROUGE-L is the LCS-based F-measure of Lin (2004), on lower-cased word tokens.
 """
@@ -18,13 +19,16 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 
+from studio import data
 from studio.config import ConfigError, DataSpec, RunConfig
 
 __all__ = ["EvalItem", "EvalReport", "rouge_l", "lcs_length", "load_prompts", "prompts_from_column", "items_from_rows",
-           "heldout_rows",           "mean_loss", "evaluate", "evaluate_run", "cli_eval", "EVAL_FILE"]
+           "heldout_rows", "parse_prompts", "REFERENCE_ARROW", "mean_loss", "evaluate", "evaluate_run", "cli_eval",
+           "EVAL_FILE"]
 
 EVAL_FILE = "eval.jsonl"
 _REFERENCE_KEYS = ("reference", "response", "answer", "completion", "output")
+REFERENCE_ARROW = "=>"  # 'prompt => reference' in typed prompts and .txt prompt files
 
 
 @dataclass
@@ -87,13 +91,23 @@ def items_from_rows(rows: list[dict]) -> list[EvalItem]:
     return items
 
 
+def parse_prompts(text: str | None) -> list[EvalItem]:
+    """One EvalItem per line with a prompt; ``prompt => reference`` gives the expected answer too."""
+    items = []
+    for line in (text or "").splitlines():
+        prompt, arrow, reference = line.partition(REFERENCE_ARROW)
+        if prompt.strip():
+            items.append(EvalItem(prompt.strip(), reference.strip() if arrow else None))
+    return items
+
+
 def load_prompts(path: str | Path) -> list[EvalItem]:
-    """Prompts from a file: .txt (one per line), or rows with a prompt (+ reference) or chat messages."""
+    """Prompts from a file: .txt (``parse_prompts``), or rows with a prompt (+ reference) or chat messages."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--prompts: no such file: {path}")
     if path.suffix == ".txt":
-        items = [EvalItem(line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        items = parse_prompts(path.read_text(encoding="utf-8"))
     else:
         items = _prompt_rows(path)
     if not items:
@@ -110,8 +124,6 @@ def _prompt_rows(path: Path) -> list[EvalItem]:
         if records and all(isinstance(r, dict) and isinstance(r.get("prompt"), str) for r in records):
             ref = lambda r: next((r[k] for k in _REFERENCE_KEYS if isinstance(r.get(k), str)), None)  # noqa: E731
             return [EvalItem(r["prompt"], ref(r)) for r in records]
-    from studio import data
-
     return items_from_rows(data.load_rows(DataSpec(path=str(path))).rows)
 
 

@@ -61,6 +61,17 @@ def test_prompt_sources(tmp_path):
         load_prompts(tmp_path / "missing.txt")
 
 
+def test_txt_prompt_files_read_references_like_typed_prompts(tmp_path):
+    from studio.evaluate import parse_prompts
+
+    txt = tmp_path / "p.txt"
+    text = "Who are you?\n\n  What is LoRA? => A low-rank adapter. \n=> no prompt\n"
+    txt.write_text(text)
+    read = [(i.prompt, i.reference) for i in load_prompts(txt)]
+    assert read == [(i.prompt, i.reference) for i in parse_prompts(text)]  # one reader for files and typed text
+    assert read == [("Who are you?", None), ("What is LoRA?", "A low-rank adapter.")]
+
+
 def test_mean_loss_matches_the_model(tiny_dirs):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -432,13 +432,13 @@ def _spy_prompts(engine, monkeypatch) -> list:
 
 
 def test_chat_system_prompt_reaches_every_pane(chat_runs_root, tiny_dirs, monkeypatch):
-    from studio.ui import chat_tab
+    from studio.ui import chat_panes, chat_tab
     from tests.runfolders import make_run
 
     plain = str(make_run(chat_runs_root, tiny_dirs["llama"], "plain"))
     trained = str(make_run(chat_runs_root, tiny_dirs["llama"], "trained", seed=2,
                            data={"system_prompt": "You are the studio bot."}))
-    engine, _ = chat_tab.engine_for("", plain)
+    engine, _ = chat_panes.engine_for("", plain)
     seen = _spy_prompts(engine, monkeypatch)
     base, *_ = _last(chat_tab.chat_stream("hi", [], [], plain, "", 4, 0.7, 0.9, 50, 1.0, True, " Be brief. ",
                                           [trained]))
@@ -453,7 +453,7 @@ def test_chat_system_prompt_reaches_every_pane(chat_runs_root, tiny_dirs, monkey
 
 
 def test_parse_prompts_reads_references():
-    from studio.ui.eval_panel import parse_prompts
+    from studio.evaluate import parse_prompts
 
     items = parse_prompts("Who are you?\n\n  What is LoRA? => A low-rank adapter. \n=> no prompt\n")
     assert [(i.prompt, i.reference) for i in items] == [("Who are you?", None),
@@ -476,9 +476,9 @@ def test_evaluate_prompts_table_summary_and_file(eval_run, monkeypatch):
     import json
     from pathlib import Path
 
-    from studio.ui import chat_tab, eval_panel, state
+    from studio.ui import chat_panes, eval_panel, state
 
-    engine, _ = chat_tab.engine_for("", eval_run)
+    engine, _ = chat_panes.engine_for("", eval_run)
     seen = _spy_prompts(engine, monkeypatch)
     table, summary = eval_panel.evaluate_prompts("hello => hi there\nwho are you", True, eval_run, "", "Be brief.", 6)
     assert list(table.columns) == ["prompt", "base answer", "tuned answer", "reference", "ROUGE-L base",

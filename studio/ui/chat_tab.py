@@ -9,12 +9,13 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from studio import models
-from studio.config import ConfigError, ModelSpec
-from studio.ui import eval_panel, paths, state
+from studio import chat, chat_session
+from studio.chat_stream import GenSettings
+from studio.config import ConfigError
+from studio.ui import chat_panes, eval_panel, state
 
 __all__ = ["ChatTab", "build_chat_tab", "wire_chat_tab", "chat_runs", "flatten", "chat_stream", "stop_chat",
-           "engine_for", "open_panes", "extra_panes", "system_text"]
+           "extra_panes"]
 
 
 @dataclass
@@ -37,12 +38,7 @@ class ChatTab:
 
 def chat_runs(root: str | None = None) -> list[tuple[str, str]]:
     """(name, folder) of the runs that have a trained result to chat with, newest first."""
-    runs = state.core("runs")
-    if runs is None:
-        return []
-    root = root or str(state.get().runs_root)
-    return [(r.name, str(r.path)) for r in runs.list_runs(root)
-            if r.adapter_bytes and r.status in ("done", "stopped")]
+    return chat_session.chat_runs(root or str(state.get().runs_root))
 
 
 def flatten(content: Any) -> str:
@@ -59,77 +55,6 @@ def flatten(content: Any) -> str:
 def _plain(history: list | None) -> list[dict]:
     return [{"role": m["role"], "content": flatten(m.get("content"))} for m in history or []
             if isinstance(m, dict) and m.get("role") in ("user", "assistant", "system")]
-
-
-def engine_for(model_id: str, run_dir: str | None):
-    """The app's chat engine for the run's base (or ``model_id``), with the run's adapter loaded.
-
-    Returns:
-        (engine, adapter name or None). A different base model replaces the engine (one copy at a time).
-    """
-    engine, names, _ = open_panes(model_id, [run_dir])
-    return engine, names[0]
-
-
-def open_panes(model_id: str, runs: list[str | None]) -> tuple[Any, list[str | None], list[str]]:
-    """The app's chat engine with every run's adapter loaded on its one copy of the base weights.
-
-    Args:
-        model_id: the base model when no run is given.
-        runs: run folders, one per pane (None: an empty pane); the first one given picks the base model.
-
-    Returns:
-        (engine, adapter name per run or None where it cannot answer, note lines). A run of another base
-        model is left out with a note: loading its base too would take a second copy of the weights.
-    """
-    chat = state.core("chat")
-    app = state.get()
-    runs = [paths.check_run_dir(r) or None for r in runs]
-    model_id = paths.check_model(model_id)
-    first = next((r for r in runs if r), None)
-    spec = chat.read_run(first)[0].model if first else ModelSpec(id=model_id or "embedded")
-    key = (models.resolve(spec), spec.quantization, spec.dtype)
-    with app.lock:  # two sessions must not add the same adapter at once
-        # a stale result that cannot be unloaded (one hooked into the shared weights): load the base afresh
-        stale = app.chat is not None and app.chat_key == key and not _drop_stale(app.chat, runs)
-        if app.chat is None or app.chat_key != key or stale:
-            app.chat, app.chat_key = None, None  # let the old weights go before loading new ones
-            app.chat, app.chat_key = chat.ChatEngine(spec), key
-        engine, names, notes = app.chat, [], []
-        for run_dir in runs:
-            name, note = _add_run(engine, run_dir, spec, names)
-            names.append(name)
-            notes += [note] if note else []
-    return engine, names, notes
-
-
-def _drop_stale(engine, runs: list[str | None]) -> bool:
-    """Unload the adapters named like these runs but loaded from another folder or from an earlier writing of
-    the same one (a run deleted and trained again under its name); False where one cannot be unloaded."""
-    for run_dir in filter(None, runs):
-        name = Path(run_dir).name
-        if name in engine.adapters() and not engine.holds(name, run_dir):
-            try:
-                engine.remove_adapter(name)
-            except ConfigError:
-                return False
-    return True
-
-
-def _add_run(engine, run_dir: str | None, spec: ModelSpec, taken: list) -> tuple[str | None, str]:
-    """(adapter name or None, note) of one pane's run, loaded into ``engine`` unless it cannot share it."""
-    if not run_dir:
-        return None, ""
-    name = Path(run_dir).name
-    if name in taken:
-        return None, f"{name} already answers in another pane."
-    cfg = state.core("chat").read_run(run_dir)[0]
-    if models.resolve(cfg.model) != models.resolve(spec):
-        return None, (f"{name} is left out: it was trained on {cfg.model.id}, not {spec.id}, so it cannot share "
-                      "this chat's one copy of the base weights (pick it as the tuned run to chat with it).")
-    if name not in engine.adapters():
-        engine.add_adapter(name, run_dir)
-    return name, engine.note(name)
 
 
 def chat_stream(message: str, base_history: list | None, tuned_history: list | None, run_dir: str | None,
@@ -150,30 +75,24 @@ def chat_stream(message: str, base_history: list | None, tuned_history: list | N
     """
     histories = [_plain(h) for h in (base_history, tuned_history, extra_1, extra_2)]
     typed, message = message, (message or "").strip()
-    chat = state.core("chat")
-    if not message or chat is None:
-        yield _outputs(histories, "" if chat else state.missing("Chat"), typed)
+    if not message:
+        yield _outputs(histories, "", typed)
         return
     busy = chat.training_busy_message()
     if busy:
         yield _outputs(histories, f"**Not sent:** {busy}", typed)
         return
     try:
-        gen = chat.GenSettings(**_gen_kwargs(max_new_tokens, temperature, top_p, top_k, repetition_penalty, greedy))
+        gen = GenSettings(**_gen_kwargs(max_new_tokens, temperature, top_p, top_k, repetition_penalty, greedy))
         runs = [run_dir, *list(compare or [])[:2]]
-        engine, names, notes = open_panes(model_id, runs)
-        system = _system(system_prompt, next((r for r in runs if r), None))
+        engine, names, notes = chat_panes.open_panes(model_id, runs)
+        system = chat_session.system_text(system_prompt, next((r for r in runs if r), None))
     except ConfigError as err:
         yield _outputs(histories, "**Cannot chat:** " + "; ".join(err.problems), typed)
         return
     note = "  \n".join(notes if run_dir else ["Pick a run to see the tuned model beside the base.", *notes])
-    user = {"role": "user", "content": message}
-    active = {0: chat.BASE, **{i: n for i, n in enumerate(names, 1) if n}}  # output slot -> engine pane
-    outs = [h + [user] if i in active else h for i, h in enumerate(histories)]
-    conversations = {pane: _with_system(system, outs[i]) for i, pane in active.items()}
-    for texts in engine.stream(conversations, panes=list(conversations), gen=gen):
-        yield _outputs([o + [{"role": "assistant", "content": texts.get(active[i], "")}] if i in active else o
-                        for i, o in enumerate(outs)], note)
+    for answered in chat_session.answer_in_panes(engine, names, histories, message, system, gen):
+        yield _outputs(answered, note)
 
 
 def _outputs(histories: list[list], note: str, message: str = "") -> tuple:
@@ -188,26 +107,6 @@ _GEN_FIELDS = (("max_new_tokens", int), ("temperature", float), ("top_p", float)
 def _gen_kwargs(*values) -> dict:
     # Sliders hand back floats; None keeps GenSettings' own default, so the defaults live in one place.
     return {name: cast(v) for (name, cast), v in zip(_GEN_FIELDS, values) if v is not None}
-
-
-def system_text(system_prompt: str | None, run_dir: str | None) -> str:
-    """The system prompt to use: the one typed, else the one the run was trained with (as the CLI chats)."""
-    text = (system_prompt or "").strip()
-    if not text and run_dir:
-        text = (state.core("chat").read_run(run_dir)[0].data.system_prompt or "").strip()
-    return text
-
-
-def _system(system_prompt: str | None, run_dir: str | None) -> list[dict]:
-    """The system message for every pane, or none."""
-    text = system_text(system_prompt, run_dir)
-    return [{"role": "system", "content": text}] if text else []
-
-
-def _with_system(system: list[dict], messages: list[dict]) -> list[dict]:
-    if system and not (messages and messages[0]["role"] == "system"):
-        return system + messages
-    return messages
 
 
 def extra_panes(compare: list[str] | None) -> tuple[dict, dict]:

@@ -1,26 +1,26 @@
 """The Chat tab's Evaluate accordion: a prompt set answered by the base and the tuned run, scored, saved.
 
-It runs ``studio.evaluate.evaluate_run`` on the chat's own engine, so no second copy of the weights is
-loaded, and every answer waits its turn on the engine's lock like a chat message does.
+It runs ``studio.chat_session.evaluate_prompts`` on the chat's own engine, so no second copy of the weights
+is loaded, and every answer waits its turn on the engine's lock like a chat message does. This module holds
+the widgets, the wiring and the report's table and summary line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from studio import faults
+from studio import chat, chat_session, evaluate, faults
 from studio.config import ConfigError
-from studio.ui import state
+from studio.ui import chat_panes
 
-__all__ = ["EvalPanel", "build_eval_panel", "wire_eval_panel", "parse_prompts", "evaluate_prompts"]
+__all__ = ["EvalPanel", "build_eval_panel", "wire_eval_panel", "evaluate_prompts"]
 
 _ANSWERS = ["prompt", "base answer", "tuned answer"]
 _SCORES = ["reference", "ROUGE-L base", "ROUGE-L tuned"]
-_ARROW = "=>"
 
 
 @dataclass
@@ -30,25 +30,6 @@ class EvalPanel:
     run: gr.Button
     table: gr.Dataframe
     summary: gr.Markdown
-
-
-def parse_prompts(text: str | None) -> list:
-    """One EvalItem per non-empty line; ``prompt => reference`` gives the expected answer too."""
-    items = []
-    for line in (text or "").splitlines():
-        prompt, arrow, reference = line.partition(_ARROW)
-        if prompt.strip():
-            items.append(state.core("evaluate").EvalItem(prompt.strip(), reference.strip() if arrow else None))
-    return items
-
-
-def _with_system(items: list, system: str) -> list:
-    """Items whose conversation starts with ``system`` (those that bring their own keep it)."""
-    if not system:
-        return items
-    head = {"role": "system", "content": system}
-    return [it if it.messages()[0]["role"] == "system" else replace(it, prompt=[head, *it.messages()])
-            for it in items]
 
 
 def _table(report) -> pd.DataFrame:
@@ -92,31 +73,20 @@ def evaluate_prompts(prompts: str | None, use_heldout: bool, run_dir: str | None
         perplexity per pane and where eval.jsonl was saved, or what went wrong).
     """
     empty = pd.DataFrame(columns=_ANSWERS)
-    chat, ev = state.core("chat"), state.core("evaluate")
-    if chat is None or ev is None:
-        return empty, state.missing("Evaluation")
     if not run_dir:
         return empty, "Pick a tuned run above to evaluate it against its base."
     busy = chat.training_busy_message()
     if busy:  # the engine would give this line as every answer, and it would be saved as the result
         return empty, busy
-    from studio.ui.chat_tab import engine_for, system_text  # chat_tab imports this module to build the accordion
-
     try:
-        engine, name = engine_for(model_id, run_dir)
-        cfg = chat.read_run(run_dir)[0]
-        items = parse_prompts(prompts) + (ev.items_from_rows(ev.heldout_rows(cfg)) if use_heldout else [])
-        if not items:
-            raise ConfigError("no prompts: type some, one per line" + (
-                " (this run has no held-out split)" if use_heldout else ", or tick the run's held-out split"))
-        system = system_text(system_prompt, run_dir)
-        report = ev.evaluate_run(run_dir, items=_with_system(items, system), max_new_tokens=int(max_new_tokens),
-                                 engine=engine, pane=name)
+        engine, name = chat_panes.engine_for(model_id, run_dir)
+        report = chat_session.evaluate_prompts(engine, name, run_dir, prompts, use_heldout, system_prompt,
+                                               int(max_new_tokens))
     except ConfigError as err:
         return empty, "**Cannot evaluate:** " + "; ".join(err.problems)
     except Exception as err:  # noqa: BLE001 - the page shows one line, not a traceback
         return empty, f"**Evaluation failed:** {faults.one_line(err)}"
-    return _table(report), _summary(report, Path(run_dir) / ev.EVAL_FILE)
+    return _table(report), _summary(report, Path(run_dir) / evaluate.EVAL_FILE)
 
 
 def build_eval_panel() -> EvalPanel:
@@ -124,7 +94,8 @@ def build_eval_panel() -> EvalPanel:
     with gr.Accordion("Evaluate", open=False):
         prompts = gr.Textbox(label="prompts", lines=4, elem_id="eval-prompts",
                              placeholder="Who are you?\nWhat is LoRA? => A low-rank adapter.",
-                             info=f"one per line; 'prompt {_ARROW} reference' also scores ROUGE-L against it")
+                             info=f"one per line; 'prompt {evaluate.REFERENCE_ARROW} reference' also scores ROUGE-L "
+                                  "against it")
         with gr.Row():
             heldout = gr.Checkbox(False, label="also the run's held-out split", elem_id="eval-heldout",
                                   info="its val_fraction rows and val_path, as in training")
