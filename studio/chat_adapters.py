@@ -176,7 +176,7 @@ class SharedBase:
 
     def _load_own(self, name: str, run_dir: Path, method, folder: Path) -> Slot:
         """A non-PEFT result: hooked into the shared weights when the method can switch it off, else a copy."""
-        switch = getattr(method, "extra", {}).get("adapter_off")
+        switch = method.switch_off
         if switch is None or self._inplace is not None:
             why = "" if switch is None else "one set of these adapters fits on a model copy and another is loaded"
             return self._load_copy(name, run_dir, method, folder, why)

@@ -151,8 +151,8 @@ def heldout_rows(cfg: RunConfig) -> list[dict]:
 
     rows: list[dict] = []
     if cfg.data.val_fraction > 0:
-        split = getattr(data, "_split")  # the same split build() makes, so no training row leaks in
-        rows += split(data.load_rows(cfg.data).rows, cfg.data.val_fraction, cfg.train.seed)[1]
+        # the same split build() makes, so no training row leaks in
+        rows += data.split_rows(data.load_rows(cfg.data).rows, cfg.data.val_fraction, cfg.train.seed)[1]
     if cfg.data.val_path:
         rows += data.load_rows(cfg.data, path=cfg.data.val_path).rows
     return rows

@@ -22,7 +22,7 @@ from studio.data.tokenize import FALLBACK_TEMPLATE, IGNORE, Tokenized, chat_temp
 __all__ = [
     "DataError", "Rows", "DataStats", "Prepared", "Preview", "MAX_BYTES", "FORMATS", "ROLES", "IGNORE",
     "FALLBACK_TEMPLATE", "chat_template", "load_rows", "build", "preview", "pack", "Collator",
-    "check_packing", "tokenize_rows",
+    "check_packing", "tokenize_rows", "split_rows",
 ]
 
 
@@ -90,7 +90,8 @@ class Prepared:
     stats: DataStats
 
 
-def _split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+def split_rows(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) rows: ``fraction`` of them held out by a shuffle with ``seed`` (the split ``build`` makes)."""
     if fraction <= 0 or len(rows) < 2:
         return rows, []
     order = list(range(len(rows)))
@@ -129,7 +130,7 @@ def build(cfg: RunConfig, tokenizer, *, model=None, max_bytes: int = MAX_BYTES) 
     loaded = load_rows(spec, max_bytes=max_bytes)
     stats = DataStats(format=loaded.format, skipped=loaded.skipped, skipped_examples=list(loaded.skipped_examples),
                       max_seq_len=cfg.train.max_seq_len)
-    train_rows, eval_rows = _split(loaded.rows, spec.val_fraction, seed)
+    train_rows, eval_rows = split_rows(loaded.rows, spec.val_fraction, seed)
     if spec.val_path:
         extra = load_rows(spec, path=spec.val_path, max_bytes=max_bytes)
         eval_rows = eval_rows + extra.rows
