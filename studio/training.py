@@ -34,6 +34,7 @@ from transformers.trainer_utils import TrainOutput
 from studio import faults, preflight, runs
 from studio.config import ConfigError, RunConfig
 from studio.faults import OutOfMemory, TrainingError
+from studio.status import RunStatus
 from studio.train_parts import (
     EarlyStop,
     StudioTrainer,
@@ -44,9 +45,7 @@ from studio.train_parts import (
     total_steps,
 )
 
-__all__ = ["STATES", "TrainingError", "OutOfMemory", "TrainingJob", "current_job", "is_main_process", "cpu_has_bf16"]
-
-STATES = ("queued", "loading", "training", "saving", "done", "stopped", "failed")
+__all__ = ["TrainingError", "OutOfMemory", "TrainingJob", "current_job", "is_main_process", "cpu_has_bf16"]
 
 
 _slot = threading.Lock()
@@ -85,7 +84,7 @@ class TrainingJob:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._events: list[dict] = []
-        self._progress: dict = {"state": "queued", "step": 0, "total": None, "epoch": 0.0, "eta_seconds": None,
+        self._progress: dict = {"state": RunStatus.QUEUED.value, "step": 0, "total": None, "epoch": 0.0, "eta_seconds": None,
                                 "loss": None, "eval_loss": None, "learning_rate": None, "tokens_per_second": None,
                                 "memory_bytes": None, "message": "", "run_dir": None, "name": self.name}
         self._thread: threading.Thread | None = None
@@ -125,7 +124,7 @@ class TrainingJob:
             self._prepare_folder()
             _current = self
             self._thread = threading.Thread(target=self._run, name=f"train-{self.name}", daemon=False)
-            self._set_state("queued", "waiting to load the model")
+            self._set_state(RunStatus.QUEUED, "waiting to load the model")
             self._thread.start()
         return self
 
@@ -135,13 +134,14 @@ class TrainingJob:
         self._event("message", text="stop requested")
 
     @property
-    def state(self) -> str:
-        return self._progress["state"]
+    def state(self) -> RunStatus:
+        """Where the job is now (see RunStatus)."""
+        return RunStatus(self._progress["state"])
 
     @property
     def running(self) -> bool:
         """True while the thread is alive or the job has not finished yet."""
-        return (self._thread is not None and self._thread.is_alive()) or self.state in runs.ACTIVE[1:]
+        return (self._thread is not None and self._thread.is_alive()) or self.state.working
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the job to end; True when it has."""
@@ -187,7 +187,8 @@ class TrainingJob:
         with self._lock:
             self._progress.update(values)
 
-    def _set_state(self, state: str, message: str = "", **extra: Any) -> None:
+    def _set_state(self, status: RunStatus, message: str = "", **extra: Any) -> None:
+        state = status.value  # snapshot, events and state.json hold plain strings
         self._update(state=state, message=message)
         self._event("state", state=state, message=message)
         self._log(f"{state}: {message}" if message else state)
@@ -223,24 +224,24 @@ class TrainingJob:
 
     def _run(self) -> None:
         try:
-            self._set_state("loading", "loading the model and the data")
+            self._set_state(RunStatus.LOADING, "loading the model and the data")
             trainer, checkpoint = self._setup()
             if self._stop.is_set():
-                self._set_state("stopped", "stopped before training began", finished=runs.now())
+                self._set_state(RunStatus.STOPPED, "stopped before training began", finished=runs.now())
                 return
-            self._set_state("training", f"resuming from {checkpoint.name}" if checkpoint else "")
+            self._set_state(RunStatus.TRAINING, f"resuming from {checkpoint.name}" if checkpoint else "")
             out = self._train(trainer, checkpoint)
             stopped = self._stop.is_set()
-            self._set_state("saving", "writing the adapter")
+            self._set_state(RunStatus.SAVING, "writing the adapter")
             self._save(trainer, out)
-            final = "stopped" if stopped else "done"
+            final = RunStatus.STOPPED if stopped else RunStatus.DONE
             self._set_state(final, "stopped by request; what was trained is saved" if stopped else "finished",
                             finished=runs.now())
         except BaseException as err:  # noqa: BLE001 - the thread must end every failure as a state
             self._fail(err)
         finally:
             self._trainer = None
-            if self.state == "failed":
+            if self.state is RunStatus.FAILED:
                 self._release()
 
     def _setup(self):
@@ -346,7 +347,7 @@ class TrainingJob:
         original.__traceback__ = err.__traceback__ = None  # frames hold the model; dropping them lets its memory go
         self.error = err
         try:
-            self._set_state("failed", message, finished=runs.now())
+            self._set_state(RunStatus.FAILED, message, finished=runs.now())
         except OSError:  # still no room for state.json: the folder reads as interrupted once this process ends
             pass
 
