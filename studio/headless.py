@@ -103,9 +103,9 @@ def _progress_line(event: dict) -> str | None:
         return "  ".join(parts)
     if kind == "eval":
         return f"step {event['step']}  eval_loss {event['eval_loss']:.4f}"
-    status = RunStatus(event.get("state"))
-    if kind == "state" and (status.working or status.has_result):  # run_headless raises a failure instead
-        return f"[{event['state']}] {event['message']}".rstrip()
+    if kind == "state":
+        status = RunStatus(event["state"])  # queued says nothing yet; run_headless raises a failure instead
+        return f"[{status}] {event['message']}".rstrip() if status.working or status.has_result else None
     if kind == "setup":
         return f"{event['rows']} training rows, {event['eval_rows']} eval rows, {event['total_steps']} steps"
     return None
