@@ -10,6 +10,7 @@ from pathlib import Path
 
 from studio import process, training
 from studio.config import ConfigError, RunConfig
+from studio.status import RunStatus
 
 __all__ = ["run_headless", "TrainingFailed"]
 
@@ -29,7 +30,7 @@ def run_headless(cfg: RunConfig, quiet: bool = False, *, retries: int = 0, callb
     job = training.TrainingJob(cfg, callbacks=callbacks).start()
     while True:
         _follow(job, quiet)
-        if job.state != "failed" or not isinstance(job.error, training.OutOfMemory) or retries <= 0:
+        if job.state is not RunStatus.FAILED or not isinstance(job.error, training.OutOfMemory) or retries <= 0:
             break
         retries -= 1
         try:
@@ -40,7 +41,7 @@ def run_headless(cfg: RunConfig, quiet: bool = False, *, retries: int = 0, callb
         print(f"warning: {job.snapshot()['message']}; retrying as {smaller.name} with train.micro_batch_size="
               f"{t.micro_batch_size}, train.grad_accum={t.grad_accum}", file=sys.stderr, flush=True)
         job = smaller
-    if job.state == "failed":
+    if job.state is RunStatus.FAILED:
         err = job.error
         if isinstance(err, ConfigError):
             raise err
@@ -102,8 +103,9 @@ def _progress_line(event: dict) -> str | None:
         return "  ".join(parts)
     if kind == "eval":
         return f"step {event['step']}  eval_loss {event['eval_loss']:.4f}"
-    if kind == "state" and event["state"] in ("loading", "training", "saving", "done", "stopped"):
-        return f"[{event['state']}] {event['message']}".rstrip()
+    if kind == "state":
+        status = RunStatus(event["state"])  # queued says nothing yet; run_headless raises a failure instead
+        return f"[{status}] {event['message']}".rstrip() if status.working or status.has_result else None
     if kind == "setup":
         return f"{event['rows']} training rows, {event['eval_rows']} eval rows, {event['total_steps']} steps"
     return None

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from studio.config import ConfigError, RunConfig
+from studio.status import RunStatus
 
 __all__ = [
-    "ACTIVE",
     "Run",
     "sanitize_name",
     "new_run_dir",
@@ -44,9 +44,6 @@ __all__ = [
     "write_model_card",
     "replace_folder",
 ]
-
-ACTIVE = ("queued", "loading", "training", "saving")
-"""States of a run that is still going; such a run whose process is gone is 'interrupted'."""
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -163,10 +160,10 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
-def _status(state: dict) -> str:
-    status = state.get("status", "unknown")
-    if status in ACTIVE and not _pid_alive(state.get("pid")):
-        return "interrupted"
+def _status(state: dict) -> RunStatus:
+    status = RunStatus(state.get("status", RunStatus.UNKNOWN))
+    if status.busy and not _pid_alive(state.get("pid")):  # still going, says the file; its process is gone
+        return RunStatus.INTERRUPTED
     return status
 
 
@@ -182,8 +179,8 @@ class Run:
     config_problem: str | None = None
 
     @property
-    def status(self) -> str:
-        """The state's status, or 'interrupted' when it says in progress but its process is gone."""
+    def status(self) -> RunStatus:
+        """The state's status, or INTERRUPTED when it says busy but its process is gone."""
         return _status(self.state)
 
     @property

@@ -196,33 +196,28 @@ def _takes_logits_to_keep(model) -> bool:
 
 
 class Progress(TrainerCallback):
-    """Publishes progress to the job (snapshot, events, metrics.jsonl) and reads its stop flag."""
+    """Publishes progress to the run's log (snapshot, events, metrics.jsonl) and reads the job's stop flag.
 
-    def __init__(self, job):
-        self.job = job
-        self.t0 = self.last_t = 0.0
-        self.step0 = 0
+    Args:
+        log: the job's run_log.RunLog.
+        stop: a threading.Event, set when the run is asked to stop.
+        tokens: returns this process's real tokens so far (the trainer's count).
+    """
+
+    def __init__(self, log, stop, tokens):
+        self.log, self.stop, self.tokens = log, stop, tokens
+        self.last_t = 0.0
         self.last_tokens = 0
         self.peak = 0
 
-    def _trainer_tokens(self) -> int:
-        trainer = self.job._trainer
-        return trainer.studio_tokens if trainer is not None else 0
-
     def on_train_begin(self, args, state, control, **kw):
-        self.t0 = self.last_t = time.perf_counter()
-        self.step0 = state.global_step
-        self.last_tokens = self._trainer_tokens()
-        self.job._update(total=state.max_steps, step=state.global_step)
+        self.last_t = time.perf_counter()
+        self.last_tokens = self.tokens()
+        self.log.train_began(state.global_step, state.max_steps)
 
     def on_step_end(self, args, state, control, **kw):
-        now = time.perf_counter()
-        done = state.global_step - self.step0
-        eta = (now - self.t0) / done * (state.max_steps - state.global_step) if done else None
-        self.job._update(step=state.global_step, total=state.max_steps, epoch=round(state.epoch or 0, 4),
-                         eta_seconds=eta, train_seconds=round(now - self.t0, 3), tokens=self._trainer_tokens(),
-                         step_seconds=(now - self.t0) / done if done else None, step_at=time.time())
-        if self.job._stop.is_set():
+        self.log.step_ended(state.global_step, state.max_steps, state.epoch, self.tokens())
+        if self.stop.is_set():
             control.should_training_stop = True
             control.should_save = True  # a checkpoint at the stop point, so Resume starts exactly here
 
@@ -236,10 +231,10 @@ class Progress(TrainerCallback):
         row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
         if "eval_loss" in logs:
             row["eval_loss"] = logs["eval_loss"]
-            self.job._update(eval_loss=logs["eval_loss"])
-            self.job._event("eval", **row)
+            self.log.update(eval_loss=logs["eval_loss"])
+            self.log.event("eval", **row)
         if "loss" in logs:
-            local = self._trainer_tokens()
+            local = self.tokens()
             rate = (local - self.last_tokens) / max(now - self.last_t, 1e-9)
             self.last_t, self.last_tokens = now, local
             # every process logs the same step: the run's token count and throughput are their sums
@@ -247,23 +242,23 @@ class Progress(TrainerCallback):
             tokens = int(tokens)
             row.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
                        tokens_per_second=round(rate, 2), tokens=tokens, **mem, time=round(time.time(), 3))
-            snap = self.job.snapshot()
-            self.job._update(loss=logs["loss"], learning_rate=logs.get("learning_rate"),
-                             tokens_per_second=round(rate, 2), memory_bytes=mem["memory_bytes"],
-                             peak_memory_bytes=self.peak)
-            self.job._event("log", total=state.max_steps, eta_seconds=snap.get("eta_seconds"), **row)
+            snap = self.log.snapshot()
+            self.log.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"),
+                            tokens_per_second=round(rate, 2), memory_bytes=mem["memory_bytes"],
+                            peak_memory_bytes=self.peak)
+            self.log.event("log", total=state.max_steps, eta_seconds=snap.get("eta_seconds"), **row)
         if len(row) > 2 and state.is_world_process_zero:
-            runs.append_metrics(self.job.run_dir, row)
+            runs.append_metrics(self.log.run_dir, row)
             if "loss" in row:
-                runs.write_state(self.job.run_dir, step=state.global_step, total_steps=state.max_steps,
+                runs.write_state(self.log.run_dir, step=state.global_step, total_steps=state.max_steps,
                                  peak_memory_bytes=self.peak)
 
 
 class EarlyStop(TrainerCallback):
     """Stops when the eval loss has not improved for ``patience`` evaluations (no best-model reload needed)."""
 
-    def __init__(self, patience: int, job=None):
-        self.patience, self.job = patience, job
+    def __init__(self, patience: int, log=None):
+        self.patience, self.log = patience, log
         self.best, self.bad = float("inf"), 0
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
@@ -276,5 +271,5 @@ class EarlyStop(TrainerCallback):
         self.bad += 1
         if self.bad >= self.patience:
             control.should_training_stop = True
-            if self.job is not None:
-                self.job._event("message", text=f"early stop: eval loss has not improved for {self.bad} evaluations")
+            if self.log is not None:
+                self.log.event("message", text=f"early stop: eval loss has not improved for {self.bad} evaluations")

@@ -1,7 +1,8 @@
 """TrainingJob: a transformers Trainer in a background thread, with a progress snapshot, events, stop and resume.
 
-The shape is small on purpose: setup (model, method, data), train, save, cleanup. The UI and the CLI
-only start a job and read what it publishes::
+The shape is small on purpose: setup (model, method, data), train, save, cleanup. What a job publishes
+(events, the progress snapshot, train.log, state.json) is its RunLog (studio/run_log.py); the UI and the
+CLI only start a job and read that::
 
     job = TrainingJob(cfg).start()
     seen = 0
@@ -31,9 +32,11 @@ import torch
 from transformers import PrinterCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
-from studio import faults, preflight, process, runs, validation
+from studio import data, faults, methods, models, preflight, process, runs, validation
 from studio.config import ConfigError, RunConfig
 from studio.faults import OutOfMemory, TrainingError
+from studio.run_log import RunLog
+from studio.status import RunStatus
 from studio.train_parts import (
     EarlyStop,
     StudioTrainer,
@@ -44,9 +47,7 @@ from studio.train_parts import (
     total_steps,
 )
 
-__all__ = ["STATES", "TrainingError", "OutOfMemory", "TrainingJob", "current_job", "cpu_has_bf16"]
-
-STATES = ("queued", "loading", "training", "saving", "done", "stopped", "failed")
+__all__ = ["TrainingError", "OutOfMemory", "TrainingJob", "current_job", "cpu_has_bf16"]
 
 
 _slot = threading.Lock()
@@ -70,7 +71,9 @@ class TrainingJob:
     def __init__(self, cfg: RunConfig, *, callbacks: tuple = (), run_dir: str | Path | None = None):
         self.cfg = validation.validate(cfg)
         self.name = runs.sanitize_name(cfg.train.run_name or f"{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        self.run_dir: Path | None = Path(run_dir) if run_dir else None
+        self.log = RunLog(self.name)
+        """what the job publishes: events, the progress snapshot, train.log and state.json"""
+        self.log.run_dir = Path(run_dir) if run_dir else None
         self.model: Any = None
         self.tokenizer: Any = None
         self.error: BaseException | None = None
@@ -78,11 +81,6 @@ class TrainingJob:
         self._resume = run_dir is not None
         self._callbacks = tuple(callbacks)
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._events: list[dict] = []
-        self._progress: dict = {"state": "queued", "step": 0, "total": None, "epoch": 0.0, "eta_seconds": None,
-                                "loss": None, "eval_loss": None, "learning_rate": None, "tokens_per_second": None,
-                                "memory_bytes": None, "message": "", "run_dir": None, "name": self.name}
         self._thread: threading.Thread | None = None
         self._trainer: Any = None
 
@@ -120,23 +118,29 @@ class TrainingJob:
             self._prepare_folder()
             _current = self
             self._thread = threading.Thread(target=self._run, name=f"train-{self.name}", daemon=False)
-            self._set_state("queued", "waiting to load the model")
+            self.log.set_state(RunStatus.QUEUED, "waiting to load the model")
             self._thread.start()
         return self
 
     def stop(self) -> None:
         """Ask the run to end after the current step; the adapter trained so far is saved."""
         self._stop.set()
-        self._event("message", text="stop requested")
+        self.log.event("message", text="stop requested")
 
     @property
-    def state(self) -> str:
-        return self._progress["state"]
+    def run_dir(self) -> Path | None:
+        """The run folder (None until ``start`` makes it, unless resuming)."""
+        return self.log.run_dir
+
+    @property
+    def state(self) -> RunStatus:
+        """Where the job is now (see RunStatus)."""
+        return self.log.state
 
     @property
     def running(self) -> bool:
         """True while the thread is alive or the job has not finished yet."""
-        return (self._thread is not None and self._thread.is_alive()) or self.state in runs.ACTIVE[1:]
+        return (self._thread is not None and self._thread.is_alive()) or self.state.working
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the job to end; True when it has."""
@@ -147,13 +151,11 @@ class TrainingJob:
 
     def snapshot(self) -> dict:
         """A copy of the small progress dict (cheap; never waits on the trainer)."""
-        with self._lock:
-            return dict(self._progress)
+        return self.log.snapshot()
 
     def events(self, since: int = 0) -> list[dict]:
         """Events with index >= ``since``: {"index", "type", "time", ...}. Many readers may follow one job."""
-        with self._lock:
-            return list(self._events[max(0, since):])
+        return self.log.events(since)
 
     def retry_smaller(self, *, start: bool = True) -> "TrainingJob":
         """A new job with half the micro-batch and double the accumulation (same tokens per step).
@@ -172,81 +174,53 @@ class TrainingJob:
         job = TrainingJob(cfg, callbacks=self._callbacks)
         return job.start() if start else job
 
-    # ---- publishing -----------------------------------------------------------------------------
-
-    def _event(self, kind: str, **data: Any) -> None:
-        with self._lock:
-            self._events.append({"index": len(self._events), "type": kind, "time": round(time.time(), 3), **data})
-
-    def _update(self, **values: Any) -> None:
-        with self._lock:
-            self._progress.update(values)
-
-    def _set_state(self, state: str, message: str = "", **extra: Any) -> None:
-        self._update(state=state, message=message)
-        self._event("state", state=state, message=message)
-        self._log(f"{state}: {message}" if message else state)
-        self._write_state(status=state, message=message, **extra)
-
-    def _write_state(self, **values: Any) -> None:
-        if self.run_dir is not None and process.is_main_process():
-            runs.write_state(self.run_dir, **values)
-
-    def _log(self, line: str) -> None:
-        if self.run_dir is None or not process.is_main_process():
-            return
-        with open(self.run_dir / "train.log", "a", encoding="utf-8") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-
     # ---- the run --------------------------------------------------------------------------------
 
     def _prepare_folder(self) -> None:
         if self.run_dir is None:
-            self.run_dir = runs.new_run_dir(self.cfg.train.output_dir, self.name) if process.is_main_process() else \
+            folder = runs.new_run_dir(self.cfg.train.output_dir, self.name) if process.is_main_process() else \
                 Path(self.cfg.train.output_dir) / self.name
             # under torchrun every rank takes rank 0's folder (its name has rank 0's time, maybe a -2 suffix)
-            self.run_dir = Path(process.from_rank0(str(self.run_dir)))
+            self.log.run_dir = Path(process.from_rank0(str(folder)))
             self.name = self.run_dir.name
         if process.is_main_process():
             self.cfg.save(self.run_dir / "config.yaml")
-        self._update(run_dir=str(self.run_dir), name=self.name)
+        self.log.update(run_dir=str(self.run_dir), name=self.name)
         started = runs.read_state(self.run_dir).get("started") if self._resume else None
-        self._write_state(started=started or runs.now(), finished=None, pid=os.getpid(),
-                          world_size=process.world_size())
+        self.log.write_state(started=started or runs.now(), finished=None, pid=os.getpid(),
+                             world_size=process.world_size())
 
     def _run(self) -> None:
         try:
-            self._set_state("loading", "loading the model and the data")
+            self.log.set_state(RunStatus.LOADING, "loading the model and the data")
             trainer, checkpoint = self._setup()
             if self._stop.is_set():
-                self._set_state("stopped", "stopped before training began", finished=runs.now())
+                self.log.set_state(RunStatus.STOPPED, "stopped before training began", finished=runs.now())
                 return
-            self._set_state("training", f"resuming from {checkpoint.name}" if checkpoint else "")
+            self.log.set_state(RunStatus.TRAINING, f"resuming from {checkpoint.name}" if checkpoint else "")
             out = self._train(trainer, checkpoint)
             stopped = self._stop.is_set()
-            self._set_state("saving", "writing the adapter")
+            self.log.set_state(RunStatus.SAVING, "writing the adapter")
             self._save(trainer, out)
-            final = "stopped" if stopped else "done"
-            self._set_state(final, "stopped by request; what was trained is saved" if stopped else "finished",
-                            finished=runs.now())
+            final = RunStatus.STOPPED if stopped else RunStatus.DONE
+            self.log.set_state(final, "stopped by request; what was trained is saved" if stopped else "finished",
+                               finished=runs.now())
         except BaseException as err:  # noqa: BLE001 - the thread must end every failure as a state
             self._fail(err)
         finally:
             self._trainer = None
-            if self.state == "failed":
+            if self.state is RunStatus.FAILED:
                 self._release()
 
     def _setup(self):
-        from studio import data, methods, models
-
         cfg, t = self.cfg, self.cfg.train
         method = methods.get(cfg.method.name)
         model_spec = methods.model_spec_for(cfg.model, cfg.method)  # QLoRA asks for a 4-bit base here
         tokenizer = models.load_tokenizer(model_spec)
         prepared = data.build(cfg, tokenizer)
         total = total_steps(cfg, len(prepared.train))
-        self._update(total=total)
-        self._write_state(total_steps=total)
+        self.log.update(total=total)
+        self.log.write_state(total_steps=total)
         model, tokenizer = models.load(model_spec)
         ctx = methods.Context(tokenizer=tokenizer, total_steps=total, model_spec=model_spec,
                               gradient_checkpointing=t.gradient_checkpointing)
@@ -260,17 +234,18 @@ class TrainingJob:
         lr = t.learning_rate if t.learning_rate is not None else method.learning_rate
         has_eval = bool(prepared.eval)
         args = build_args(cfg, self.run_dir / "checkpoints", lr=lr, total_steps=total, has_eval=has_eval)
-        callbacks = [Progress(self), *methods.trainer_callbacks(method), *self._callbacks]
+        progress = Progress(self.log, self._stop, self._trainer_tokens)
+        callbacks = [progress, *methods.trainer_callbacks(method), *self._callbacks]
         if has_eval and t.early_stopping_patience:
-            callbacks.append(EarlyStop(t.early_stopping_patience, self))
+            callbacks.append(EarlyStop(t.early_stopping_patience, self.log))
         trainer = StudioTrainer(model=model, args=args, train_dataset=prepared.train,
                                 eval_dataset=prepared.eval or None,
                                 data_collator=TokenCountingCollator(data.Collator(tokenizer.pad_token_id)),
                                 processing_class=tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # progress goes out as events, not printed dicts
         self._trainer = trainer
-        self._event("setup", rows=len(prepared.train), eval_rows=len(prepared.eval), total_steps=total,
-                    learning_rate=lr, stats=_stats_dict(prepared))
+        self.log.event("setup", rows=len(prepared.train), eval_rows=len(prepared.eval), total_steps=total,
+                       learning_rate=lr, stats=_stats_dict(prepared))
         checkpoint = runs.last_checkpoint(self.run_dir) if self._resume else None
         if checkpoint is not None:  # the token count goes on from where the logged rows left it
             upto = _step_of(checkpoint)
@@ -294,15 +269,13 @@ class TrainingJob:
         trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
         losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
         world = process.world_size()
-        self._update(step=trainer.state.global_step, loss=losses[-1] if losses else None,
-                     tokens=trainer.studio_tokens * world)
-        self._event("message", text=f"{checkpoint.name} is the last step: nothing left to train, saving it")
+        self.log.update(step=trainer.state.global_step, loss=losses[-1] if losses else None,
+                        tokens=trainer.studio_tokens * world)
+        self.log.event("message", text=f"{checkpoint.name} is the last step: nothing left to train, saving it")
         # Trainer's training_loss is the mean over steps; the mean of the logged losses is that for equal intervals
         return TrainOutput(trainer.state.global_step, sum(losses) / len(losses) if losses else None, {})
 
     def _save(self, trainer, out) -> None:
-        from studio import methods
-
         snap = self.snapshot()
         final_eval = snap.get("eval_loss")
         if trainer.eval_dataset is not None and not self._stop.is_set():
@@ -320,9 +293,9 @@ class TrainingJob:
             runs.replace_folder(adapter, lambda tmp: methods.finish_result(gathered.rename(tmp), self.cfg.method))
         runs.replace_folder(self.run_dir / "tokenizer", lambda tmp: self.tokenizer.save_pretrained(tmp))
         size = runs.folder_bytes(adapter)
-        self._write_state(step=out.global_step, final_loss=snap.get("loss"), final_eval_loss=final_eval,
-                          train_seconds=snap.get("train_seconds"), adapter_bytes=size,
-                          peak_memory_bytes=snap.get("peak_memory_bytes"), training_loss=out.training_loss)
+        self.log.write_state(step=out.global_step, final_loss=snap.get("loss"), final_eval_loss=final_eval,
+                             train_seconds=snap.get("train_seconds"), adapter_bytes=size,
+                             peak_memory_bytes=snap.get("peak_memory_bytes"), training_loss=out.training_loss)
         runs.write_model_card(self.run_dir, self.cfg, runs.read_state(self.run_dir))
 
     def _fail(self, err: BaseException) -> None:
@@ -333,15 +306,21 @@ class TrainingJob:
             faults.drop_partial_checkpoints(self.run_dir, last)  # room for state.json, nothing half-written to resume
         message = faults.one_line(err)
         try:  # on a full disk these writes can fail too; the job must still end as failed
-            self._log(message if isinstance(original, ConfigError) else "".join(traceback.format_exception(original)))
+            detail = message if isinstance(original, ConfigError) else "".join(traceback.format_exception(original))
+            self.log.write_log(detail)
         except OSError:
             pass
         original.__traceback__ = err.__traceback__ = None  # frames hold the model; dropping them lets its memory go
         self.error = err
         try:
-            self._set_state("failed", message, finished=runs.now())
+            self.log.set_state(RunStatus.FAILED, message, finished=runs.now())
         except OSError:  # still no room for state.json: the folder reads as interrupted once this process ends
             pass
+
+    def _trainer_tokens(self) -> int:
+        """This process's real tokens so far (0 while no trainer is built)."""
+        trainer = self._trainer
+        return trainer.studio_tokens if trainer is not None else 0
 
     def _release(self) -> None:
         """Drop every reference to the model so its memory goes back (the process stays usable)."""
@@ -378,8 +357,6 @@ def _step_of(checkpoint: Path) -> int:
 
 def _unpack_if_needed(cfg: RunConfig, tokenizer, model, prepared):
     """Packing is only safe where the adapted model keeps packed examples apart; else pad instead."""
-    from studio import data
-
     problem = data.check_packing(model)
     if problem is None:
         return prepared

@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 
 from studio.config import ConfigError, RunConfig
 from studio.ui import method_tab, model_tab
-from studio.ui.form import Form, field_widget, knob_widget
+from studio.ui.form import Form, field_widget, setting_widget
 
 
 @pytest.fixture
@@ -60,9 +60,9 @@ def test_widgets_follow_metadata():
     from studio.config import TrainSpec
 
     with gr.Blocks():
-        rank = knob_widget(methods.get("lora").knob("r"))
-        alpha = knob_widget(methods.get("lora").knob("alpha"))
-        targets = knob_widget(methods.get("lora").knob("targets"), ["attention", "mlp", "q_proj"])
+        rank = setting_widget(methods.get("lora").knob("r"))
+        alpha = setting_widget(methods.get("lora").knob("alpha"))
+        targets = setting_widget(methods.get("lora").knob("targets"), names=["attention", "mlp", "q_proj"])
         warmup = field_widget(TrainSpec, "warmup_ratio")
         steps = field_widget(TrainSpec, "max_steps")
     assert isinstance(rank, gr.Slider) and rank.minimum == 1 and rank.step == 1

@@ -55,7 +55,7 @@ def _settings(cfg: RunConfig | None) -> str:
 
 def _row(run) -> list:
     cfg, s = run.config, run.state
-    return [run.name, run.status, cfg.method.name if cfg else "?", Path(cfg.data.path).name if cfg else "?",
+    return [run.name, run.status.value, cfg.method.name if cfg else "?", Path(cfg.data.path).name if cfg else "?",
             _settings(cfg), _num(s.get("final_loss"), ".4f"), _num(s.get("final_eval_loss"), ".4f"),
             f"{_num(s.get('train_seconds'), '.0f')} s", f"{_num((s.get('peak_memory_bytes') or 0) / 1e9, '.2f')} GB",
             f"{run.adapter_bytes / 2**20:.1f} MB" if run.adapter_bytes else "–"]

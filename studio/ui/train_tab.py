@@ -21,6 +21,7 @@ from gradio.components.plot import PlotData
 
 from studio import validation
 from studio.config import ConfigError, RunConfig, TrainSpec
+from studio.status import RunStatus
 from studio.ui import paths, plots, state
 from studio.ui.form import Form, field_widget
 
@@ -33,7 +34,6 @@ _SLOWEST_TICK = 5.0
 RETRY_LABEL = "Retry smaller: half the micro-batch, twice the accumulation"
 SCHEDULE_FIELDS = ("epochs", "max_steps", "learning_rate", "scheduler", "warmup_ratio", "weight_decay",
                    "max_grad_norm", "eval_steps", "save_steps", "logging_steps", "early_stopping_patience", "seed")
-_ENDED = ("done", "stopped", "failed", "interrupted")
 _LOG_LINES = 14
 _CHART_POINTS = 1000
 
@@ -146,7 +146,7 @@ def resumable_runs(root: str | None = None) -> list[str]:
         return []
     root = root or str(state.get().runs_root)
     return [str(r.path) for r in runs.list_runs(root)
-            if r.status in ("stopped", "interrupted", "failed") and runs.last_checkpoint(r.path) is not None]
+            if r.status.resumable and runs.last_checkpoint(r.path) is not None]
 
 
 def resume_training(run_dir: str | None) -> str:
@@ -214,13 +214,13 @@ def _log_line(event: dict) -> str | None:
 
 
 def _result_md(job, snap: dict) -> str:
-    status = snap.get("state")
-    if status == "failed":
+    status = RunStatus(snap.get("state"))
+    if status is RunStatus.FAILED:
         return f"**The run failed:** {snap.get('message') or getattr(job, 'error', '')}"
-    if status not in ("done", "stopped"):
+    if not status.has_result:
         return ""
     result = getattr(job, "result", {}) or {}
-    parts = [f"**{'Finished' if status == 'done' else 'Stopped'}.** Run folder `{job.run_dir}`",
+    parts = [f"**{'Finished' if status is RunStatus.DONE else 'Stopped'}.** Run folder `{job.run_dir}`",
              f"final loss {_num(result.get('final_loss'), '.4f')}"]
     if isinstance(result.get("final_eval_loss"), (int, float)):
         parts.append(f"eval loss {result['final_eval_loss']:.4f}")
@@ -302,7 +302,7 @@ def training_view(job=None) -> TrainView:
         return TrainView("<div id='train-progress-label'>No run yet.</div>", "", _empty_chart(), "", "", False)
     snap = job.snapshot()
     figure, log = _feed(job).read()
-    ended = snap.get("state") in _ENDED and not job.running
+    ended = RunStatus(snap.get("state")).ended and not job.running
     return TrainView(_progress_html(snap), _stats_md(snap), figure, log, _result_md(job, snap), not ended,
                      ended and ran_out_of_memory(job), tick_seconds(snap))
 
