@@ -48,7 +48,9 @@ def test_merged_logits_equal_adapter_logits(run, tmp_path, tiny_dirs):
         got = merged(IDS).logits
     want = _adapter_logits(tiny_dirs["llama"], run)
     assert not torch.allclose(want, _base_logits(tiny_dirs["llama"]), atol=1e-3)  # the adapter matters
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # W + s·BA in one matrix sums in another order than Wx + s·B(Ax): fp32 rounding differs by ~1e-5 on some
+    # CPUs' kernels, two orders below what the adapter changes (checked above at 1e-3)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     assert "library_name: transformers" in (out / "README.md").read_text()
 
 
