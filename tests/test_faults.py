@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
-from studio import methods, runs, training
+from studio import method_api, methods, runs, training
 from studio.config import RunConfig
 from tests.test_training import At, chat_file, make_cfg, run_job  # noqa: F401 - chat_file is a fixture
 
@@ -81,7 +81,7 @@ def test_stop_while_the_adapter_is_written_keeps_it_whole(tiny_dirs, chat_file, 
         written.set()
         assert resume.wait(60)
 
-    monkeypatch.setitem(methods._REGISTRY, "lora", dataclasses.replace(lora, save=pause_after_weights))
+    monkeypatch.setitem(method_api._REGISTRY, "lora", dataclasses.replace(lora, save=pause_after_weights))
     job = training.TrainingJob(make_cfg(tiny_dirs, chat_file, tmp_path, max_steps=4)).start()
     try:
         assert written.wait(120)
@@ -104,7 +104,7 @@ def test_stop_while_the_adapter_is_written_keeps_it_whole(tiny_dirs, chat_file, 
 
 _CHILD = r"""
 import dataclasses, sys, time
-from studio import methods, training
+from studio import method_api, methods, training
 from studio.config import RunConfig
 
 lora = methods.get("lora")
@@ -114,7 +114,7 @@ def save_then_hang(model, spec, folder):
     print("WROTE", folder, flush=True)
     time.sleep(600)
 
-methods._REGISTRY["lora"] = dataclasses.replace(lora, save=save_then_hang)
+method_api._REGISTRY["lora"] = dataclasses.replace(lora, save=save_then_hang)
 where = sys.argv[1]
 job = training.TrainingJob.resume(where) if sys.argv[2] == "resume" else \
     training.TrainingJob(RunConfig.load(where)).start()
