@@ -14,12 +14,14 @@ import pandas as pd
 
 from studio import faults
 from studio.config import ConfigError
+from studio.metrics import LABELS, METRICS
 from studio.ui import state
 
 __all__ = ["EvalPanel", "build_eval_panel", "wire_eval_panel", "parse_prompts", "evaluate_prompts"]
 
 _ANSWERS = ["prompt", "base answer", "tuned answer"]
-_SCORES = ["reference", "ROUGE-L base", "ROUGE-L tuned"]
+_SHOWN = ("rougeL", "bleu", "chrf", "exact_match", "contains")  # per row; the summary line has every metric
+_SCORES = ["reference"] + [f"{LABELS[k]} {p}" for k in _SHOWN for p in ("base", "tuned")]
 _ARROW = "=>"
 
 
@@ -52,13 +54,14 @@ def _with_system(items: list, system: str) -> list:
 
 
 def _table(report) -> pd.DataFrame:
-    scored = any(r.get("rouge_l") for r in report.rows)
+    scored = any(r.get("scores") for r in report.rows)
     rows = []
     for r in report.rows:
         row = [r["prompt"], r["answers"]["base"], r["answers"]["tuned"]]
         if scored:
-            rouge = r.get("rouge_l") or {}
-            row += [r.get("reference") or "", *(_num(rouge.get(p), 3) for p in ("base", "tuned"))]
+            sc = r.get("scores") or {}
+            row += [r.get("reference") or "", *(_num(sc.get(p, {}).get(k), 3) for k in _SHOWN
+                                                 for p in ("base", "tuned"))]
         rows.append(row)
     return pd.DataFrame(rows, columns=_ANSWERS + (_SCORES if scored else []))
 
@@ -70,7 +73,7 @@ def _num(x: float | None, digits: int = 4) -> str:
 def _summary(report, saved: Path) -> str:
     s = report.summary
     parts = [f"**{p}** loss {_num(s[p]['loss']) or '–'}, perplexity {_num(s[p]['perplexity']) or '–'}"
-             + (f", ROUGE-L {_num(s[p]['rouge_l'], 3)}" if s[p]["rouge_l"] is not None else "")
+             + "".join(f", {LABELS[k]} {_num(s[p][k], 3)}" for k in METRICS if s[p].get(k) is not None)
              for p in ("base", "tuned")]
     on = f"loss on {s['loss_on']}" if s.get("loss_on") else "no loss: no held-out split and no prompt has a reference"
     return f"{' · '.join(parts)} ({on}; {s['prompts']} prompts) · saved `{saved}`"
@@ -124,7 +127,7 @@ def build_eval_panel() -> EvalPanel:
     with gr.Accordion("Evaluate", open=False):
         prompts = gr.Textbox(label="prompts", lines=4, elem_id="eval-prompts",
                              placeholder="Who are you?\nWhat is LoRA? => A low-rank adapter.",
-                             info=f"one per line; 'prompt {_ARROW} reference' also scores ROUGE-L against it")
+                             info=f"one per line; 'prompt {_ARROW} reference' scores answers against it")
         with gr.Row():
             heldout = gr.Checkbox(False, label="also the run's held-out split", elem_id="eval-heldout",
                                   info="its val_fraction rows and val_path, as in training")
