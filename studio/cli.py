@@ -82,6 +82,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return evaluate.cli_eval(args.run_dir, args.prompts, max_new_tokens=args.max_new_tokens)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from studio import bench
+
+    report = bench.bench_run(args.run_dir, args.tasks, limit=args.limit, others=args.other)
+    print(report.table())
+    print(f"saved {os.path.join(args.run_dir, bench.BENCH_FILE)}")
+    return 0
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     from studio import distributed
 
@@ -141,11 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merge a run trained on a 4-/8-bit base onto the full-precision base")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("eval", help="answer a prompt set with base and tuned, with loss and ROUGE-L")
+    p = sub.add_parser("eval", help="answer a prompt set with base and tuned, with loss, ROUGE, BLEU...")
     p.add_argument("run_dir")
     p.add_argument("--prompts", required=True, help="a .txt (one prompt per line) or .jsonl file")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="lm-evaluation-harness tasks on the base and the tuned model, side by side")
+    p.add_argument("run_dir")
+    p.add_argument("--tasks", nargs="+", required=True, metavar="TASK",
+                   help="shipped tasks (studio_mc, studio_gen), task .yaml files with local data, or harness names")
+    p.add_argument("--limit", type=int, help="at most this many examples per task (a quick look)")
+    p.add_argument("--other", action="append", default=[], metavar="RUN_DIR",
+                   help="another run on the same base to score beside them (repeatable)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("launch", help="write an accelerate config and run the preset on several GPUs")
     _add_config_args(p, preset_required=False)  # no preset: the default RunConfig, written beside the launch
