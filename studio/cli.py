@@ -91,6 +91,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace) -> int:
+    from studio import evaluate, judge
+
+    template = judge.DEFAULT_PROMPT
+    if args.template:
+        if not os.path.isfile(args.template):
+            raise ConfigError(f"--template: no such file: {args.template}")
+        template = open(args.template, encoding="utf-8").read()
+    items = evaluate.load_prompts(args.prompts)
+    report = judge.judge_run(args.run_dir, items, judge=args.judge, other=args.other, template=template,
+                             max_new_tokens=args.max_new_tokens)
+    print(report.table())
+    print(f"saved {os.path.join(args.run_dir, judge.JUDGE_FILE)}")
+    return 0
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     from studio import distributed
 
@@ -164,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--other", action="append", default=[], metavar="RUN_DIR",
                    help="another run on the same base to score beside them (repeatable)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("judge", help="a judge model compares tuned answers with the base's (or another run's)")
+    p.add_argument("run_dir")
+    p.add_argument("--prompts", required=True, help="a .txt (one prompt per line) or .jsonl file")
+    p.add_argument("--judge", default="base", help="'base' (the run's base, a weak judge) or a local model folder")
+    p.add_argument("--other", metavar="RUN_DIR", help="compare against this run instead of the base")
+    p.add_argument("--template", metavar="FILE", help="the judge's prompt with {question} {answer_a} {answer_b}")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.set_defaults(func=cmd_judge)
 
     p = sub.add_parser("launch", help="write an accelerate config and run the preset on several GPUs")
     _add_config_args(p, preset_required=False)  # no preset: the default RunConfig, written beside the launch
