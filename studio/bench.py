@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from studio.chat import ChatEngine
 from studio.config import ConfigError, RunConfig
 
 __all__ = ["PRESET_TASKS", "BENCH_FILE", "Score", "BenchReport", "local_tasks", "task_config", "resolve_tasks",
@@ -241,8 +242,6 @@ def bench_run(run_dir: str | Path, tasks: list[str], limit: int | None = None, o
 
     ``engine`` (optional) already holds the run's adapter under the name ``pane``, e.g. the UI's shared one.
     """
-    from studio.chat import ChatEngine
-
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}: not a run folder (it has no config.yaml)")

@@ -65,8 +65,9 @@ class _Section:
             if not _type_ok(value, hints[f.name]):
                 out.append(f"{key}: expected {_type_name(hints[f.name])}, got {value!r}")
                 continue
-            if meta.get("choices") and value not in meta["choices"]:
-                out.append(f"{key}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+            for bad in [v for v in (value if isinstance(value, list) else [value])  # a list: each of its items
+                        if meta.get("choices") and v not in meta["choices"]]:
+                out.append(f"{key}: {bad!r} is not one of {', '.join(map(str, meta['choices']))}")
             if meta.get("min") is not None and isinstance(value, (int, float)) and value < meta["min"]:
                 out.append(f"{key}: {value} is below the minimum {meta['min']}")
             if meta.get("max") is not None and isinstance(value, (int, float)) and value > meta["max"]:
@@ -284,6 +285,9 @@ class TrainSpec(_Section):
     early_stopping_patience: int = _f(0, "stop after N evaluations without a better eval loss (0: off)", min=0)
     output_dir: str = _f("runs", "folder that holds the run folders")
     run_name: str | None = _f(None, "name of the run folder; none picks one from the method and the time")
+    eval_after: list = _f(None, "after training, score base and tuned and save after_eval.json in the run folder: "
+                          "general (shipped general prompts: what tuning cost), studio_mc, studio_gen (benchmarks)",
+                          choices=("general", "studio_mc", "studio_gen"), factory=list)
     distributed: DistributedSpec = _f(None, "multi-GPU settings", factory=DistributedSpec)
 
 

@@ -17,7 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from studio import models
+from studio.chat import ChatEngine
 from studio.config import ConfigError, ModelSpec, RunConfig
+from studio.evaluate import evaluate
 
 __all__ = ["DEFAULT_PROMPT", "JUDGE_FILE", "SLOTS", "Verdict", "JudgeReport", "fill", "parse_verdict", "judge_pair",
            "compare", "ModelJudge", "judge_run"]
@@ -173,10 +176,6 @@ def judge_run(run_dir: str | Path, items: list, judge: str = "base", other: str 
         template: the judge's prompt, with the slots in ``SLOTS``.
         engine: a ChatEngine already holding the run under ``pane`` (the UI's shared one), else one is made.
     """
-    from studio import models
-    from studio.chat import ChatEngine
-    from studio.evaluate import evaluate
-
     fill(template, "", "", "")
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():

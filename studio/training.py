@@ -31,7 +31,7 @@ import torch
 from transformers import PrinterCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
-from studio import faults, preflight, runs
+from studio import faults, forgetting, preflight, runs
 from studio.config import ConfigError, RunConfig
 from studio.faults import OutOfMemory, TrainingError
 from studio.train_parts import (
@@ -236,6 +236,8 @@ class TrainingJob:
             final = "stopped" if stopped else "done"
             self._set_state(final, "stopped by request; what was trained is saved" if stopped else "finished",
                             finished=runs.now())
+            if not stopped and is_main_process():  # train.eval_after: base vs tuned, once the result is saved
+                forgetting.after_training(self.run_dir, self.cfg, self._log)
         except BaseException as err:  # noqa: BLE001 - the thread must end every failure as a state
             self._fail(err)
         finally:
