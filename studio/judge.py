@@ -170,8 +170,8 @@ def judge_run(run_dir: str | Path, items: list, judge: str = "base", other: str 
 
     Args:
         run_dir: the tuned run; items: EvalItems (their references are not shown to the judge).
-        judge: "base" (the run's base model, adapters off: a weak judge, but no second model) or a local
-            causal model folder, loaded once for the judging.
+        judge: "base" (the run's base model, adapters off: a weak judge, but no second model), "embedded"
+            or a local causal model folder, loaded once for the judging.
         other: a second run on the same base to compare against instead of the base.
         template: the judge's prompt, with the slots in ``SLOTS``.
         engine: a ChatEngine already holding the run under ``pane`` (the UI's shared one), else one is made.
@@ -180,8 +180,8 @@ def judge_run(run_dir: str | Path, items: list, judge: str = "base", other: str 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}: not a run folder (it has no config.yaml)")
-    if judge != "base" and not Path(judge).is_dir():
-        raise ConfigError(f"judge {judge!r}: give 'base' or a local model folder")
+    if judge not in ("base", "embedded") and not Path(judge).is_dir():
+        raise ConfigError(f"judge {judge!r}: give 'base', 'embedded' or a local model folder")
     if engine is None:
         engine = ChatEngine(RunConfig.load(run_dir / "config.yaml").model)
         engine.add_adapter(pane, run_dir)

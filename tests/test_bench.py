@@ -87,3 +87,36 @@ def test_bad_task_yaml_and_missing_data_are_lines(tmp_path):
     (tmp_path / "u.yaml").write_text("just: words\n")
     with pytest.raises(ConfigError, match="no 'task: NAME'"):
         bench.resolve_tasks([str(tmp_path / "u.yaml")])
+
+
+@pytest.fixture
+def panel_root(tmp_path):
+    """A runs folder for the Chat tab's handlers, and no chat engine before or after."""
+    from studio.ui import state
+
+    root = tmp_path / "runs"
+    state.configure(runs_root=root)
+    state.get().chat, state.get().chat_key = None, None
+    yield root
+    state.get().chat, state.get().chat_key = None, None
+
+
+def test_benchmarks_panel_table_chart_and_one_line_errors(panel_root, tiny_dirs):
+    from studio.ui import bench_panel, chat_tab, state
+
+    run = make_run(panel_root, tiny_dirs["llama"], "panel", scale=0.5)
+    steps = []
+    table, fig, summary = bench_panel.run_benchmarks(["studio_mc"], "", 4, str(run), [], opener=chat_tab.open_panes,
+                                                     progress=lambda f, desc="": steps.append(desc))
+    assert list(table.columns) == ["task", "metric", "base", "tuned"] and list(table["metric"]) == ["acc", "acc_norm"]
+    report = bench.BenchReport.load(run / bench.BENCH_FILE)
+    assert table["tuned"][0] == f"{report.get('tuned', 'studio_mc', 'acc').value:.3f} ± " \
+                                f"{report.get('tuned', 'studio_mc', 'acc').stderr:.3f}"
+    assert [t.name for t in fig.data] == ["base", "tuned"] and len(fig.data[1].error_y.array) == 2
+    assert "4 examples per task" in summary and steps[-1] == "done"
+    assert state.get().chat.adapters() == ["panel"]  # it ran on the chat's own engine
+    _, _, line = bench_panel.run_benchmarks([], "hellaswag", 4, str(run), [], opener=chat_tab.open_panes,
+                                            progress=lambda *a, **k: None)
+    assert line.startswith("**Cannot benchmark:** hellaswag: not a local task") and "\n" not in line
+    _, _, line = bench_panel.run_benchmarks(["studio_mc"], "", 4, None, [], opener=chat_tab.open_panes)
+    assert line.startswith("Pick a tuned run")

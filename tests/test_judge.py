@@ -90,3 +90,23 @@ def test_embedded_model_judges(tmp_path):
     verdicts = [v for r in report.rows for v in r["verdicts"]]
     assert all(v["raw"].strip() for v in verdicts)  # the model replied every time
     assert sum(report.rates().values()) == pytest.approx(1.0)
+
+
+def test_judge_panel_handler(tmp_path, tiny_dirs):
+    from studio.ui import bench_panel, chat_tab, state
+
+    state.configure(runs_root=tmp_path / "runs")
+    state.get().chat, state.get().chat_key = None, None
+    try:
+        run = make_run(tmp_path / "runs", tiny_dirs["llama"], "judged", scale=0.5)
+        mine = judge.DEFAULT_PROMPT.replace("You compare", "Compare")
+        table, line = bench_panel.judge_answers("hello", "base", mine, str(run), [], opener=chat_tab.open_panes,
+                                                max_new_tokens=4)
+        assert list(table.columns)[:4] == ["prompt", "tuned answer", "other answer", "outcome for tuned"]
+        assert len(table) == 1 and table["outcome for tuned"][0] in ("win", "tie", "loss")
+        assert "judge: the base model" in line and "win" in line
+        assert json.loads((run / judge.JUDGE_FILE).read_text())["template"] == mine  # the edited prompt was used
+        _, line = bench_panel.judge_answers("hello", "base", "no slots", str(run), [], opener=chat_tab.open_panes)
+        assert line.startswith("**Cannot judge:** the judge prompt lacks {question}")
+    finally:
+        state.get().chat, state.get().chat_key = None, None

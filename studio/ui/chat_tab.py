@@ -11,7 +11,7 @@ import gradio as gr
 
 from studio import models
 from studio.config import ConfigError, ModelSpec
-from studio.ui import eval_panel, paths, state
+from studio.ui import bench_panel, eval_panel, paths, state
 
 __all__ = ["ChatTab", "build_chat_tab", "wire_chat_tab", "chat_runs", "flatten", "chat_stream", "stop_chat",
            "engine_for", "open_panes", "extra_panes", "system_text"]
@@ -33,6 +33,7 @@ class ChatTab:
     system: gr.Textbox
     refresh: gr.Button
     evaluation: eval_panel.EvalPanel
+    benchmarks: bench_panel.BenchPanel
 
 
 def chat_runs(root: str | None = None) -> list[tuple[str, str]]:
@@ -261,7 +262,7 @@ def build_chat_tab() -> ChatTab:
                                  "trained with, if any")
     evaluation = eval_panel.build_eval_panel()
     return ChatTab(run, base, tuned, message, send, stop, clear, note, gen, compare, extras, system, refresh,
-                   evaluation)
+                   evaluation, bench_panel.build_bench_panel())
 
 
 def wire_chat_tab(tab: ChatTab, model_id: gr.Dropdown) -> None:
@@ -279,3 +280,4 @@ def wire_chat_tab(tab: ChatTab, model_id: gr.Dropdown) -> None:
     for picker in pickers:
         picker.focus(lambda: gr.update(choices=chat_runs()), None, picker, api_visibility="private")
     eval_panel.wire_eval_panel(tab.evaluation, tab.run, model_id, tab.system, tab.gen[0])
+    bench_panel.wire_bench_panel(tab.benchmarks, tab.run, tab.compare, open_panes)
