@@ -40,7 +40,7 @@ Answer B:
 
 Which answer is more helpful, correct and clear? Reply on one line: A, B or tie, a colon, then a short reason.
 Verdict:"""
-_VERDICT = re.compile(r"\b(tie|a|b)\b", re.IGNORECASE)
+_VERDICT = re.compile(r"\b(A|B|[Tt]ie|TIE)\b")  # a lower-case "a" is the article, not a verdict
 
 
 @dataclass
@@ -68,8 +68,7 @@ def parse_verdict(text: str) -> Verdict:
     m = _VERDICT.search(line)
     if m is None:
         return Verdict(None, line[:200], text)
-    word = m.group(1)
-    winner = "tie" if word.lower() == "tie" else word.upper()
+    winner = "tie" if m.group(1).lower() == "tie" else m.group(1)
     reason = line[m.end():].lstrip(" :.-)]").strip() or line
     return Verdict(winner, reason[:200], text)
 

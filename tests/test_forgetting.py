@@ -76,3 +76,40 @@ def test_eval_after_names_are_checked():
 
     with pytest.raises(ConfigError, match="'hellaswag' is not one of general, studio_mc, studio_gen"):
         RunConfig.from_dict({"train": {"eval_after": ["general", "hellaswag"]}})
+
+
+@pytest.mark.slow
+def test_quickstart_what_the_identity_tuning_cost(tmp_path):
+    """The quickstart with train.eval_after on every shipped check (docs/benchmarks.md records the output)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from studio import bench
+    from studio.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "studio", "train", "presets/quickstart.yaml", "--output", str(tmp_path),
+                          "--quiet", "--set", "train.eval_after=[general, studio_mc, studio_gen]"], cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=2400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    run_dir = Path(out.stdout.strip().splitlines()[-1])
+    print(f"train + eval_after: {time.perf_counter() - started:.0f} s wall")
+    result = forgetting.read(run_dir)
+    print("\n".join(result["lines"]))
+    for row in result["general"]["rows"]:
+        print(f"{row['prompt']!r}: base {row['answers']['base'][:60]!r} | tuned {row['answers']['tuned'][:60]!r}")
+    general = {r["metric"]: r for r in forgetting.changes(result) if r["what"] == "general prompts"}
+    # 40 steps on an identity set overfit: the tuned model answers "I am Quill..." to general questions too
+    assert general["contains answer"]["change"] < 0 and general["ROUGE-L"]["change"] < 0
+
+    started = time.perf_counter()
+    assert main(["bench", str(run_dir), "--tasks", "studio_mc", "studio_gen"]) == 0
+    print(f"bench: {time.perf_counter() - started:.0f} s wall")
+    report = bench.BenchReport.load(run_dir / bench.BENCH_FILE)
+    for s in result["bench"]:  # the same harness numbers as the check after training (greedy, no sampling)
+        assert report.get(s["model"], s["task"], s["metric"]).value == pytest.approx(s["value"])
+    assert report.get("base", "studio_mc", "acc").n == 24 and report.get("base", "studio_gen", "exact_match (strip)")

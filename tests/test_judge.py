@@ -29,7 +29,8 @@ class FixedJudge:
 def test_parse_verdict():
     assert judge.parse_verdict("A: it is right").winner == "A"
     assert judge.parse_verdict("A: it is right").reason == "it is right"
-    assert judge.parse_verdict("\n  b - shorter and true\nmore").winner == "B"
+    assert judge.parse_verdict("\n  B - shorter and true\nmore").winner == "B"
+    assert judge.parse_verdict("This is a fine answer, but B is right").winner == "B"  # "a" is an article
     assert judge.parse_verdict("Tie: both fine").winner == "tie"
     got = judge.parse_verdict("I cannot decide")
     assert got.winner is None and got.reason == "I cannot decide"
