@@ -120,3 +120,8 @@ def test_benchmarks_panel_table_chart_and_one_line_errors(panel_root, tiny_dirs)
     assert line.startswith("**Cannot benchmark:** hellaswag: not a local task") and "\n" not in line
     _, _, line = bench_panel.run_benchmarks(["studio_mc"], "", 4, None, [], opener=chat_tab.open_panes)
     assert line.startswith("Pick a tuned run")
+    quiet = dict(opener=chat_tab.open_panes, progress=lambda *a, **k: None)
+    _, _, line = bench_panel.run_benchmarks(["studio_mc"], "", 4, str(panel_root.parent), [], **quiet)
+    assert "not a run in the runs folder" in line  # a typed path outside the runs folder is not read
+    _, _, line = bench_panel.run_benchmarks([], "/etc/task.yaml", 4, str(run), [], **quiet)
+    assert line.startswith("**Cannot benchmark:** task file: /etc/task.yaml is outside the folders")
