@@ -98,7 +98,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
     if args.template:
         if not os.path.isfile(args.template):
             raise ConfigError(f"--template: no such file: {args.template}")
-        template = open(args.template, encoding="utf-8").read()
+        with open(args.template, encoding="utf-8") as fh:
+            template = fh.read()
     items = evaluate.load_prompts(args.prompts)
     report = judge.judge_run(args.run_dir, items, judge=args.judge, other=args.other, template=template,
                              max_new_tokens=args.max_new_tokens)
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("judge", help="a judge model compares tuned answers with the base's (or another run's)")
     p.add_argument("run_dir")
     p.add_argument("--prompts", required=True, help="a .txt (one prompt per line) or .jsonl file")
-    p.add_argument("--judge", default="base", help="'base' (the run's base, a weak judge) or a local model folder")
+    p.add_argument("--judge", default="base", help="'base' (the run's base, a weak judge), 'embedded' or a local model folder")
     p.add_argument("--other", metavar="RUN_DIR", help="compare against this run instead of the base")
     p.add_argument("--template", metavar="FILE", help="the judge's prompt with {question} {answer_a} {answer_b}")
     p.add_argument("--max-new-tokens", type=int, default=96)
