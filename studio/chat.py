@@ -23,7 +23,8 @@ from typing import Any, Iterator
 import torch
 from transformers import StoppingCriteriaList
 
-from studio import models, training
+from studio import models, run_log
+from studio.status import RunStatus
 from studio.chat_adapters import BASE, Call, SharedBase, read_run
 from studio.chat_stream import GenSettings, RowStreamer, StopOnEvent
 from studio.config import ConfigError, ModelSpec, RunConfig
@@ -33,14 +34,8 @@ __all__ = ["GenSettings", "ChatEngine", "answer_once", "read_run", "training_bus
 
 def training_busy_message() -> str | None:
     """A readable line when a training run in this process is using the model, else None."""
-    job = training.current_job()
-    if job is None:
-        return None
-    try:
-        state = job.snapshot().get("state")
-    except Exception:  # a job half set up must not break chat
-        return None
-    if state in ("queued", "loading", "training", "saving"):  # from Start until the result is written
+    log = run_log.active()
+    if log is not None and RunStatus(log.snapshot().get("state")).busy:  # from Start until the result is written
         return ("A training run is using the model right now; chat will answer again when it finishes "
                 "or is stopped (this keeps the two from fighting over memory).")
     return None

@@ -85,6 +85,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return evaluate.cli_eval(args.run_dir, args.prompts, max_new_tokens=args.max_new_tokens)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from studio import bench
+
+    report = bench.bench_run(args.run_dir, args.tasks, limit=args.limit, others=args.other)
+    print(report.table())
+    print(f"saved {os.path.join(args.run_dir, bench.BENCH_FILE)}")
+    return 0
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from studio import evaluate, judge
+
+    template = judge.DEFAULT_PROMPT
+    if args.template:
+        if not os.path.isfile(args.template):
+            raise ConfigError(f"--template: no such file: {args.template}")
+        with open(args.template, encoding="utf-8") as fh:
+            template = fh.read()
+    items = evaluate.load_prompts(args.prompts)
+    report = judge.judge_run(args.run_dir, items, judge=args.judge, other=args.other, template=template,
+                             max_new_tokens=args.max_new_tokens)
+    print(report.table())
+    print(f"saved {os.path.join(args.run_dir, judge.JUDGE_FILE)}")
+    return 0
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     return launch(load_run_config(args), args)
 
@@ -159,11 +185,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merge a run trained on a 4-/8-bit base onto the full-precision base")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("eval", help="answer a prompt set with base and tuned, with loss and ROUGE-L")
+    p = sub.add_parser("eval", help="answer a prompt set with base and tuned, with loss, ROUGE, BLEU...")
     p.add_argument("run_dir")
     p.add_argument("--prompts", required=True, help="a .txt (one prompt per line) or .jsonl file")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="lm-evaluation-harness tasks on the base and the tuned model, side by side")
+    p.add_argument("run_dir")
+    p.add_argument("--tasks", nargs="+", required=True, metavar="TASK",
+                   help="shipped tasks (studio_mc, studio_gen), task .yaml files with local data, or harness names")
+    p.add_argument("--limit", type=int, help="at most this many examples per task (a quick look)")
+    p.add_argument("--other", action="append", default=[], metavar="RUN_DIR",
+                   help="another run on the same base to score beside them (repeatable)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("judge", help="a judge model compares tuned answers with the base's (or another run's)")
+    p.add_argument("run_dir")
+    p.add_argument("--prompts", required=True, help="a .txt (one prompt per line) or .jsonl file")
+    p.add_argument("--judge", default="base", help="'base' (the run's base, a weak judge), 'embedded' or a local model folder")
+    p.add_argument("--other", metavar="RUN_DIR", help="compare against this run instead of the base")
+    p.add_argument("--template", metavar="FILE", help="the judge's prompt with {question} {answer_a} {answer_b}")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.set_defaults(func=cmd_judge)
 
     p = sub.add_parser("launch", help="write an accelerate config and run the preset on several GPUs")
     _add_config_args(p, preset_required=False)  # no preset: the default RunConfig, written beside the launch

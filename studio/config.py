@@ -349,6 +349,9 @@ class TrainSpec(_Section):
     early_stopping_patience: int = _f(0, "stop after N evaluations without a better eval loss (0: off)", min=0)
     output_dir: str = _f("runs", "folder that holds the run folders")
     run_name: str | None = _f(None, "name of the run folder; none picks one from the method and the time")
+    eval_after: list = _f(None, "after training, score base and tuned and save after_eval.json in the run folder: "
+                          "general (shipped general prompts: what tuning cost), studio_mc, studio_gen (benchmarks)",
+                          choices=("general", "studio_mc", "studio_gen"), factory=list)
     distributed: DistributedSpec = _f(None, "multi-GPU settings", factory=DistributedSpec)
 
     def trains_nothing(self) -> bool:

@@ -1,4 +1,5 @@
-"""Prompt-set evaluation: base and tuned answers side by side, held-out loss and perplexity, ROUGE-L.
+"""Prompt-set evaluation: base and tuned answers side by side, held-out loss and perplexity, and answer
+metrics against references (ROUGE, BLEU, chrF, exact match, contains-answer; see ``studio.metrics``).
 
     report = evaluate_run("runs/lora-identity", prompts_file="prompts.txt")
     print(report.table())          # also written to runs/lora-identity/eval.jsonl
@@ -6,25 +7,23 @@
 Prompts come typed (a list of strings, or lines read by ``parse_prompts``), from a file (.txt: one per line,
 ``prompt => reference`` gives the expected answer too; .jsonl/.json/.csv/.parquet:
 prompt/reference pairs or chat rows, whose last answer becomes the reference), or from the run's
-held-out split. ROUGE-L is the LCS-based F-measure of Lin (2004), on lower-cased word tokens.
+held-out split.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import textwrap
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 
-from studio import data
+from studio import data, metrics
 from studio.config import ConfigError, DataSpec, RunConfig
 
-__all__ = ["EvalItem", "EvalReport", "rouge_l", "lcs_length", "load_prompts", "prompts_from_column", "items_from_rows",
-           "heldout_rows", "parse_prompts", "REFERENCE_ARROW", "mean_loss", "evaluate", "evaluate_run", "cli_eval",
-           "EVAL_FILE"]
+__all__ = ["EvalItem", "EvalReport", "load_prompts", "prompts_from_column", "items_from_rows", "heldout_rows",
+           "parse_prompts", "REFERENCE_ARROW", "mean_loss", "evaluate", "evaluate_run", "cli_eval", "EVAL_FILE"]
 
 EVAL_FILE = "eval.jsonl"
 _REFERENCE_KEYS = ("reference", "response", "answer", "completion", "output")
@@ -43,37 +42,6 @@ class EvalItem:
 
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.messages()[-1]["content"]
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
-
-
-def lcs_length(a: list, b: list) -> int:
-    """Length of the longest common subsequence of ``a`` and ``b`` (two-row dynamic programme)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(candidate: str, reference: str, beta: float = 1.0) -> dict:
-    """ROUGE-L of ``candidate`` against ``reference``: LCS recall, precision and F (Lin 2004, sec. 3.1).
-
-    With beta = 1 the F-measure is the harmonic mean of precision and recall.
-    """
-    cand, ref = _words(candidate), _words(reference)
-    lcs = lcs_length(cand, ref)
-    if not cand or not ref or lcs == 0:
-        return {"precision": 0.0, "recall": 0.0, "f1": 0.0}
-    p, r = lcs / len(cand), lcs / len(ref)
-    f = (1 + beta**2) * p * r / (r + beta**2 * p)
-    return {"precision": p, "recall": r, "f1": f}
 
 
 def items_from_rows(rows: list[dict]) -> list[EvalItem]:
@@ -179,7 +147,7 @@ def mean_loss(model, tokenizer, rows: list[dict], max_len: int = 512, train_on: 
 
 @dataclass
 class EvalReport:
-    """Answers per prompt and pane, with scores; ``summary`` holds loss, perplexity and mean ROUGE-L per pane."""
+    """Answers per prompt and pane, with scores; ``summary`` holds loss, perplexity and the metrics per pane."""
 
     panes: list[str]
     rows: list[dict] = field(default_factory=list)
@@ -204,13 +172,13 @@ class EvalReport:
             cols = [textwrap.wrap(row["answers"][p] or "(empty)", width) for p in self.panes]
             out.append("  ".join(f"{p:<{width}}" for p in self.panes))
             out += ["  ".join(f"{c:<{width}}" for c in line) for line in zip_longest(*cols, fillvalue="")]
-            if row.get("rouge_l"):
-                out.append("  ".join(f"ROUGE-L {row['rouge_l'][p]:.3f}".ljust(width) for p in self.panes))
+            if row.get("scores"):
+                out.append("  ".join(_scores_line(row["scores"][p]).ljust(width) for p in self.panes))
             out.append("")
         for p in self.panes:
             s = self.summary.get(p, {})
             out.append(f"{p}: loss {_fmt(s.get('loss'))}  perplexity {_fmt(s.get('perplexity'))}  "
-                       f"ROUGE-L {_fmt(s.get('rouge_l'))}")
+                       + _scores_line(s))
         if self.summary.get("loss_on"):
             out.append(f"(loss on {self.summary['loss_on']})")
         return "\n".join(out)
@@ -218,6 +186,10 @@ class EvalReport:
 
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4g}"
+
+
+def _scores_line(scores: dict) -> str:
+    return "  ".join(f"{metrics.LABELS[k]} {_fmt(scores.get(k))}" for k in metrics.METRICS)
 
 
 def evaluate(engine, items: list[EvalItem], panes: dict, max_new_tokens: int = 96,
@@ -244,16 +216,17 @@ def evaluate(engine, items: list[EvalItem], panes: dict, max_new_tokens: int = 9
         answers = {label: final.get(key, "") for label, key in panes.items()}
         row = {"prompt": item.prompt_text(), "reference": item.reference, "answers": answers}
         if item.reference:
-            row["rouge_l"] = {label: rouge_l(a, item.reference)["f1"] for label, a in answers.items()}
+            row["scores"] = {label: metrics.score(a, item.reference) for label, a in answers.items()}
         report.rows.append(row)
+    scored = [r for r in report.rows if "scores" in r]
     for label, key in panes.items():
-        scores = [r["rouge_l"][label] for r in report.rows if "rouge_l" in r]
         loss = None
         if loss_rows:
             with engine.using(key) as model:
                 loss = mean_loss(model, engine.tokenizer, loss_rows, max_len=max_len)
         report.summary[label] = {"loss": loss, "perplexity": math.exp(loss) if loss is not None else None,
-                                 "rouge_l": sum(scores) / len(scores) if scores else None}
+                                 **metrics.corpus([r["answers"][label] for r in scored],
+                                                  [r["reference"] for r in scored])}
     return report
 
 

@@ -21,7 +21,21 @@ from typing import Any
 from studio import process, runs
 from studio.status import RunStatus
 
-__all__ = ["RunLog"]
+__all__ = ["RunLog", "publish", "active"]
+
+
+_active: "RunLog | None" = None
+
+
+def publish(log: "RunLog") -> None:
+    """Make ``log`` the process's current run (set when a job starts), so chat can see a run is going."""
+    global _active
+    _active = log
+
+
+def active() -> "RunLog | None":
+    """The log of the process's most recent run (running or finished), or None."""
+    return _active
 
 
 class RunLog:

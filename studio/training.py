@@ -32,9 +32,10 @@ import torch
 from transformers import PrinterCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
-from studio import data, faults, methods, models, preflight, process, runs, validation
+from studio import data, faults, forgetting, methods, models, preflight, process, runs, validation
 from studio.config import ConfigError, RunConfig
 from studio.faults import OutOfMemory, TrainingError
+from studio import run_log
 from studio.run_log import RunLog
 from studio.status import RunStatus
 from studio.train_parts import (
@@ -117,6 +118,7 @@ class TrainingJob:
             preflight.check(self.cfg)  # settings the model or this machine cannot take, before any weights load
             self._prepare_folder()
             _current = self
+            run_log.publish(self.log)
             self._thread = threading.Thread(target=self._run, name=f"train-{self.name}", daemon=False)
             self.log.set_state(RunStatus.QUEUED, "waiting to load the model")
             self._thread.start()
@@ -205,6 +207,8 @@ class TrainingJob:
             final = RunStatus.STOPPED if stopped else RunStatus.DONE
             self.log.set_state(final, "stopped by request; what was trained is saved" if stopped else "finished",
                                finished=runs.now())
+            if not stopped and process.is_main_process():  # train.eval_after: base vs tuned, once the result is saved
+                forgetting.after_training(self.run_dir, self.cfg, self.log.write_log)
         except BaseException as err:  # noqa: BLE001 - the thread must end every failure as a state
             self._fail(err)
         finally:

@@ -255,7 +255,7 @@ def test_remove_adapter(engine, tmp_path, tiny_dirs):
 
 
 def test_busy_while_a_training_job_trains(monkeypatch):
-    from studio import training
+    from studio import run_log
 
     class _Job:
         state = "training"
@@ -264,7 +264,7 @@ def test_busy_while_a_training_job_trains(monkeypatch):
             return {"state": self.state}
 
     job = _Job()
-    monkeypatch.setattr(training, "current_job", lambda: job)
+    monkeypatch.setattr(run_log, "active", lambda: job)
     for job.state in ("queued", "loading", "training", "saving"):
         assert "training run is using the model" in chat.training_busy_message(), job.state
     for job.state in ("done", "stopped", "failed", "interrupted"):

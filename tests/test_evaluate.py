@@ -1,4 +1,4 @@
-"""Prompt-set evaluation: ROUGE-L against known values, prompt sources, the eval table, loss, CLI."""
+"""Prompt-set evaluation: prompt sources, the eval table and its library metrics, loss, CLI."""
 
 from __future__ import annotations
 
@@ -6,43 +6,16 @@ import json
 import math
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from studio import metrics
 from studio.config import ConfigError
-from studio.evaluate import (EvalItem, evaluate_run, items_from_rows, lcs_length, load_prompts, mean_loss,
-                             prompts_from_column, rouge_l)
+from studio.evaluate import EvalItem, evaluate_run, items_from_rows, load_prompts, mean_loss, prompts_from_column
 from tests.runfolders import make_run
 
 CHAT_ROWS = [
     {"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i} ok"}]}
     for i in range(6)
 ]
-
-
-def test_rouge_l_known_values():
-    # Lin (2004), section 3.1: reference "police killed the gunman"
-    assert rouge_l("police kill the gunman", "police killed the gunman")["f1"] == pytest.approx(0.75)
-    assert rouge_l("the gunman kill police", "police killed the gunman")["f1"] == pytest.approx(0.5)
-    got = rouge_l("the cat was found under the bed", "the cat was under the bed")
-    assert got["precision"] == pytest.approx(6 / 7) and got["recall"] == 1.0
-    assert got["f1"] == pytest.approx(12 / 13)
-    assert rouge_l("Same, words!", "same words")["f1"] == 1.0
-    assert rouge_l("alpha", "beta")["f1"] == 0.0 and rouge_l("", "beta")["f1"] == 0.0
-
-
-def _naive_lcs(a, b):
-    if not a or not b:
-        return 0
-    if a[0] == b[0]:
-        return 1 + _naive_lcs(a[1:], b[1:])
-    return max(_naive_lcs(a[1:], b), _naive_lcs(a, b[1:]))
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from("abc"), max_size=7), st.lists(st.sampled_from("abc"), max_size=7))
-def test_lcs_matches_the_definition(a, b):
-    assert lcs_length(a, b) == _naive_lcs(a, b) == lcs_length(b, a)
 
 
 def test_prompt_sources(tmp_path):
@@ -97,7 +70,8 @@ def test_eval_table_from_heldout_split(run):
     report = evaluate_run(run, max_new_tokens=6)
     assert report.panes == ["base", "tuned"] and len(report.rows) == 2  # 6 rows * 0.34 held out
     row = report.rows[0]
-    assert set(row["answers"]) == {"base", "tuned"} and set(row["rouge_l"]) == {"base", "tuned"}
+    assert set(row["answers"]) == {"base", "tuned"} and set(row["scores"]) == {"base", "tuned"}
+    assert row["scores"]["tuned"] == metrics.score(row["answers"]["tuned"], row["reference"])
     base, tuned = report.summary["base"], report.summary["tuned"]
     assert base["loss"] != tuned["loss"] and tuned["perplexity"] == pytest.approx(math.exp(tuned["loss"]))
     assert report.summary["loss_on"] == "the held-out split"
@@ -109,8 +83,8 @@ def test_eval_table_from_heldout_split(run):
 
 def test_eval_typed_prompts_without_references(run):
     report = evaluate_run(run, items=[EvalItem("hello"), EvalItem("who are you")], max_new_tokens=4, save=False)
-    assert len(report.rows) == 2 and "rouge_l" not in report.rows[0]
-    assert report.summary["base"]["rouge_l"] is None and report.summary["base"]["loss"] is not None
+    assert len(report.rows) == 2 and "scores" not in report.rows[0]
+    assert report.summary["base"]["rougeL"] is None and report.summary["base"]["loss"] is not None
 
 
 def test_cli_eval(run, tmp_path, capsys):

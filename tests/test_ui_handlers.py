@@ -481,12 +481,13 @@ def test_evaluate_prompts_table_summary_and_file(eval_run, monkeypatch):
     engine, _ = chat_panes.engine_for("", eval_run)
     seen = _spy_prompts(engine, monkeypatch)
     table, summary = eval_panel.evaluate_prompts("hello => hi there\nwho are you", True, eval_run, "", "Be brief.", 6)
-    assert list(table.columns) == ["prompt", "base answer", "tuned answer", "reference", "ROUGE-L base",
-                                   "ROUGE-L tuned"]
+    assert list(table.columns) == ["prompt", "base answer", "tuned answer", "reference"] + [
+        f"{m} {p}" for m in ("ROUGE-L", "BLEU", "chrF", "exact match", "contains answer") for p in ("base", "tuned")]
     assert len(table) == 4 and list(table["prompt"][:2]) == ["hello", "who are you"]  # typed, then 2 held out
     assert table["reference"][0] == "hi there" and table["ROUGE-L base"][1] == ""  # no reference, no score
     assert (table["base answer"] != table["tuned answer"]).any()
     assert "**base** loss" in summary and "**tuned** loss" in summary and "perplexity" in summary
+    assert "ROUGE-L" in summary and "BLEU" in summary and "chrF" in summary
     assert "the held-out split" in summary and "\n" not in summary
     saved = Path(eval_run) / "eval.jsonl"
     assert f"`{saved}`" in summary and json.loads(saved.read_text().splitlines()[-1])["summary"]["prompts"] == 4

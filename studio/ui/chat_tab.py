@@ -12,7 +12,7 @@ import gradio as gr
 from studio import chat, chat_session
 from studio.chat_stream import GenSettings
 from studio.config import ConfigError
-from studio.ui import chat_panes, eval_panel, state
+from studio.ui import bench_panel, chat_panes, eval_panel, state
 
 __all__ = ["ChatTab", "build_chat_tab", "wire_chat_tab", "chat_runs", "flatten", "chat_stream", "stop_chat",
            "extra_panes"]
@@ -34,6 +34,7 @@ class ChatTab:
     system: gr.Textbox
     refresh: gr.Button
     evaluation: eval_panel.EvalPanel
+    benchmarks: bench_panel.BenchPanel
 
 
 def chat_runs(root: str | None = None) -> list[tuple[str, str]]:
@@ -160,7 +161,7 @@ def build_chat_tab() -> ChatTab:
                                  "trained with, if any")
     evaluation = eval_panel.build_eval_panel()
     return ChatTab(run, base, tuned, message, send, stop, clear, note, gen, compare, extras, system, refresh,
-                   evaluation)
+                   evaluation, bench_panel.build_bench_panel())
 
 
 def wire_chat_tab(tab: ChatTab, model_id: gr.Dropdown) -> None:
@@ -178,3 +179,4 @@ def wire_chat_tab(tab: ChatTab, model_id: gr.Dropdown) -> None:
     for picker in pickers:
         picker.focus(lambda: gr.update(choices=chat_runs()), None, picker, api_visibility="private")
     eval_panel.wire_eval_panel(tab.evaluation, tab.run, model_id, tab.system, tab.gen[0])
+    bench_panel.wire_bench_panel(tab.benchmarks, tab.run, tab.compare, chat_panes.open_panes)

@@ -15,12 +15,14 @@ import pandas as pd
 
 from studio import chat, chat_session, evaluate, faults
 from studio.config import ConfigError
+from studio.metrics import LABELS, METRICS
 from studio.ui import chat_panes
 
 __all__ = ["EvalPanel", "build_eval_panel", "wire_eval_panel", "evaluate_prompts"]
 
 _ANSWERS = ["prompt", "base answer", "tuned answer"]
-_SCORES = ["reference", "ROUGE-L base", "ROUGE-L tuned"]
+_SHOWN = ("rougeL", "bleu", "chrf", "exact_match", "contains")  # per row; the summary line has every metric
+_SCORES = ["reference"] + [f"{LABELS[k]} {p}" for k in _SHOWN for p in ("base", "tuned")]
 
 
 @dataclass
@@ -33,13 +35,14 @@ class EvalPanel:
 
 
 def _table(report) -> pd.DataFrame:
-    scored = any(r.get("rouge_l") for r in report.rows)
+    scored = any(r.get("scores") for r in report.rows)
     rows = []
     for r in report.rows:
         row = [r["prompt"], r["answers"]["base"], r["answers"]["tuned"]]
         if scored:
-            rouge = r.get("rouge_l") or {}
-            row += [r.get("reference") or "", *(_num(rouge.get(p), 3) for p in ("base", "tuned"))]
+            sc = r.get("scores") or {}
+            row += [r.get("reference") or "", *(_num(sc.get(p, {}).get(k), 3) for k in _SHOWN
+                                                 for p in ("base", "tuned"))]
         rows.append(row)
     return pd.DataFrame(rows, columns=_ANSWERS + (_SCORES if scored else []))
 
@@ -51,7 +54,7 @@ def _num(x: float | None, digits: int = 4) -> str:
 def _summary(report, saved: Path) -> str:
     s = report.summary
     parts = [f"**{p}** loss {_num(s[p]['loss']) or '–'}, perplexity {_num(s[p]['perplexity']) or '–'}"
-             + (f", ROUGE-L {_num(s[p]['rouge_l'], 3)}" if s[p]["rouge_l"] is not None else "")
+             + "".join(f", {LABELS[k]} {_num(s[p][k], 3)}" for k in METRICS if s[p].get(k) is not None)
              for p in ("base", "tuned")]
     on = f"loss on {s['loss_on']}" if s.get("loss_on") else "no loss: no held-out split and no prompt has a reference"
     return f"{' · '.join(parts)} ({on}; {s['prompts']} prompts) · saved `{saved}`"
@@ -62,14 +65,14 @@ def evaluate_prompts(prompts: str | None, use_heldout: bool, run_dir: str | None
     """Answer the typed prompts (and the run's held-out split if asked) with the base and the tuned run.
 
     Args:
-        prompts: one per line; ``prompt => reference`` adds a reference for ROUGE-L.
+        prompts: one per line; ``prompt => reference`` adds a reference to score answers against.
         use_heldout: add the run's held-out rows (its val_fraction split and val_path) as prompts.
         run_dir: the tuned run (the Chat tab's pick); model_id: the Model tab's model, used only without a run.
         system_prompt: put before every prompt; empty: the one the run was trained with, as the CLI does.
         max_new_tokens: longest answer; answers are greedy so that a rerun gives the same table.
 
     Returns:
-        (table of prompt / base answer / tuned answer [/ reference / ROUGE-L], one Markdown line: loss and
+        (table of prompt / base answer / tuned answer [/ reference / scores], one Markdown line: loss and
         perplexity per pane and where eval.jsonl was saved, or what went wrong).
     """
     empty = pd.DataFrame(columns=_ANSWERS)
@@ -94,7 +97,7 @@ def build_eval_panel() -> EvalPanel:
     with gr.Accordion("Evaluate", open=False):
         prompts = gr.Textbox(label="prompts", lines=4, elem_id="eval-prompts",
                              placeholder="Who are you?\nWhat is LoRA? => A low-rank adapter.",
-                             info=f"one per line; 'prompt {evaluate.REFERENCE_ARROW} reference' also scores ROUGE-L "
+                             info=f"one per line; 'prompt {evaluate.REFERENCE_ARROW} reference' scores answers "
                                   "against it")
         with gr.Row():
             heldout = gr.Checkbox(False, label="also the run's held-out split", elem_id="eval-heldout",

@@ -10,6 +10,7 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
+from studio import forgetting
 from studio.config import ConfigError, RunConfig
 from studio.ui import plots, state
 from studio.ui.form import Form
@@ -17,8 +18,8 @@ from studio.ui.form import Form
 __all__ = ["RunsTab", "build_runs_tab", "runs_table", "run_names", "overlay", "run_yaml", "train_command",
            "COLUMNS"]
 
-COLUMNS = ["run", "status", "method", "data", "settings", "final loss", "eval loss", "train time", "peak memory",
-           "adapter"]
+COLUMNS = ["run", "status", "method", "data", "settings", "final loss", "eval loss", "after tuning (tuned - base)",
+           "train time", "peak memory", "adapter"]
 
 
 @dataclass
@@ -57,6 +58,7 @@ def _row(run) -> list:
     cfg, s = run.config, run.state
     return [run.name, run.status.value, cfg.method.name if cfg else "?", Path(cfg.data.path).name if cfg else "?",
             _settings(cfg), _num(s.get("final_loss"), ".4f"), _num(s.get("final_eval_loss"), ".4f"),
+            forgetting.short(forgetting.read(run.path)),  # train.eval_after: what tuning cost beside what it won
             f"{_num(s.get('train_seconds'), '.0f')} s", f"{_num((s.get('peak_memory_bytes') or 0) / 1e9, '.2f')} GB",
             f"{run.adapter_bytes / 2**20:.1f} MB" if run.adapter_bytes else "–"]
 
