@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 
-from studio import hardware, memory
+from studio import fit, hardware, memory
 from studio.config import MethodSpec, RunConfig
 from studio.known_models import KNOWN
 
@@ -38,7 +38,7 @@ def main() -> int:
         print(f"{'estimate, llama-3.1-8b, ' + name:<34} {ms:>8.3f} {BASELINE_MS:>12.1f}")
     gpu = hardware.find("4090")
     bd = memory.estimate(arch, cfgs["lora"])
-    ms = _time(lambda: hardware.fit(bd, gpu, arch, cfgs["lora"]), 10)
+    ms = _time(lambda: fit.fit(bd, gpu, arch, cfgs["lora"]), 10)
     print(f"{'fit + suggestions + largest, 4090':<34} {ms:>8.3f} {'(not UI-per-move)':>12}")
     print("within budget" if worst < BASELINE_MS else "OVER BUDGET")
     return 0 if worst < BASELINE_MS else 1

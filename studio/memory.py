@@ -15,15 +15,16 @@ reports; ``peak_bytes`` adds the framework margin and the CUDA context (which th
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 
 from studio import activations as saved_for_backward
-from studio import methods
+from studio import known_models, methods
+from studio import targets as tg
+from studio.activations import Run
 from studio.config import RunConfig
-from studio.models import ArchSpec
+from studio.models import ArchSpec, ModelError, read_arch
 
-__all__ = ["Breakdown", "estimate", "cli_estimate", "resolve_arch", "format_bytes", "PARTS"]
+__all__ = ["Breakdown", "estimate", "resolve_arch", "format_bytes", "PARTS", "LABELS"]
 
 GiB = 1024 ** 3
 _DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -82,40 +83,6 @@ class Breakdown:
         return self.weights + self.quant_constants + self.upcast_fp32 + self.trainable + self.optimizer
 
 
-@dataclass(frozen=True)
-class _Run:
-    """The run settings the formulas read, resolved once (dtypes, method facts, shapes)."""
-
-    batch: int
-    virtual: int  # prompt-learning virtual tokens
-    grad_from: str  # where gradients start in the bottom layer (see activations.STARTS)
-    seq: int  # tokens per row the layers see (virtual tokens included)
-    kv_seq: int  # tokens attention keys/values span
-    w_bytes: int  # base weight dtype
-    c_bytes: int  # activation / compute dtype
-    autocast: bool
-    quant: str | None  # 'nf4', 'fp4', '8bit' or None
-    double_quant: bool
-    upcast: bool  # prepare_model_for_kbit_training casts the 16-bit leftovers to fp32
-    trainable: int
-    base_trains: bool  # the base weights themselves train (full / freeze / bitfit)
-    trained_layers: int  # layers whose linear weights train
-    grad_layers: int  # layers gradient flows through
-    embed_trains: bool
-    adapted: frozenset  # linear names whose input an adapter branch saves
-    adapter_dropout: float
-    adapter_sites: int  # bottleneck adapter sites per layer
-    adapter_dim: int
-    eager: bool
-    checkpointing: bool
-    device: str
-    optimizer: str
-    world: int
-    strategy: str
-    offload: bool
-    grad_accum: int
-
-
 def _dtype_bytes(name: str, device: str, auto: str) -> int:
     return _DTYPE_BYTES[auto if name == "auto" else name]
 
@@ -126,7 +93,7 @@ def _layer_params(arch: ArchSpec) -> int:
     return 2 * h * q + 2 * h * kv + (3 if arch.gated_mlp else 2) * h * ff
 
 
-def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _Run:
+def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> Run:
     method = methods.get(cfg.method.name)
     values = method.values(cfg.method)
     trainable = int(method.trainable(arch, cfg.method))
@@ -142,8 +109,6 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _R
     targets = values.get("targets")
     adapted: frozenset = frozenset()
     if isinstance(targets, list):
-        from studio import targets as tg
-
         adapted = frozenset(n.split(".")[-1] for n in tg.expand(targets, tg.for_arch(arch)))
     virtual = int(values.get("num_virtual_tokens") or 0)
     at_input = method.memory.virtual_tokens == "input"  # prefix tuning: only the keys/values grow
@@ -159,7 +124,7 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _R
         c_name = "bf16" if cd == "auto" else cd
     c_bytes = min(_DTYPE_BYTES[c_name], w_bytes) if quant is None else _DTYPE_BYTES[c_name]
     dist = cfg.train.distributed
-    return _Run(
+    return Run(
         batch=cfg.train.micro_batch_size, virtual=virtual,
         grad_from=_grad_from(method, values, adapted, embed_trains, base_trains, virtual, at_input),
         seq=seq + (virtual if at_input else 0), kv_seq=seq + virtual,
@@ -191,7 +156,7 @@ def _grad_from(method, values: dict, adapted: frozenset, embed_trains: bool, bas
 
 # ---------------------------------------------------------------- static parts
 
-def _weights(arch: ArchSpec, r: _Run) -> tuple[int, int, int]:
+def _weights(arch: ArchSpec, r: Run) -> tuple[int, int, int]:
     """(weights, quantisation constants, fp32 upcast) in bytes.
 
     bitsandbytes quantises only the Linear layers inside the blocks; embeddings, LM head, norms and biases
@@ -220,17 +185,17 @@ def _layer_rows(arch: ArchSpec) -> int:
     return q + 2 * kv + h + (2 if arch.gated_mlp else 1) * ff + h
 
 
-def _trainable_bytes(r: _Run) -> int:
+def _trainable_bytes(r: Run) -> int:
     # PEFT keeps adapter weights in fp32 even on a 16-bit base (autocast_adapter_dtype=True, peft docs);
     # weight-training methods train the base weights, already counted in `weights`.
     return 0 if r.base_trains else r.trainable * 4
 
 
-def _param_bytes(r: _Run) -> int:
+def _param_bytes(r: Run) -> int:
     return r.w_bytes if r.base_trains else 4
 
 
-def _optimizer(r: _Run) -> int:
+def _optimizer(r: Run) -> int:
     """Optimizer state. AdamW keeps exp_avg and exp_avg_sq like the parameter (torch.optim.AdamW docs)."""
     n, pb = r.trainable, _param_bytes(r)
     return int({
@@ -240,7 +205,7 @@ def _optimizer(r: _Run) -> int:
     }[r.optimizer])
 
 
-def _step_transient(arch: ArchSpec, r: _Run) -> int:
+def _step_transient(arch: ArchSpec, r: Run) -> int:
     """Temporaries of optimizer.step(). torch's foreach AdamW (default on CUDA) makes one sqrt(exp_avg_sq)
     buffer over all parameters; the single-tensor loop (CPU) one per parameter (torch/optim/adamw.py)."""
     if r.optimizer == "sgd" or r.optimizer.endswith("8bit"):
@@ -301,7 +266,7 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
     )
 
 
-def _shard(r: _Run, weights, consts, grads, optim, transient):
+def _shard(r: Run, weights, consts, grads, optim, transient):
     """Per-GPU shares under a distributed strategy (ZeRO, Rajbhandari et al. 2020: stage 2 shards
     optimizer state and gradients, stage 3 / FSDP also the weights). DDP keeps a bucket copy of every
     gradient unless gradient_as_bucket_view (torch DistributedDataParallel docs)."""
@@ -318,7 +283,7 @@ def _shard(r: _Run, weights, consts, grads, optim, transient):
     return weights, consts, grads, optim, transient, extra
 
 
-def _notes(r: _Run) -> list[str]:
+def _notes(r: Run) -> list[str]:
     notes = []
     if r.strategy != "none":
         notes.append(f"per GPU with {r.strategy} over {r.world} GPUs")
@@ -334,9 +299,6 @@ def _notes(r: _Run) -> list[str]:
 def resolve_arch(model_spec) -> tuple[ArchSpec, str]:
     """The architecture of ``model_spec`` and where it came from: its config, or, when that cannot be
     read (no hub access, not downloaded), the table of well-known models. Raises ModelError otherwise."""
-    from studio import known_models
-    from studio.models import ModelError, read_arch
-
     try:
         return read_arch(model_spec), "config"
     except ModelError as err:
@@ -353,43 +315,10 @@ def format_bytes(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if abs(n) >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
-_LABELS = {
+# what the UI and the CLI call each part
+LABELS = {
     "weights": "base weights", "quant_constants": "quantisation constants", "upcast_fp32": "fp32 upcast (k-bit prep)",
     "trainable": "trainable parameters", "gradients": "gradients", "optimizer": "optimizer state",
     "activations": "activations", "logits": "logits and loss", "step_transient": "optimizer step temporaries",
     "framework": "allocator margin", "cuda_context": "CUDA context",
 }
-
-
-def cli_estimate(cfg: RunConfig, gpu: str | None, as_json: bool) -> int:
-    """``python -m studio estimate``: print the breakdown and the fit verdict. Returns the exit code."""
-    from studio import hardware
-
-    arch, source = resolve_arch(cfg.model)
-    device = hardware.find(gpu)
-    bd = estimate(arch, cfg, device="cpu" if device.kind == "cpu" else "cuda")
-    verdict = hardware.fit(bd, device, arch, cfg)
-    if as_json:
-        out = {**bd.to_dict(), "arch_source": source, "device": device.name, "device_bytes": device.total_bytes,
-               "verdict": verdict.verdict, "summary": verdict.summary, "max_micro_batch": verdict.max_micro_batch,
-               "max_seq_len": verdict.max_seq_len,
-               "changes": [{"change": c.text, "set": c.overrides, "peak_bytes": c.peak_bytes} for c in verdict.changes]}
-        print(json.dumps(out, indent=2))
-        return 0
-    print(f"{cfg.model.id}: {arch.num_parameters / 1e9:.2f}B parameters (architecture from {source})")
-    print(f"method {cfg.method.name}: {bd.trainable_params:,} trainable; micro-batch {cfg.train.micro_batch_size} "
-          f"x {cfg.train.max_seq_len} tokens, {cfg.train.optimizer}, "
-          f"checkpointing {'on' if cfg.train.gradient_checkpointing else 'off'}")
-    for part in PARTS:
-        value = getattr(bd, part)
-        if value:
-            print(f"  {_LABELS[part]:<28} {format_bytes(value):>10}")
-    print(f"  {'peak (' + bd.peak_phase.replace('_', ' ') + ')':<28} {format_bytes(bd.peak_bytes):>10}")
-    for note in bd.notes:
-        print(f"  note: {note}")
-    print(verdict.summary)
-    for c in verdict.changes:
-        print(f"  - {c.text}: {format_bytes(c.peak_bytes)}   (--set {' --set '.join(c.overrides)})")
-    print(f"largest micro-batch that fits: {verdict.max_micro_batch or 'none'}; "
-          f"largest max_seq_len: {verdict.max_seq_len or 'none'}")
-    return 0

@@ -22,6 +22,7 @@ import torch
 from studio import methods, models
 from studio import targets as tg
 from studio.config import ConfigError, RunConfig
+from studio.hardware import resolve_precision
 
 __all__ = ["problems", "check", "bitsandbytes_problem", "causal_lm_problem", "context_length"]
 
@@ -66,8 +67,6 @@ def check(cfg: RunConfig) -> RunConfig:
 # --- settings that need no model -------------------------------------------------------------------------------
 
 def _settings(cfg: RunConfig, machine: bool) -> list[str]:
-    from studio.train_parts import resolve_precision
-
     t, out = cfg.train, []
     if not t.max_steps and t.epochs <= 0:
         out.append("train.epochs is 0 and train.max_steps is not set: nothing to train")

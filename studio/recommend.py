@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from studio import hardware, memory
 from studio.config import ConfigError, MethodSpec
 
 __all__ = ["GOALS", "Recommendation", "recommend", "cli_recommend", "BYTES_PER_PARAM"]
@@ -112,8 +113,6 @@ def recommend(params: float, memory_bytes: float, goal: str = "style") -> Recomm
 
 def cli_recommend(model, gpu: str | None, goal: str) -> int:
     """``python -m studio recommend``: a method for ``model`` (a ModelSpec) on the GPU here or ``gpu``."""
-    from studio import hardware, memory
-
     arch, source = memory.resolve_arch(model)
     device = hardware.find(gpu)
     rec = recommend(arch.num_parameters, device.total_bytes, goal)

@@ -34,13 +34,13 @@ from transformers.trainer_utils import TrainOutput
 from studio import faults, preflight, runs
 from studio.config import ConfigError, RunConfig
 from studio.faults import OutOfMemory, TrainingError
+from studio.hardware import cpu_has_bf16
 from studio.train_parts import (
     EarlyStop,
     StudioTrainer,
     TokenCountingCollator,
     build_args,
     Progress,
-    cpu_has_bf16,
     total_steps,
 )
 

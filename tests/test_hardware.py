@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from studio import hardware, memory
+from studio import fit, hardware, memory
 from studio.config import ConfigError, MethodSpec, RunConfig
 from studio.known_models import KNOWN
 
@@ -37,9 +37,9 @@ def test_fit_verdicts_and_suggestions():
     arch = KNOWN["llama-3.1-8b"]
     cfg = _cfg(micro_batch_size=4, max_seq_len=2048)
     bd = memory.estimate(arch, cfg)
-    big = hardware.fit(bd, hardware.find("H200"), arch, cfg)
+    big = fit.fit(bd, hardware.find("H200"), arch, cfg)
     assert big.verdict == "fits" and big.spare_bytes > 0 and not big.changes
-    small = hardware.fit(bd, hardware.find("4090"), arch, cfg)
+    small = fit.fit(bd, hardware.find("4090"), arch, cfg)
     assert small.verdict == "does not fit" and small.changes
     assert all(c.peak_bytes < bd.peak_bytes for c in small.changes)
     assert any("checkpointing" in c.text for c in small.changes)
@@ -49,7 +49,7 @@ def test_largest_batch_and_length_fit_and_one_more_does_not():
     arch = KNOWN["llama-2-7b"]
     cfg = _cfg(max_seq_len=1024, gradient_checkpointing=True)
     gpu = hardware.find("4090")
-    v = hardware.fit(memory.estimate(arch, cfg), gpu, arch, cfg)
+    v = fit.fit(memory.estimate(arch, cfg), gpu, arch, cfg)
     assert v.max_micro_batch >= 1
     over = _cfg(max_seq_len=1024, gradient_checkpointing=True, micro_batch_size=v.max_micro_batch + 1)
     assert memory.estimate(arch, over).peak_bytes > gpu.total_bytes

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from studio import memory
+from studio import cli, memory
 from studio.config import MethodSpec, RunConfig
 from studio.known_models import KNOWN, lookup
 
@@ -148,11 +148,11 @@ def test_peft_readme_t0_3b(method, published):
 def test_cli_estimate_json_for_70b_qlora_without_download(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = RunConfig.load("presets/llama70b-qlora-24gb.yaml")
-    assert memory.cli_estimate(cfg, gpu="RTX 4090 24GB", as_json=True) == 0
+    assert cli.cli_estimate(cfg, gpu="RTX 4090 24GB", as_json=True) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["peak_bytes"] > 24e9 and out["verdict"] == "does not fit"
     assert all(p in out for p in memory.PARTS)
-    assert memory.cli_estimate(cfg, gpu="A100 80GB", as_json=False) == 0
+    assert cli.cli_estimate(cfg, gpu="A100 80GB", as_json=False) == 0
     text = capsys.readouterr().out
     assert "base weights" in text and "fits" in text
 

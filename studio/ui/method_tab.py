@@ -100,13 +100,13 @@ def estimate_view(cfg: RunConfig, gpu: str = HERE) -> tuple[str, go.Figure, str]
         arch = models.read_arch(cfg.model)
     except ConfigError as err:
         return "**Cannot read the model:** " + "; ".join(err.problems), plots.empty("VRAM estimate"), ""
-    memory, hardware = state.core("memory"), state.core("hardware")
+    memory, hardware, advisor = state.core("memory"), state.core("hardware"), state.core("fit")
     if memory is None or hardware is None:
         return trainable, plots.empty("VRAM estimate"), state.missing("The VRAM estimate")
     try:
         device = _device(hardware, gpu)
         breakdown = memory.estimate(arch, cfg, device="cpu" if device.kind == "cpu" else "cuda")
-        fit = hardware.fit(breakdown, device, arch, cfg)
+        fit = advisor.fit(breakdown, device, arch, cfg)
     except ConfigError as err:
         return trainable, plots.empty("VRAM estimate"), "**Cannot estimate:** " + "; ".join(err.problems)
     parts = {name: getattr(breakdown, name) for name in memory.PARTS}
