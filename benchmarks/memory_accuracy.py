@@ -34,16 +34,33 @@ from studio.models import ArchSpec  # noqa: E402
 
 def _shapes() -> dict:
     """Small random models of realistic proportions, and the embedded SmolLM2-135M's own config."""
-    from transformers import AutoConfig, LlamaConfig, Qwen2Config
+    from transformers import (AutoConfig, FalconConfig, Gemma2Config, Gemma3TextConfig, GPT2Config, LlamaConfig,
+                              MixtralConfig, Phi3Config, Qwen2Config, Qwen3MoeConfig)
 
     from studio.models import embedded_dir
 
+    attn = dict(hidden_size=256, num_attention_heads=8, num_key_value_heads=2, vocab_size=8000, num_hidden_layers=3)
     return {
         "llama-gqa": LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
                                  num_key_value_heads=2, vocab_size=8000, tie_word_embeddings=False),
         "qwen2-tied": Qwen2Config(hidden_size=192, intermediate_size=512, num_hidden_layers=3, num_attention_heads=6,
                                   num_key_value_heads=2, vocab_size=12000, tie_word_embeddings=True),
         "smollm2-135m": AutoConfig.from_pretrained(embedded_dir()),
+        # other families, the same proportions: every expert's weights, routers and top-k routing (Mixtral,
+        # Qwen3-MoE), soft-capping, extra norms and sliding windows (Gemma 2/3), fused projections (Phi-3's
+        # qkv_proj and gate_up_proj, GPT-2's Conv1D c_attn, Falcon's query_key_value), learned positions
+        # and dropout (GPT-2)
+        "mixtral-moe": MixtralConfig(**attn, intermediate_size=512, num_local_experts=4, num_experts_per_tok=2),
+        "qwen3-moe": Qwen3MoeConfig(**attn, head_dim=32, intermediate_size=512, moe_intermediate_size=192,
+                                    num_experts=8, num_experts_per_tok=2),
+        "gemma2": Gemma2Config(**attn, head_dim=32, intermediate_size=512, sliding_window=64),
+        "gemma3": Gemma3TextConfig(**attn, head_dim=32, intermediate_size=512, sliding_window=64,
+                                   layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
+        "phi3": Phi3Config(**attn, intermediate_size=512, pad_token_id=0, bos_token_id=1, eos_token_id=2),
+        "gpt2": GPT2Config(n_embd=256, n_layer=3, n_head=8, vocab_size=8000, n_positions=512, bos_token_id=0,
+                           eos_token_id=0),
+        "falcon": FalconConfig(hidden_size=256, num_hidden_layers=3, num_attention_heads=8, vocab_size=8000,
+                               bos_token_id=0, eos_token_id=0),
     }
 
 
@@ -78,6 +95,21 @@ MATRIX = [
     ("llama-gqa", "adapter", False, 2, 256, "fp32", "sdpa", {"style": "pfeiffer"}),
     ("llama-gqa", "adapter", False, 2, 256, "fp32", "sdpa", {"style": "parallel"}),
     ("llama-gqa", "adapter", False, 2, 256, "fp32", "sdpa", {"placement": "attention"}),
+    ("mixtral-moe", "full", False, 2, 128, "fp32", "sdpa"),
+    ("mixtral-moe", "lora", False, 2, 256, "fp32", "sdpa"),
+    ("mixtral-moe", "lora", True, 2, 256, "fp32", "sdpa"),
+    ("qwen3-moe", "full", False, 2, 128, "fp32", "sdpa"),
+    ("qwen3-moe", "lora", False, 2, 256, "bf16", "sdpa"),
+    ("gemma2", "full", False, 2, 128, "fp32", "eager"),  # Gemma 2 has no sdpa path in transformers
+    ("gemma2", "lora", False, 2, 256, "fp32", "eager"),
+    ("gemma3", "full", False, 2, 128, "fp32", "sdpa"),
+    ("gemma3", "lora", False, 2, 256, "fp32", "sdpa"),
+    ("phi3", "full", False, 2, 128, "fp32", "sdpa"),
+    ("phi3", "lora", False, 2, 256, "fp32", "sdpa", {"targets": ["all-linear"]}),
+    ("gpt2", "full", False, 2, 128, "fp32", "sdpa"),
+    ("gpt2", "lora", False, 2, 256, "fp32", "sdpa", {"targets": ["all-linear"]}),
+    ("falcon", "full", False, 2, 128, "fp32", "sdpa"),
+    ("falcon", "lora", False, 2, 256, "fp32", "sdpa", {"targets": ["all-linear"]}),
 ]
 QUICK = [0, 4, 5, 10, 19]
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from studio.models import ArchSpec
+from studio.trace import Trace
 
-__all__ = ["Run", "STARTS", "INSIDE_ATTENTION", "activations", "logits"]
+__all__ = ["Run", "STARTS", "INSIDE_ATTENTION", "activations", "logits", "traced"]
 
 
 @dataclass(frozen=True)
@@ -169,3 +170,30 @@ def logits(arch: ArchSpec, r: Run) -> tuple[float, float]:
     forward = n * (r.c_bytes + upcast + 4)
     backward = n * 12
     return forward, backward
+
+
+def traced(arch: ArchSpec, r: Run, t: Trace) -> dict:
+    """The activation and logits terms from a trace of the real architecture (studio.trace), in bytes:
+    'saved' (end of forward, every layer and the embedding), 'routed' (the part of 'saved' kept for the
+    routed tokens inside expert modules), 'working' (backward's per-layer working set), 'logits_forward'
+    and 'logits_backward' (the head and loss at the end of forward and at the start of backward).
+
+    The trace counts what the head and loss save (the fp32 log_softmax, soft-capping's tanh, the final
+    norm); the formulas add what lives beside it without being saved: the logits and their fp32 copy in
+    the forward, the loss's two fp32 gradients at the start of backward (see ``logits``).
+    """
+    seq = r.kv_seq - r.virtual  # the rows' own tokens: the trace adds the method's virtual tokens itself
+    tokens, n = r.batch * r.seq, r.batch * r.seq * arch.vocab_size
+    head = t.saved("head", seq) * r.batch
+    per_layer = [t.layer(i, seq) * r.batch for i in range(len(t.layers))]
+    working = r.c_bytes * (2 * arch.hidden_size + 2 * arch.intermediate_size) * tokens
+    if r.eager:
+        working += 2 * 4 * arch.num_heads * r.kv_seq * tokens  # grad of the scores and of the softmax
+    if r.checkpointing:  # each layer keeps its input; backward recomputes one layer at a time
+        saved, routed = len(per_layer) * r.c_bytes * arch.hidden_size * tokens, 0.0
+        working += max(per_layer, default=0.0)
+    else:
+        saved, routed = sum(per_layer), t.saved("routed", seq) * r.batch
+    upcast = 4 if r.c_bytes != 4 else 0
+    return {"saved": saved + t.saved("embed", seq) * r.batch, "routed": routed, "working": working,
+            "logits_forward": head + n * (r.c_bytes + upcast), "logits_backward": head + 8 * n}

@@ -15,11 +15,13 @@ reports; ``peak_bytes`` adds the framework margin and the CUDA context (which th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, replace
 
 from studio import activations as saved_for_backward
 from studio import known_models, methods
 from studio import targets as tg
+from studio import trace as tracer
 from studio.activations import Run
 from studio.config import RunConfig
 from studio.models import ArchSpec, ModelError, read_arch
@@ -46,8 +48,8 @@ CUDA_CONTEXT_BYTES = 512 * 1024 ** 2
 # training (PyTorch docs, torch.cuda.memory_reserved). A planning margin, not measured on this machine.
 _FRAMEWORK_FRACTION = 0.05
 
-PARTS = ("weights", "quant_constants", "upcast_fp32", "trainable", "gradients", "optimizer",
-         "activations", "logits", "step_transient", "framework", "cuda_context")
+PARTS = ("weights", "expert_weights", "quant_constants", "upcast_fp32", "trainable", "gradients", "optimizer",
+         "activations", "routed_activations", "logits", "step_transient", "framework", "cuda_context")
 
 
 @dataclass
@@ -55,12 +57,14 @@ class Breakdown:
     """Bytes per part of a training step's memory, per GPU, and the peak over its phases."""
 
     weights: int = 0
+    expert_weights: int = 0  # routed experts of a mixture-of-experts model (all of them, not only the top-k)
     quant_constants: int = 0
     upcast_fp32: int = 0
     trainable: int = 0
     gradients: int = 0
     optimizer: int = 0
     activations: int = 0
+    routed_activations: int = 0  # what the routed tokens keep inside the expert modules
     logits: int = 0
     step_transient: int = 0
     framework: int = 0
@@ -80,7 +84,7 @@ class Breakdown:
     @property
     def static_bytes(self) -> int:
         """What stays resident between steps: weights, adapters, optimizer state."""
-        return self.weights + self.quant_constants + self.upcast_fp32 + self.trainable + self.optimizer
+        return self.weights + self.expert_weights + self.quant_constants + self.upcast_fp32 + self.trainable + self.optimizer
 
 
 def _dtype_bytes(name: str, device: str, auto: str) -> int:
@@ -156,14 +160,13 @@ def _grad_from(method, values: dict, adapted: frozenset, embed_trains: bool, bas
 
 # ---------------------------------------------------------------- static parts
 
-def _weights(arch: ArchSpec, r: Run) -> tuple[int, int, int]:
+def _weights(arch: ArchSpec, r: Run, total: int) -> tuple[int, int, int]:
     """(weights, quantisation constants, fp32 upcast) in bytes.
 
     bitsandbytes quantises only the Linear layers inside the blocks; embeddings, LM head, norms and biases
     stay at the load dtype (transformers `replace_with_bnb_linear` skips `lm_head`). PEFT's
     `prepare_model_for_kbit_training` then casts those 16-bit leftovers to fp32 (peft/utils/other.py).
     """
-    total = arch.num_parameters
     if r.quant is None:
         return total * r.w_bytes, 0, 0
     linear = arch.num_layers * _layer_params(arch)
@@ -205,7 +208,7 @@ def _optimizer(r: Run) -> int:
     }[r.optimizer])
 
 
-def _step_transient(arch: ArchSpec, r: Run) -> int:
+def _step_transient(arch: ArchSpec, r: Run, largest: int | None = None) -> int:
     """Temporaries of optimizer.step(). torch's foreach AdamW (default on CUDA) makes one sqrt(exp_avg_sq)
     buffer over all parameters; the single-tensor loop (CPU) one per parameter (torch/optim/adamw.py)."""
     if r.optimizer == "sgd" or r.optimizer.endswith("8bit"):
@@ -213,7 +216,7 @@ def _step_transient(arch: ArchSpec, r: Run) -> int:
     pb = 4 if r.optimizer == "paged_adamw_32bit" else _param_bytes(r)
     if r.device == "cuda":
         return r.trainable * pb
-    biggest = arch.vocab_size * arch.hidden_size if r.embed_trains else (
+    biggest = largest if largest is not None else arch.vocab_size * arch.hidden_size if r.embed_trains else (
         arch.hidden_size * arch.intermediate_size if r.base_trains else r.trainable // max(1, arch.num_layers))
     return min(r.trainable, biggest) * pb
 
@@ -234,20 +237,29 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
         A Breakdown with every part, the phase totals and the peak.
     """
     r = _resolve(arch, cfg, world_size, device)
-    weights, consts, upcast = _weights(arch, r)
+    t = _trace(arch, cfg, r)
+    if t is not None:  # the real architecture's own counts: experts, routers, fused or extra weights
+        r = replace(r, trainable=t.trainable)
+        terms = saved_for_backward.traced(arch, r, t)
+    else:
+        saved, working = saved_for_backward.activations(arch, r)
+        logit_fwd, logit_bwd = saved_for_backward.logits(arch, r)
+        terms = {"saved": saved, "routed": 0, "working": working, "logits_forward": logit_fwd,
+                 "logits_backward": logit_bwd}
+    total = t.params if t is not None else arch.num_parameters
+    weights, consts, upcast = _weights(arch, r, total)
     trainable = _trainable_bytes(r)
     grads = r.trainable * _param_bytes(r)
     optim = _optimizer(r)
-    transient = _step_transient(arch, r)
-    saved, working = saved_for_backward.activations(arch, r)
-    logit_fwd, logit_bwd = saved_for_backward.logits(arch, r)
+    transient = _step_transient(arch, r, t.largest_trainable if t is not None else None)
     weights, consts, grads, optim, transient, extra_grads = _shard(r, weights, consts, grads, optim, transient)
     static = weights + consts + upcast + trainable + optim
     grads_held = grads if r.grad_accum > 1 else 0  # accumulated gradients live through later forwards
+    saved = terms["saved"]
     phases = {
-        "forward": static + grads_held + saved + logit_fwd,
-        "backward_start": static + grads_held + saved + logit_bwd,
-        "backward_end": static + grads + extra_grads + working,
+        "forward": static + grads_held + saved + terms["logits_forward"],
+        "backward_start": static + grads_held + saved + terms["logits_backward"],
+        "backward_end": static + grads + extra_grads + terms["working"],
         "optimizer_step": static + grads + extra_grads + transient,
     }
     # during backward activations shrink while gradients grow (both linear in the layer index), so the
@@ -256,14 +268,27 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
     allocated = int(phases[phase])
     framework = int(allocated * _FRAMEWORK_FRACTION) if device == "cuda" else 0
     context = CUDA_CONTEXT_BYTES if device == "cuda" else 0
+    experts = int(weights * t.expert_params / max(t.params, 1)) if t is not None else 0
     return Breakdown(
-        weights=int(weights), quant_constants=int(consts), upcast_fp32=int(upcast), trainable=int(trainable),
-        gradients=int(grads + extra_grads), optimizer=int(optim), activations=int(saved), logits=int(logit_bwd),
-        step_transient=int(transient), framework=framework, cuda_context=context,
-        allocated_peak_bytes=allocated, peak_bytes=allocated + framework + context, peak_phase=phase,
-        phases={k: int(v) for k, v in phases.items()}, trainable_params=r.trainable,
-        total_params=arch.num_parameters, notes=_notes(r),
+        weights=int(weights) - experts, expert_weights=experts, quant_constants=int(consts),
+        upcast_fp32=int(upcast), trainable=int(trainable), gradients=int(grads + extra_grads), optimizer=int(optim),
+        activations=int(saved - terms["routed"]), routed_activations=int(terms["routed"]),
+        logits=int(terms["logits_backward"]), step_transient=int(transient), framework=framework,
+        cuda_context=context, allocated_peak_bytes=allocated, peak_bytes=allocated + framework + context,
+        peak_phase=phase, phases={k: int(v) for k, v in phases.items()}, trainable_params=r.trainable,
+        total_params=total, notes=_notes(r) + (["traced from the model's own modules"] if t is not None else []),
     )
+
+
+def _trace(arch: ArchSpec, cfg: RunConfig, r: Run):
+    """The trace of ``arch`` with the run's method (studio.trace), or None where tracing cannot reach:
+    no config to build from, or a quantised base (bitsandbytes layers need real weights)."""
+    if not arch.config or r.quant is not None:
+        return None
+    dtype = "fp32" if min(r.w_bytes, r.c_bytes) == 4 else "bf16"
+    knobs = json.dumps(cfg.method.knobs, sort_keys=True, default=str)
+    attn = "eager" if r.eager else "sdpa"
+    return tracer.trace(arch.config, cfg.method.name, knobs, dtype, attn, r.device)
 
 
 def _shard(r: Run, weights, consts, grads, optim, transient):
@@ -317,7 +342,8 @@ def format_bytes(n: float) -> str:
 
 # what the UI and the CLI call each part
 LABELS = {
-    "weights": "base weights", "quant_constants": "quantisation constants", "upcast_fp32": "fp32 upcast (k-bit prep)",
+    "weights": "base weights", "expert_weights": "expert weights (all experts)",
+    "routed_activations": "routed-token activations", "quant_constants": "quantisation constants", "upcast_fp32": "fp32 upcast (k-bit prep)",
     "trainable": "trainable parameters", "gradients": "gradients", "optimizer": "optimizer state",
     "activations": "activations", "logits": "logits and loss", "step_transient": "optimizer step temporaries",
     "framework": "allocator margin", "cuda_context": "CUDA context",
