@@ -117,11 +117,48 @@ class _MetaGroupedMM(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _layers(model, n: int | None) -> list:
-    """The decoder layers: the ModuleList as long as the config's layer count (else the longest)."""
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
-    exact = [m for m in lists if len(m) == n]
-    return list(max(exact or lists, key=len)) if lists else []
+def _layers(model, n: int | None) -> tuple[str, list]:
+    """The decoder layers' ModuleList (its name and its layers): as long as the config's layer count, else
+    the longest list."""
+    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
+    exact = [item for item in lists if len(item[1]) == n]
+    name, found = max(exact or lists, key=lambda item: len(item[1])) if lists else ("", [])
+    return name, list(found)
+
+
+def _kinds(model, layers: list) -> list[int]:
+    """For each layer, the index of the first layer of its kind. Layers of one kind have the same modules,
+    shapes and trainable parameters, the same attention type, and gradient arriving from below or not:
+    they save the same tensors, so one of each is traced and counted for all. The bottom layer is its own
+    kind (its input comes from the embedding, which usually does not train)."""
+    in_layers = {id(p) for layer in layers for p in layer.parameters()}
+    flows = any(p.requires_grad for p in model.parameters() if id(p) not in in_layers and p.dim() > 1
+                and p.shape[0] != getattr(model.config, "vocab_size", -1))  # a prompt encoder, adapters outside
+    flows = flows or model.get_input_embeddings().weight.requires_grad
+    first: dict = {}
+    out = []
+    for i, layer in enumerate(layers):
+        params = tuple((n, tuple(p.shape), p.requires_grad) for n, p in layer.named_parameters())
+        sig = (i == 0, flows, getattr(layer, "attention_type", None), params)
+        out.append(first.setdefault(sig, i))
+        flows = flows or any(p[2] for p in params)
+    return out
+
+
+def _keep_only(model, name: str, layers: list, keep: list[int]) -> None:
+    """Leave only the layers ``keep`` in the model (and their attention types in its config, in order)."""
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, torch.nn.ModuleList([layers[i] for i in keep]))
+    for position, i in enumerate(keep):  # the KV cache a training forward builds is indexed by position
+        for mod in layers[i].modules():
+            if isinstance(getattr(mod, "layer_idx", None), int):
+                mod.layer_idx = position
+    for config in {id(c): c for c in (model.config, getattr(model.get_base_model(), "config", None)
+                                      if hasattr(model, "get_base_model") else None) if c is not None}.values():
+        types = getattr(config, "layer_types", None)
+        if isinstance(types, list) and len(types) == len(layers):
+            config.layer_types = [types[i] for i in keep]
+        config.num_hidden_layers = len(keep)
 
 
 class _Recorder:
@@ -130,7 +167,7 @@ class _Recorder:
     def __init__(self, model, layers: list, skip: set):
         self.where, self.experts, self.skip = "embed", 0, skip
         self.bytes: dict = {}
-        self.routed = 0
+        self.routed: dict = {}
         self.seen: set = set()
         self.handles = []
         for i, layer in enumerate(layers):
@@ -157,7 +194,7 @@ class _Recorder:
             self.seen.add(key)
             self.bytes[self.where] = self.bytes.get(self.where, 0) + st.nbytes()
             if self.experts:
-                self.routed += st.nbytes()
+                self.routed[self.where] = self.routed.get(self.where, 0) + st.nbytes()
         return t
 
     def close(self) -> None:
@@ -219,12 +256,15 @@ def _trace(config_json, method, knobs_json, dtype, attn, device) -> Trace:
     model.train()
     model = methods.get(method).apply(model, spec, methods.Context(model_spec=model_spec, total_steps=1))
     trained = [p.numel() for p in model.parameters() if p.requires_grad]
-    layers = _layers(model, getattr(config, "num_hidden_layers", None))
+    name, layers = _layers(model, getattr(config, "num_hidden_layers", None))
+    kinds = _kinds(model, layers)
+    keep = sorted(set(kinds))
+    _keep_only(model, name, layers, keep)
     skip = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
     runs = []
     for s in SEQS:
         ids = torch.zeros(1, s, dtype=torch.long, device="meta")
-        rec = _Recorder(model, layers, skip | {ids.untyped_storage()._cdata})
+        rec = _Recorder(model, [layers[i] for i in keep], skip | {ids.untyped_storage()._cdata})
         try:
             with _MetaKernels(device), _MetaGroupedMM(), \
                     torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
@@ -233,6 +273,6 @@ def _trace(config_json, method, knobs_json, dtype, attn, device) -> Trace:
             rec.close()
         runs.append(rec)
     part = lambda key: _fit(*(r.bytes.get(key, 0) for r in runs))  # noqa: E731
-    return Trace(embed=part("embed"), layers=tuple(part(i) for i in range(len(layers))), head=part("head"),
-                 routed=_fit(*(r.routed for r in runs)), params=params, expert_params=experts,
+    return Trace(embed=part("embed"), layers=tuple(part(keep.index(k)) for k in kinds), head=part("head"),
+                 routed=_fit(*(sum(r.routed.get(keep.index(k), 0) for k in kinds) for r in runs)), params=params, expert_params=experts,
                  router_params=router, trainable=sum(trained), largest_trainable=max(trained, default=0))
