@@ -80,7 +80,7 @@ def cli_estimate(cfg: RunConfig, gpu: str | None, as_json: bool) -> int:
                "changes": [{"change": c.text, "set": c.overrides, "peak_bytes": c.peak_bytes} for c in verdict.changes]}
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{cfg.model.id}: {arch.num_parameters / 1e9:.2f}B parameters (architecture from {source})")
+    print(f"{cfg.model.id}: {bd.total_params / 1e9:.2f}B parameters (architecture from {source})")
     print(f"method {cfg.method.name}: {bd.trainable_params:,} trainable; micro-batch {cfg.train.micro_batch_size} "
           f"x {cfg.train.max_seq_len} tokens, {cfg.train.optimizer}, "
           f"checkpointing {'on' if cfg.train.gradient_checkpointing else 'off'}")

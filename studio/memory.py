@@ -246,7 +246,7 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
         logit_fwd, logit_bwd = saved_for_backward.logits(arch, r)
         terms = {"saved": saved, "routed": 0, "working": working, "logits_forward": logit_fwd,
                  "logits_backward": logit_bwd}
-    total = t.params if t is not None else arch.num_parameters
+    total = t.params if t is not None else parameters(arch)
     weights, consts, upcast = _weights(arch, r, total)
     trainable = _trainable_bytes(r)
     grads = r.trainable * _param_bytes(r)
@@ -322,8 +322,12 @@ def _notes(r: Run) -> list[str]:
 # ---------------------------------------------------------------- architecture and CLI
 
 def resolve_arch(model_spec) -> tuple[ArchSpec, str]:
-    """The architecture of ``model_spec`` and where it came from: its config, or, when that cannot be
-    read (no hub access, not downloaded), the table of well-known models. Raises ModelError otherwise."""
+    """The architecture of ``model_spec`` for planning, and where it came from; every face (CLI, tabs) asks
+    this one function. In order: the model's own config (from the hub when it answers, else the local
+    Hugging Face cache or folder: studio.models), then the table of well-known models (studio.known_models,
+    the published config.json values). Returns (arch, 'config') or (arch, a sentence naming the table
+    entry and its assumptions). Raises ModelError when neither knows the model.
+    """
     try:
         return read_arch(model_spec), "config"
     except ModelError as err:
@@ -332,7 +336,14 @@ def resolve_arch(model_spec) -> tuple[ArchSpec, str]:
             raise err from None
         key, arch = hit
         note = known_models.ASSUMPTIONS.get(key, "")
-        return arch, f"built-in table ({key}{': ' + note if note else ''})"
+        return arch, (f"the published config.json of {key} (built-in table: the model's own config could not be "
+                      f"read){'; ' + note if note else ''}")
+
+
+def parameters(arch: ArchSpec) -> int:
+    """The model's parameter count: counted on the real architecture built from its config where it
+    builds (every expert, fused and extra weights), else from the shapes."""
+    return (tracer.parameters(arch.config) if arch.config else 0) or arch.num_parameters
 
 
 def format_bytes(n: float) -> str:

@@ -35,7 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from studio import methods
 from studio.config import MethodSpec, ModelSpec
 
-__all__ = ["Trace", "trace", "SEQS"]
+__all__ = ["Trace", "trace", "parameters", "SEQS"]
 
 SEQS = (32, 64, 96)  # three lengths fit c + a*s + b*s^2 exactly (eager attention's scores are quadratic)
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -232,6 +232,17 @@ def _counts(model) -> tuple[int, int, int]:
 
 
 @lru_cache(maxsize=64)
+def parameters(config_json: str) -> int:
+    """Parameters of the model ``config_json`` builds (a tied head counted once); 0 when it does not build."""
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(None):
+            warnings.simplefilter("ignore")
+            return _counts(_build(config_json, torch.bfloat16, "sdpa")[1])[0]
+    except Exception:  # a model type this transformers does not know: the caller counts from the shapes
+        return 0
+
+
+@lru_cache(maxsize=64)
 def trace(config_json: str, method: str, knobs_json: str, dtype: str, attn: str, device: str) -> Trace | None:
     """The Trace of one training forward of the model ``config_json`` (a config's dict as JSON) with the
     method ``method`` (knobs as JSON), weights in ``dtype``, attention ``attn``, planned for ``device``.
@@ -254,7 +265,8 @@ def _trace(config_json, method, knobs_json, dtype, attn, device) -> Trace:
     spec = MethodSpec(method, json.loads(knobs_json))
     model_spec = ModelSpec(dtype={v: k for k, v in _DTYPES.items()}[dtype], attn_implementation=attn)
     model.train()
-    model = methods.get(method).apply(model, spec, methods.Context(model_spec=model_spec, total_steps=1))
+    with torch.device("meta"):  # the method's new weights (adapters) are born on meta too: no CPU init
+        model = methods.get(method).apply(model, spec, methods.Context(model_spec=model_spec, total_steps=1))
     trained = [p.numel() for p in model.parameters() if p.requires_grad]
     name, layers = _layers(model, getattr(config, "num_hidden_layers", None))
     kinds = _kinds(model, layers)
