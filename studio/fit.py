@@ -94,7 +94,7 @@ def _with(cfg: RunConfig, updates: dict) -> RunConfig:
     return new
 
 
-def _candidates(cfg: RunConfig) -> list[tuple[str, dict]]:
+def _candidates(cfg: RunConfig, arch: ArchSpec) -> list[tuple[str, dict]]:
     """Single changes that lower memory, in the order a person would try them."""
     t, out = cfg.train, []
     if not t.gradient_checkpointing:
@@ -113,6 +113,9 @@ def _candidates(cfg: RunConfig) -> list[tuple[str, dict]]:
         out.append(("load the base in 4-bit NF4 (QLoRA)", {"model.quantization": "nf4"}))
     elif method.family == "weights" and "lora" in methods.names():
         out.append(("LoRA instead of training every weight", {"method.name": "lora"}))
+        if arch.num_experts:  # the experts hold most weights; LoRA on attention leaves them frozen
+            out.append((f"LoRA on attention only: the {arch.num_experts} experts of every layer stay frozen",
+                        {"method.name": "lora", "method.targets": ["attention"]}))
     targets = method.values(cfg.method).get("targets")
     if isinstance(targets, list) and sorted(targets) != ["q_proj", "v_proj"]:
         out.append(("adapt only q_proj and v_proj", {"method.targets": ["q_proj", "v_proj"]}))
@@ -121,7 +124,7 @@ def _candidates(cfg: RunConfig) -> list[tuple[str, dict]]:
 
 def _changes(arch, cfg, device, world_size) -> list[Change]:
     out = []
-    for text, updates in _candidates(cfg):
+    for text, updates in _candidates(cfg, arch):
         peak = _peak(arch, _with(cfg, updates), device, world_size)
         out.append(Change(text, [f"{k}={v}" for k, v in updates.items()], peak))
     fitting = [c for c in out if c.peak_bytes <= device.total_bytes]

@@ -26,7 +26,8 @@ from studio.activations import Run
 from studio.config import RunConfig
 from studio.models import ArchSpec, ModelError, read_arch
 
-__all__ = ["Breakdown", "estimate", "resolve_arch", "format_bytes", "PARTS", "LABELS"]
+__all__ = ["Breakdown", "estimate", "resolve_arch", "parameters", "expert_parameters", "format_bytes", "PARTS",
+           "LABELS"]
 
 GiB = 1024 ** 3
 _DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -343,7 +344,12 @@ def resolve_arch(model_spec) -> tuple[ArchSpec, str]:
 def parameters(arch: ArchSpec) -> int:
     """The model's parameter count: counted on the real architecture built from its config where it
     builds (every expert, fused and extra weights), else from the shapes."""
-    return (tracer.parameters(arch.config) if arch.config else 0) or arch.num_parameters
+    return (tracer.parameters(arch.config)[0] if arch.config else 0) or arch.num_parameters
+
+
+def expert_parameters(arch: ArchSpec) -> int:
+    """Parameters of the routed experts of a mixture-of-experts model (all of them); 0 for a dense model."""
+    return tracer.parameters(arch.config)[1] if arch.config and arch.num_experts else 0
 
 
 def format_bytes(n: float) -> str:

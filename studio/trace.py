@@ -232,14 +232,15 @@ def _counts(model) -> tuple[int, int, int]:
 
 
 @lru_cache(maxsize=64)
-def parameters(config_json: str) -> int:
-    """Parameters of the model ``config_json`` builds (a tied head counted once); 0 when it does not build."""
+def parameters(config_json: str) -> tuple[int, int]:
+    """(all parameters, routed experts' parameters) of the model ``config_json`` builds (a tied head counted
+    once); (0, 0) when it does not build."""
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(None):
             warnings.simplefilter("ignore")
-            return _counts(_build(config_json, torch.bfloat16, "sdpa")[1])[0]
+            return _counts(_build(config_json, torch.bfloat16, "sdpa")[1])[:2]
     except Exception:  # a model type this transformers does not know: the caller counts from the shapes
-        return 0
+        return 0, 0
 
 
 @lru_cache(maxsize=64)

@@ -54,3 +54,14 @@ def test_largest_batch_and_length_fit_and_one_more_does_not():
     over = _cfg(max_seq_len=1024, gradient_checkpointing=True, micro_batch_size=v.max_micro_batch + 1)
     assert memory.estimate(arch, over).peak_bytes > gpu.total_bytes
     assert 8 <= v.max_seq_len <= arch.max_position
+
+
+def test_fit_offers_attention_only_lora_for_a_mixture_of_experts():
+    arch = KNOWN["mixtral-8x7b"]
+    cfg = _cfg(max_seq_len=1024)
+    cfg.method = MethodSpec("full", {})
+    bd = memory.estimate(arch, cfg)
+    assert bd.expert_weights > 0.9 * bd.weights * 10  # ~97% of Mixtral's weights are experts
+    v = fit.fit(bd, hardware.find("H200"), arch, cfg)
+    moe = [c for c in v.changes if "experts of every layer stay frozen" in c.text]
+    assert v.verdict == "does not fit" and moe and moe[0].peak_bytes < bd.peak_bytes / 3
