@@ -260,24 +260,55 @@ def trace(config_json: str, method: str, knobs_json: str, dtype: str, attn: str,
         return None
 
 
+def _layer_blind(method: str, knobs: dict) -> bool:
+    """Whether the method treats every layer of one kind alike, so it can be applied after pruning (far
+    faster: PEFT then wraps a handful of layers, not every one). Weight methods pick blocks by position
+    (freeze's top_blocks), and a target naming a layer by its number does too."""
+    named = [str(x) for v in knobs.values() if isinstance(v, list) for x in v]
+    return methods.get(method).family != "weights" and not any(c.isdigit() for x in named for c in x)
+
+
+def _apply(model, method: str, spec: MethodSpec, dtype, attn: str):
+    model_spec = ModelSpec(dtype={v: k for k, v in _DTYPES.items()}[dtype], attn_implementation=attn)
+    with torch.device("meta"):  # the method's new weights (adapters) are born on meta too: no CPU init
+        return methods.get(method).apply(model, spec, methods.Context(model_spec=model_spec, total_steps=1))
+
+
 def _trace(config_json, method, knobs_json, dtype, attn, device) -> Trace:
     config, model = _build(config_json, dtype, attn)
     params, experts, router = _counts(model)
     spec = MethodSpec(method, json.loads(knobs_json))
-    model_spec = ModelSpec(dtype={v: k for k, v in _DTYPES.items()}[dtype], attn_implementation=attn)
     model.train()
-    with torch.device("meta"):  # the method's new weights (adapters) are born on meta too: no CPU init
-        model = methods.get(method).apply(model, spec, methods.Context(model_spec=model_spec, total_steps=1))
-    trained = [p.numel() for p in model.parameters() if p.requires_grad]
-    name, layers = _layers(model, getattr(config, "num_hidden_layers", None))
+    n = getattr(config, "num_hidden_layers", None)
+    blind = _layer_blind(method, spec.knobs)
+    if not blind:  # apply first: which layers train decides their kinds
+        model = _apply(model, method, spec, dtype, attn)
+    name, layers = _layers(model, n)
     kinds = _kinds(model, layers)
     keep = sorted(set(kinds))
     _keep_only(model, name, layers, keep)
+    if blind:
+        model = _apply(model, method, spec, dtype, attn)
+    kept = [layers[i] for i in keep]
+    per_layer = [sum(p.numel() for p in layer.parameters() if p.requires_grad) for layer in kept]
+    outside = sum(p.numel() for p in model.parameters() if p.requires_grad) - sum(per_layer)
+    trained = [p.numel() for p in model.parameters() if p.requires_grad]
+    runs = _run(model, kept, device)
+    part = lambda key: _fit(*(r.bytes.get(key, 0) for r in runs))  # noqa: E731
+    routed = _fit(*(sum(r.routed.get(keep.index(k), 0) for k in kinds) for r in runs))
+    return Trace(embed=part("embed"), layers=tuple(part(keep.index(k)) for k in kinds), head=part("head"),
+                 routed=routed, params=params, expert_params=experts, router_params=router,
+                 trainable=outside + sum(per_layer[keep.index(k)] for k in kinds),
+                 largest_trainable=max(trained, default=0))
+
+
+def _run(model, kept: list, device: str) -> list:
+    """One recorded training forward per length in SEQS."""
     skip = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
     runs = []
     for s in SEQS:
         ids = torch.zeros(1, s, dtype=torch.long, device="meta")
-        rec = _Recorder(model, [layers[i] for i in keep], skip | {ids.untyped_storage()._cdata})
+        rec = _Recorder(model, kept, skip | {ids.untyped_storage()._cdata})
         try:
             with _MetaKernels(device), _MetaGroupedMM(), \
                     torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
@@ -285,7 +316,4 @@ def _trace(config_json, method, knobs_json, dtype, attn, device) -> Trace:
         finally:
             rec.close()
         runs.append(rec)
-    part = lambda key: _fit(*(r.bytes.get(key, 0) for r in runs))  # noqa: E731
-    return Trace(embed=part("embed"), layers=tuple(part(keep.index(k)) for k in kinds), head=part("head"),
-                 routed=_fit(*(sum(r.routed.get(keep.index(k), 0) for k in kinds) for r in runs)), params=params, expert_params=experts,
-                 router_params=router, trainable=sum(trained), largest_trainable=max(trained, default=0))
+    return runs
