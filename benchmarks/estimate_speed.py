@@ -49,7 +49,8 @@ def main() -> int:
             first = time.perf_counter() - t0
             ms = _time(lambda: memory.estimate(arch, cfg), 200)
             worst_ms, worst_s = max(worst_ms, ms), max(worst_s, first)
-            print(f"{'estimate, ' + key + ', ' + name:<36} {first:>8.2f} {FIRST_S:>9.1f} {ms:>8.3f} {BASELINE_MS:>10.1f}")
+            label = f"estimate, {key}, {name}"
+            print(f"{label:<36} {first:>8.2f} {FIRST_S:>9.1f} {ms:>8.3f} {BASELINE_MS:>10.1f}")
     qlora = _cfg("qlora", {})
     ms = _time(lambda: memory.estimate(KNOWN["llama-3.1-8b"], qlora), 200)
     print(f"{'estimate, llama-3.1-8b, qlora':<36} {'(formulas)':>8} {'':>9} {ms:>8.3f} {BASELINE_MS:>10.1f}")

@@ -85,7 +85,8 @@ class Breakdown:
     @property
     def static_bytes(self) -> int:
         """What stays resident between steps: weights, adapters, optimizer state."""
-        return self.weights + self.expert_weights + self.quant_constants + self.upcast_fp32 + self.trainable + self.optimizer
+        return (self.weights + self.expert_weights + self.quant_constants + self.upcast_fp32 + self.trainable
+                + self.optimizer)
 
 
 def _dtype_bytes(name: str, device: str, auto: str) -> int:
@@ -360,7 +361,8 @@ def format_bytes(n: float) -> str:
 # what the UI and the CLI call each part
 LABELS = {
     "weights": "base weights", "expert_weights": "expert weights (all experts)",
-    "routed_activations": "routed-token activations", "quant_constants": "quantisation constants", "upcast_fp32": "fp32 upcast (k-bit prep)",
+    "routed_activations": "routed-token activations", "quant_constants": "quantisation constants",
+    "upcast_fp32": "fp32 upcast (k-bit prep)",
     "trainable": "trainable parameters", "gradients": "gradients", "optimizer": "optimizer state",
     "activations": "activations", "logits": "logits and loss", "step_transient": "optimizer step temporaries",
     "framework": "allocator margin", "cuda_context": "CUDA context",

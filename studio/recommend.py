@@ -99,7 +99,8 @@ def _tight(params: float, memory: float, goal_knobs: dict, what: str) -> Recomme
                                    f"QLoRA's 4-bit base needs ~{_gb(_need(params, '4bit'))} and {what}", goal_knobs)
 
 
-def recommend(params: float, memory_bytes: float, goal: str = "style", experts: Experts | None = None) -> Recommendation:
+def recommend(params: float, memory_bytes: float, goal: str = "style",
+              experts: Experts | None = None) -> Recommendation:
     """Suggest a method for a model of ``params`` parameters with ``memory_bytes`` of accelerator memory.
 
     Args:
