@@ -5,7 +5,7 @@ on a CPU it is the peak of live tensor storage during the second step, tracked b
 TorchDispatchMode that follows every storage op outputs create (``LiveStorage`` below). Both are
 compared with ``Breakdown.allocated_peak_bytes`` (the allocator's view: no CUDA context, no margin).
 
-    PYTHONPATH=. python benchmarks/memory_accuracy.py            # the standard matrix (~3 min, 2 cores)
+    PYTHONPATH=. python benchmarks/memory_accuracy.py            # the standard matrix (~10 min, 2 idle cores)
     PYTHONPATH=. python benchmarks/memory_accuracy.py --quick    # a handful of rows
     PYTHONPATH=. python benchmarks/memory_accuracy.py --list     # the rows, numbered
     PYTHONPATH=. python benchmarks/memory_accuracy.py --rows 11,12   # only those rows
@@ -14,6 +14,7 @@ compared with ``Breakdown.allocated_peak_bytes`` (the allocator's view: no CUDA 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import sys
@@ -230,7 +231,10 @@ def run(rows) -> list[dict]:
         label = " ".join([method] + [f"{k}={v}" for k, v in knobs.items()])
         config = shapes[shape]
         arch = ArchSpec.from_config(config)
-        est = memory.estimate(arch, cfg, device="cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        est = memory.estimate(arch, cfg, device=device)
+        # the baseline: the hand formulas alone (no config to trace), as the estimate stood before tracing
+        formulas = memory.estimate(dataclasses.replace(arch, config=""), cfg, device=device).allocated_peak_bytes
         t0 = time.time()
         try:
             model = _build(config, cfg)
@@ -244,10 +248,11 @@ def run(rows) -> list[dict]:
         err = est.allocated_peak_bytes / measured - 1
         out.append(dict(shape=shape, method=label, gc=gc_on, batch=b, seq=s, dtype=dtype, attn=attn,
                         measured=measured, estimate=est.allocated_peak_bytes, error=err, measure=how,
-                        phase=est.peak_phase, seconds=time.time() - t0))
+                        phase=est.peak_phase, seconds=time.time() - t0, formulas=formulas))
         r = out[-1]
         print(f"| {shape} | {label} | {'on' if gc_on else 'off'} | {b} | {s} | {dtype} | {attn} | "
-              f"{measured / 1e6:.1f} | {r['estimate'] / 1e6:.1f} | {err * 100:+.1f}% | {how} |", flush=True)
+              f"{measured / 1e6:.1f} | {r['estimate'] / 1e6:.1f} | {err * 100:+.1f}% | {formulas / 1e6:.1f} | "
+              f"{(formulas / measured - 1) * 100:+.1f}% | {how} |", flush=True)
     return out
 
 
@@ -264,8 +269,8 @@ def main() -> int:
     picked = [int(i) for i in args.rows.split(",")] if args.rows else (QUICK if args.quick else range(len(MATRIX)))
     rows = [MATRIX[i] for i in picked]
     print("| shape | method | checkpointing | micro-batch | seq | dtype | attention | measured MB | estimate MB "
-          "| error | measure |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| error | formulas only MB | error | measure |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     results = run(rows)
     if results:
         worst = max(results, key=lambda r: abs(r["error"]))
