@@ -5,7 +5,7 @@ on a CPU it is the peak of live tensor storage during the second step, tracked b
 TorchDispatchMode that follows every storage op outputs create (``LiveStorage`` below). Both are
 compared with ``Breakdown.allocated_peak_bytes`` (the allocator's view: no CUDA context, no margin).
 
-    PYTHONPATH=. python benchmarks/memory_accuracy.py            # the standard matrix (~3 min, 2 cores)
+    PYTHONPATH=. python benchmarks/memory_accuracy.py            # the standard matrix (~10 min, 2 idle cores)
     PYTHONPATH=. python benchmarks/memory_accuracy.py --quick    # a handful of rows
     PYTHONPATH=. python benchmarks/memory_accuracy.py --list     # the rows, numbered
     PYTHONPATH=. python benchmarks/memory_accuracy.py --rows 11,12   # only those rows
@@ -14,6 +14,7 @@ compared with ``Breakdown.allocated_peak_bytes`` (the allocator's view: no CUDA 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import sys
@@ -34,16 +35,33 @@ from studio.models import ArchSpec  # noqa: E402
 
 def _shapes() -> dict:
     """Small random models of realistic proportions, and the embedded SmolLM2-135M's own config."""
-    from transformers import AutoConfig, LlamaConfig, Qwen2Config
+    from transformers import (AutoConfig, FalconConfig, Gemma2Config, Gemma3TextConfig, GPT2Config, LlamaConfig,
+                              MixtralConfig, Phi3Config, Qwen2Config, Qwen3MoeConfig)
 
     from studio.models import embedded_dir
 
+    attn = dict(hidden_size=256, num_attention_heads=8, num_key_value_heads=2, vocab_size=8000, num_hidden_layers=3)
     return {
         "llama-gqa": LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
                                  num_key_value_heads=2, vocab_size=8000, tie_word_embeddings=False),
         "qwen2-tied": Qwen2Config(hidden_size=192, intermediate_size=512, num_hidden_layers=3, num_attention_heads=6,
                                   num_key_value_heads=2, vocab_size=12000, tie_word_embeddings=True),
         "smollm2-135m": AutoConfig.from_pretrained(embedded_dir()),
+        # other families, the same proportions: every expert's weights, routers and top-k routing (Mixtral,
+        # Qwen3-MoE), soft-capping, extra norms and sliding windows (Gemma 2/3), fused projections (Phi-3's
+        # qkv_proj and gate_up_proj, GPT-2's Conv1D c_attn, Falcon's query_key_value), learned positions
+        # and dropout (GPT-2)
+        "mixtral-moe": MixtralConfig(**attn, intermediate_size=512, num_local_experts=4, num_experts_per_tok=2),
+        "qwen3-moe": Qwen3MoeConfig(**attn, head_dim=32, intermediate_size=512, moe_intermediate_size=192,
+                                    num_experts=8, num_experts_per_tok=2),
+        "gemma2": Gemma2Config(**attn, head_dim=32, intermediate_size=512, sliding_window=64),
+        "gemma3": Gemma3TextConfig(**attn, head_dim=32, intermediate_size=512, sliding_window=64,
+                                   layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
+        "phi3": Phi3Config(**attn, intermediate_size=512, pad_token_id=0, bos_token_id=1, eos_token_id=2),
+        "gpt2": GPT2Config(n_embd=256, n_layer=3, n_head=8, vocab_size=8000, n_positions=512, bos_token_id=0,
+                           eos_token_id=0),
+        "falcon": FalconConfig(hidden_size=256, num_hidden_layers=3, num_attention_heads=8, vocab_size=8000,
+                               bos_token_id=0, eos_token_id=0),
     }
 
 
@@ -78,6 +96,21 @@ MATRIX = [
     ("llama-gqa", "adapter", False, 2, 256, "fp32", "sdpa", {"style": "pfeiffer"}),
     ("llama-gqa", "adapter", False, 2, 256, "fp32", "sdpa", {"style": "parallel"}),
     ("llama-gqa", "adapter", False, 2, 256, "fp32", "sdpa", {"placement": "attention"}),
+    ("mixtral-moe", "full", False, 2, 128, "fp32", "sdpa"),
+    ("mixtral-moe", "lora", False, 2, 256, "fp32", "sdpa"),
+    ("mixtral-moe", "lora", True, 2, 256, "fp32", "sdpa"),
+    ("qwen3-moe", "full", False, 2, 128, "fp32", "sdpa"),
+    ("qwen3-moe", "lora", False, 2, 256, "bf16", "sdpa"),
+    ("gemma2", "full", False, 2, 128, "fp32", "eager"),  # Gemma 2 has no sdpa path in transformers
+    ("gemma2", "lora", False, 2, 256, "fp32", "eager"),
+    ("gemma3", "full", False, 2, 128, "fp32", "sdpa"),
+    ("gemma3", "lora", False, 2, 256, "fp32", "sdpa"),
+    ("phi3", "full", False, 2, 128, "fp32", "sdpa"),
+    ("phi3", "lora", False, 2, 256, "fp32", "sdpa", {"targets": ["all-linear"]}),
+    ("gpt2", "full", False, 2, 128, "fp32", "sdpa"),
+    ("gpt2", "lora", False, 2, 256, "fp32", "sdpa", {"targets": ["all-linear"]}),
+    ("falcon", "full", False, 2, 128, "fp32", "sdpa"),
+    ("falcon", "lora", False, 2, 256, "fp32", "sdpa", {"targets": ["all-linear"]}),
 ]
 QUICK = [0, 4, 5, 10, 19]
 
@@ -198,7 +231,10 @@ def run(rows) -> list[dict]:
         label = " ".join([method] + [f"{k}={v}" for k, v in knobs.items()])
         config = shapes[shape]
         arch = ArchSpec.from_config(config)
-        est = memory.estimate(arch, cfg, device="cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        est = memory.estimate(arch, cfg, device=device)
+        # the baseline: the hand formulas alone (no config to trace), as the estimate stood before tracing
+        formulas = memory.estimate(dataclasses.replace(arch, config=""), cfg, device=device).allocated_peak_bytes
         t0 = time.time()
         try:
             model = _build(config, cfg)
@@ -212,10 +248,11 @@ def run(rows) -> list[dict]:
         err = est.allocated_peak_bytes / measured - 1
         out.append(dict(shape=shape, method=label, gc=gc_on, batch=b, seq=s, dtype=dtype, attn=attn,
                         measured=measured, estimate=est.allocated_peak_bytes, error=err, measure=how,
-                        phase=est.peak_phase, seconds=time.time() - t0))
+                        phase=est.peak_phase, seconds=time.time() - t0, formulas=formulas))
         r = out[-1]
         print(f"| {shape} | {label} | {'on' if gc_on else 'off'} | {b} | {s} | {dtype} | {attn} | "
-              f"{measured / 1e6:.1f} | {r['estimate'] / 1e6:.1f} | {err * 100:+.1f}% | {how} |", flush=True)
+              f"{measured / 1e6:.1f} | {r['estimate'] / 1e6:.1f} | {err * 100:+.1f}% | {formulas / 1e6:.1f} | "
+              f"{(formulas / measured - 1) * 100:+.1f}% | {how} |", flush=True)
     return out
 
 
@@ -232,8 +269,8 @@ def main() -> int:
     picked = [int(i) for i in args.rows.split(",")] if args.rows else (QUICK if args.quick else range(len(MATRIX)))
     rows = [MATRIX[i] for i in picked]
     print("| shape | method | checkpointing | micro-batch | seq | dtype | attention | measured MB | estimate MB "
-          "| error | measure |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| error | formulas only MB | error | measure |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     results = run(rows)
     if results:
         worst = max(results, key=lambda r: abs(r["error"]))

@@ -1,23 +1,56 @@
 """What one training step keeps for backward: the activations each decoder layer saves and the logits.
 
 Part of the VRAM estimate (studio.memory): each function takes the model's ArchSpec and the run's
-resolved settings (memory._Run) and gives bytes per token or per step, from what PyTorch autograd really
+resolved settings (Run, below) and gives bytes per token or per step, from what PyTorch autograd really
 saves for a Hugging Face decoder trained through the studio.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from studio.models import ArchSpec
+from studio.trace import Trace
 
-if TYPE_CHECKING:
-    from studio.memory import _Run
-
-__all__ = ["STARTS", "INSIDE_ATTENTION", "activations", "logits"]
+__all__ = ["Run", "STARTS", "INSIDE_ATTENTION", "activations", "logits", "traced"]
 
 
-def _saves_input(r: "_Run", name: str, layer_trains: bool) -> bool:
+@dataclass(frozen=True)
+class Run:
+    """The run settings the formulas read, resolved once (dtypes, method facts, shapes)."""
+
+    batch: int
+    virtual: int  # prompt-learning virtual tokens
+    grad_from: str  # where gradients start in the bottom layer (see activations.STARTS)
+    seq: int  # tokens per row the layers see (virtual tokens included)
+    kv_seq: int  # tokens attention keys/values span
+    w_bytes: int  # base weight dtype
+    c_bytes: int  # activation / compute dtype
+    autocast: bool
+    quant: str | None  # 'nf4', 'fp4', '8bit' or None
+    double_quant: bool
+    upcast: bool  # prepare_model_for_kbit_training casts the 16-bit leftovers to fp32
+    trainable: int
+    base_trains: bool  # the base weights themselves train (full / freeze / bitfit)
+    trained_layers: int  # layers whose linear weights train
+    grad_layers: int  # layers gradient flows through
+    embed_trains: bool
+    adapted: frozenset  # linear names whose input an adapter branch saves
+    adapter_dropout: float
+    adapter_sites: int  # bottleneck adapter sites per layer
+    adapter_dim: int
+    eager: bool
+    checkpointing: bool
+    device: str
+    optimizer: str
+    world: int
+    strategy: str
+    offload: bool
+    grad_accum: int
+
+
+
+def _saves_input(r: Run, name: str, layer_trains: bool) -> bool:
     """Whether the linear `name` keeps its input for backward: its weight trains (grad_W = grad^T x), an
     adapter branch reads it, or it is a bitsandbytes layer (MatMul4Bit/8bit save the input: bnb autograd)."""
     return layer_trains or name in r.adapted or r.quant is not None
@@ -32,7 +65,7 @@ STARTS = ("input", "inside", "after", "mlp")
 INSIDE_ATTENTION = frozenset({"q_proj", "k_proj", "v_proj", "c_attn", "qkv_proj"})
 
 
-def _layer_activations(arch: ArchSpec, r: "_Run", trains: bool, start: str = "input") -> float:
+def _layer_activations(arch: ArchSpec, r: Run, trains: bool, start: str = "input") -> float:
     """Bytes saved for backward by one decoder layer, per token (sdpa/flash or eager attention).
 
     Traced from autograd's saved tensors of transformers' Llama/Qwen2 layers (measured here with
@@ -52,11 +85,11 @@ def _layer_activations(arch: ArchSpec, r: "_Run", trains: bool, start: str = "in
     return total
 
 
-def _norm_x(arch: ArchSpec, r: "_Run") -> float:
+def _norm_x(arch: ArchSpec, r: Run) -> float:
     return (r.c_bytes if arch.norm_bias else 4) * arch.hidden_size + 4  # LayerNorm keeps x; RMSNorm fp32 + rsqrt
 
 
-def _attention_half(arch: ArchSpec, r: "_Run", trains: bool) -> float:
+def _attention_half(arch: ArchSpec, r: Run, trains: bool) -> float:
     h, c = arch.hidden_size, r.c_bytes
     q, kv, a = arch.num_heads * arch.head_dim, arch.num_kv_heads * arch.head_dim, arch.num_heads
     save = lambda name: _saves_input(r, name, trains)  # noqa: E731
@@ -72,7 +105,7 @@ def _attention_half(arch: ArchSpec, r: "_Run", trains: bool) -> float:
     return total
 
 
-def _mlp_half(arch: ArchSpec, r: "_Run", trains: bool) -> float:
+def _mlp_half(arch: ArchSpec, r: Run, trains: bool) -> float:
     h, c, ff = arch.hidden_size, r.c_bytes, arch.intermediate_size
     save = lambda name: _saves_input(r, name, trains)  # noqa: E731
     total = c * h if trains else 0
@@ -80,7 +113,7 @@ def _mlp_half(arch: ArchSpec, r: "_Run", trains: bool) -> float:
     return total + c * (3 * ff if arch.gated_mlp else 2 * ff) + (c * ff if save("down_proj") or save("c_proj") else 0)
 
 
-def _adapter_branches(arch: ArchSpec, r: "_Run") -> float:
+def _adapter_branches(arch: ArchSpec, r: Run) -> float:
     """Per-token extras of adapter branches: PEFT casts a 16-bit input to the fp32 adapter dtype
     (LoraLayer._cast_input_dtype) and dropout>0 makes a copy and a mask; lora_A's output is kept."""
     h, ff = arch.hidden_size, arch.intermediate_size
@@ -97,7 +130,7 @@ def _adapter_branches(arch: ArchSpec, r: "_Run") -> float:
     return total
 
 
-def activations(arch: ArchSpec, r: "_Run") -> tuple[float, float]:
+def activations(arch: ArchSpec, r: Run) -> tuple[float, float]:
     """(bytes saved for backward by all layers at the end of forward, per-layer backward working set)."""
     tokens = r.batch * r.seq
     frozen_layers = r.grad_layers - r.trained_layers
@@ -125,7 +158,7 @@ def activations(arch: ArchSpec, r: "_Run") -> tuple[float, float]:
     return saved + final * tokens, working
 
 
-def logits(arch: ArchSpec, r: "_Run") -> tuple[float, float]:
+def logits(arch: ArchSpec, r: Run) -> tuple[float, float]:
     """(forward, backward) bytes of the logits and loss.
 
     transformers' ForCausalLMLoss upcasts the logits to fp32 and cross_entropy keeps the fp32 log_softmax
@@ -137,3 +170,30 @@ def logits(arch: ArchSpec, r: "_Run") -> tuple[float, float]:
     forward = n * (r.c_bytes + upcast + 4)
     backward = n * 12
     return forward, backward
+
+
+def traced(arch: ArchSpec, r: Run, t: Trace) -> dict:
+    """The activation and logits terms from a trace of the real architecture (studio.trace), in bytes:
+    'saved' (end of forward, every layer and the embedding), 'routed' (the part of 'saved' kept for the
+    routed tokens inside expert modules), 'working' (backward's per-layer working set), 'logits_forward'
+    and 'logits_backward' (the head and loss at the end of forward and at the start of backward).
+
+    The trace counts what the head and loss save (the fp32 log_softmax, soft-capping's tanh, the final
+    norm); the formulas add what lives beside it without being saved: the logits and their fp32 copy in
+    the forward, the loss's two fp32 gradients at the start of backward (see ``logits``).
+    """
+    seq = r.kv_seq - r.virtual  # the rows' own tokens: the trace adds the method's virtual tokens itself
+    tokens, n = r.batch * r.seq, r.batch * r.seq * arch.vocab_size
+    head = t.saved("head", seq) * r.batch
+    per_layer = [t.layer(i, seq) * r.batch for i in range(len(t.layers))]
+    working = r.c_bytes * (2 * arch.hidden_size + 2 * arch.intermediate_size) * tokens
+    if r.eager:
+        working += 2 * 4 * arch.num_heads * r.kv_seq * tokens  # grad of the scores and of the softmax
+    if r.checkpointing:  # each layer keeps its input; backward recomputes one layer at a time
+        saved, routed = len(per_layer) * r.c_bytes * arch.hidden_size * tokens, 0.0
+        working += max(per_layer, default=0.0)
+    else:
+        saved, routed = sum(per_layer), t.saved("routed", seq) * r.batch
+    upcast = 4 if r.c_bytes != 4 else 0
+    return {"saved": saved + t.saved("embed", seq) * r.batch, "routed": routed, "working": working,
+            "logits_forward": head + n * (r.c_bytes + upcast), "logits_backward": head + 8 * n}

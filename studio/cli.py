@@ -65,9 +65,41 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from studio import memory
+    return cli_estimate(load_run_config(args), gpu=args.gpu, as_json=args.json)
 
-    return memory.cli_estimate(load_run_config(args), gpu=args.gpu, as_json=args.json)
+
+def cli_estimate(cfg: RunConfig, gpu: str | None, as_json: bool) -> int:
+    """``python -m studio estimate``: print the breakdown and the fit verdict. Returns the exit code."""
+    from studio import fit, hardware, memory
+
+    arch, source = memory.resolve_arch(cfg.model)
+    device = hardware.find(gpu)
+    bd = memory.estimate(arch, cfg, device="cpu" if device.kind == "cpu" else "cuda")
+    verdict = fit.fit(bd, device, arch, cfg)
+    if as_json:
+        out = {**bd.to_dict(), "arch_source": source, "device": device.name, "device_bytes": device.total_bytes,
+               "verdict": verdict.verdict, "summary": verdict.summary, "max_micro_batch": verdict.max_micro_batch,
+               "max_seq_len": verdict.max_seq_len,
+               "changes": [{"change": c.text, "set": c.overrides, "peak_bytes": c.peak_bytes} for c in verdict.changes]}
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{cfg.model.id}: {bd.total_params / 1e9:.2f}B parameters (architecture from {source})")
+    print(f"method {cfg.method.name}: {bd.trainable_params:,} trainable; micro-batch {cfg.train.micro_batch_size} "
+          f"x {cfg.train.max_seq_len} tokens, {cfg.train.optimizer}, "
+          f"checkpointing {'on' if cfg.train.gradient_checkpointing else 'off'}")
+    for part in memory.PARTS:
+        value = getattr(bd, part)
+        if value:
+            print(f"  {memory.LABELS[part]:<28} {memory.format_bytes(value):>10}")
+    print(f"  {'peak (' + bd.peak_phase.replace('_', ' ') + ')':<28} {memory.format_bytes(bd.peak_bytes):>10}")
+    for note in bd.notes:
+        print(f"  note: {note}")
+    print(verdict.summary)
+    for c in verdict.changes:
+        print(f"  - {c.text}: {memory.format_bytes(c.peak_bytes)}   (--set {' --set '.join(c.overrides)})")
+    print(f"largest micro-batch that fits: {verdict.max_micro_batch or 'none'}; "
+          f"largest max_seq_len: {verdict.max_seq_len or 'none'}")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -16,14 +16,18 @@ reports; ``peak_bytes`` adds the framework margin and the CUDA context (which th
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from studio import activations as saved_for_backward
-from studio import methods
+from studio import known_models, methods
+from studio import targets as tg
+from studio import trace as tracer
+from studio.activations import Run
 from studio.config import RunConfig
-from studio.models import ArchSpec
+from studio.models import ArchSpec, ModelError, read_arch
 
-__all__ = ["Breakdown", "estimate", "cli_estimate", "resolve_arch", "format_bytes", "PARTS"]
+__all__ = ["Breakdown", "estimate", "resolve_arch", "parameters", "expert_parameters", "format_bytes", "PARTS",
+           "LABELS"]
 
 GiB = 1024 ** 3
 _DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -45,8 +49,8 @@ CUDA_CONTEXT_BYTES = 512 * 1024 ** 2
 # training (PyTorch docs, torch.cuda.memory_reserved). A planning margin, not measured on this machine.
 _FRAMEWORK_FRACTION = 0.05
 
-PARTS = ("weights", "quant_constants", "upcast_fp32", "trainable", "gradients", "optimizer",
-         "activations", "logits", "step_transient", "framework", "cuda_context")
+PARTS = ("weights", "expert_weights", "quant_constants", "upcast_fp32", "trainable", "gradients", "optimizer",
+         "activations", "routed_activations", "logits", "step_transient", "framework", "cuda_context")
 
 
 @dataclass
@@ -54,12 +58,14 @@ class Breakdown:
     """Bytes per part of a training step's memory, per GPU, and the peak over its phases."""
 
     weights: int = 0
+    expert_weights: int = 0  # routed experts of a mixture-of-experts model (all of them, not only the top-k)
     quant_constants: int = 0
     upcast_fp32: int = 0
     trainable: int = 0
     gradients: int = 0
     optimizer: int = 0
     activations: int = 0
+    routed_activations: int = 0  # what the routed tokens keep inside the expert modules
     logits: int = 0
     step_transient: int = 0
     framework: int = 0
@@ -79,41 +85,8 @@ class Breakdown:
     @property
     def static_bytes(self) -> int:
         """What stays resident between steps: weights, adapters, optimizer state."""
-        return self.weights + self.quant_constants + self.upcast_fp32 + self.trainable + self.optimizer
-
-
-@dataclass(frozen=True)
-class _Run:
-    """The run settings the formulas read, resolved once (dtypes, method facts, shapes)."""
-
-    batch: int
-    virtual: int  # prompt-learning virtual tokens
-    grad_from: str  # where gradients start in the bottom layer (see activations.STARTS)
-    seq: int  # tokens per row the layers see (virtual tokens included)
-    kv_seq: int  # tokens attention keys/values span
-    w_bytes: int  # base weight dtype
-    c_bytes: int  # activation / compute dtype
-    autocast: bool
-    quant: str | None  # 'nf4', 'fp4', '8bit' or None
-    double_quant: bool
-    upcast: bool  # prepare_model_for_kbit_training casts the 16-bit leftovers to fp32
-    trainable: int
-    base_trains: bool  # the base weights themselves train (full / freeze / bitfit)
-    trained_layers: int  # layers whose linear weights train
-    grad_layers: int  # layers gradient flows through
-    embed_trains: bool
-    adapted: frozenset  # linear names whose input an adapter branch saves
-    adapter_dropout: float
-    adapter_sites: int  # bottleneck adapter sites per layer
-    adapter_dim: int
-    eager: bool
-    checkpointing: bool
-    device: str
-    optimizer: str
-    world: int
-    strategy: str
-    offload: bool
-    grad_accum: int
+        return (self.weights + self.expert_weights + self.quant_constants + self.upcast_fp32 + self.trainable
+                + self.optimizer)
 
 
 def _dtype_bytes(name: str, device: str, auto: str) -> int:
@@ -126,7 +99,7 @@ def _layer_params(arch: ArchSpec) -> int:
     return 2 * h * q + 2 * h * kv + (3 if arch.gated_mlp else 2) * h * ff
 
 
-def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _Run:
+def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> Run:
     method = methods.get(cfg.method.name)
     values = method.values(cfg.method)
     trainable = int(method.trainable(arch, cfg.method))
@@ -142,8 +115,6 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _R
     targets = values.get("targets")
     adapted: frozenset = frozenset()
     if isinstance(targets, list):
-        from studio import targets as tg
-
         adapted = frozenset(n.split(".")[-1] for n in tg.expand(targets, tg.for_arch(arch)))
     virtual = int(values.get("num_virtual_tokens") or 0)
     at_input = method.memory.virtual_tokens == "input"  # prefix tuning: only the keys/values grow
@@ -159,7 +130,7 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _R
         c_name = "bf16" if cd == "auto" else cd
     c_bytes = min(_DTYPE_BYTES[c_name], w_bytes) if quant is None else _DTYPE_BYTES[c_name]
     dist = cfg.train.distributed
-    return _Run(
+    return Run(
         batch=cfg.train.micro_batch_size, virtual=virtual,
         grad_from=_grad_from(method, values, adapted, embed_trains, base_trains, virtual, at_input),
         seq=seq + (virtual if at_input else 0), kv_seq=seq + virtual,
@@ -191,14 +162,13 @@ def _grad_from(method, values: dict, adapted: frozenset, embed_trains: bool, bas
 
 # ---------------------------------------------------------------- static parts
 
-def _weights(arch: ArchSpec, r: _Run) -> tuple[int, int, int]:
+def _weights(arch: ArchSpec, r: Run, total: int) -> tuple[int, int, int]:
     """(weights, quantisation constants, fp32 upcast) in bytes.
 
     bitsandbytes quantises only the Linear layers inside the blocks; embeddings, LM head, norms and biases
     stay at the load dtype (transformers `replace_with_bnb_linear` skips `lm_head`). PEFT's
     `prepare_model_for_kbit_training` then casts those 16-bit leftovers to fp32 (peft/utils/other.py).
     """
-    total = arch.num_parameters
     if r.quant is None:
         return total * r.w_bytes, 0, 0
     linear = arch.num_layers * _layer_params(arch)
@@ -220,17 +190,17 @@ def _layer_rows(arch: ArchSpec) -> int:
     return q + 2 * kv + h + (2 if arch.gated_mlp else 1) * ff + h
 
 
-def _trainable_bytes(r: _Run) -> int:
+def _trainable_bytes(r: Run) -> int:
     # PEFT keeps adapter weights in fp32 even on a 16-bit base (autocast_adapter_dtype=True, peft docs);
     # weight-training methods train the base weights, already counted in `weights`.
     return 0 if r.base_trains else r.trainable * 4
 
 
-def _param_bytes(r: _Run) -> int:
+def _param_bytes(r: Run) -> int:
     return r.w_bytes if r.base_trains else 4
 
 
-def _optimizer(r: _Run) -> int:
+def _optimizer(r: Run) -> int:
     """Optimizer state. AdamW keeps exp_avg and exp_avg_sq like the parameter (torch.optim.AdamW docs)."""
     n, pb = r.trainable, _param_bytes(r)
     return int({
@@ -240,7 +210,7 @@ def _optimizer(r: _Run) -> int:
     }[r.optimizer])
 
 
-def _step_transient(arch: ArchSpec, r: _Run) -> int:
+def _step_transient(arch: ArchSpec, r: Run, largest: int | None = None) -> int:
     """Temporaries of optimizer.step(). torch's foreach AdamW (default on CUDA) makes one sqrt(exp_avg_sq)
     buffer over all parameters; the single-tensor loop (CPU) one per parameter (torch/optim/adamw.py)."""
     if r.optimizer == "sgd" or r.optimizer.endswith("8bit"):
@@ -248,7 +218,7 @@ def _step_transient(arch: ArchSpec, r: _Run) -> int:
     pb = 4 if r.optimizer == "paged_adamw_32bit" else _param_bytes(r)
     if r.device == "cuda":
         return r.trainable * pb
-    biggest = arch.vocab_size * arch.hidden_size if r.embed_trains else (
+    biggest = largest if largest is not None else arch.vocab_size * arch.hidden_size if r.embed_trains else (
         arch.hidden_size * arch.intermediate_size if r.base_trains else r.trainable // max(1, arch.num_layers))
     return min(r.trainable, biggest) * pb
 
@@ -269,20 +239,29 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
         A Breakdown with every part, the phase totals and the peak.
     """
     r = _resolve(arch, cfg, world_size, device)
-    weights, consts, upcast = _weights(arch, r)
+    t = _trace(arch, cfg, r)
+    if t is not None:  # the real architecture's own counts: experts, routers, fused or extra weights
+        r = replace(r, trainable=t.trainable)
+        terms = saved_for_backward.traced(arch, r, t)
+    else:
+        saved, working = saved_for_backward.activations(arch, r)
+        logit_fwd, logit_bwd = saved_for_backward.logits(arch, r)
+        terms = {"saved": saved, "routed": 0, "working": working, "logits_forward": logit_fwd,
+                 "logits_backward": logit_bwd}
+    total = t.params if t is not None else parameters(arch)
+    weights, consts, upcast = _weights(arch, r, total)
     trainable = _trainable_bytes(r)
     grads = r.trainable * _param_bytes(r)
     optim = _optimizer(r)
-    transient = _step_transient(arch, r)
-    saved, working = saved_for_backward.activations(arch, r)
-    logit_fwd, logit_bwd = saved_for_backward.logits(arch, r)
+    transient = _step_transient(arch, r, t.largest_trainable if t is not None else None)
     weights, consts, grads, optim, transient, extra_grads = _shard(r, weights, consts, grads, optim, transient)
     static = weights + consts + upcast + trainable + optim
     grads_held = grads if r.grad_accum > 1 else 0  # accumulated gradients live through later forwards
+    saved = terms["saved"]
     phases = {
-        "forward": static + grads_held + saved + logit_fwd,
-        "backward_start": static + grads_held + saved + logit_bwd,
-        "backward_end": static + grads + extra_grads + working,
+        "forward": static + grads_held + saved + terms["logits_forward"],
+        "backward_start": static + grads_held + saved + terms["logits_backward"],
+        "backward_end": static + grads + extra_grads + terms["working"],
         "optimizer_step": static + grads + extra_grads + transient,
     }
     # during backward activations shrink while gradients grow (both linear in the layer index), so the
@@ -291,17 +270,30 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
     allocated = int(phases[phase])
     framework = int(allocated * _FRAMEWORK_FRACTION) if device == "cuda" else 0
     context = CUDA_CONTEXT_BYTES if device == "cuda" else 0
+    experts = int(weights * t.expert_params / max(t.params, 1)) if t is not None else 0
     return Breakdown(
-        weights=int(weights), quant_constants=int(consts), upcast_fp32=int(upcast), trainable=int(trainable),
-        gradients=int(grads + extra_grads), optimizer=int(optim), activations=int(saved), logits=int(logit_bwd),
-        step_transient=int(transient), framework=framework, cuda_context=context,
-        allocated_peak_bytes=allocated, peak_bytes=allocated + framework + context, peak_phase=phase,
-        phases={k: int(v) for k, v in phases.items()}, trainable_params=r.trainable,
-        total_params=arch.num_parameters, notes=_notes(r),
+        weights=int(weights) - experts, expert_weights=experts, quant_constants=int(consts),
+        upcast_fp32=int(upcast), trainable=int(trainable), gradients=int(grads + extra_grads), optimizer=int(optim),
+        activations=int(saved - terms["routed"]), routed_activations=int(terms["routed"]),
+        logits=int(terms["logits_backward"]), step_transient=int(transient), framework=framework,
+        cuda_context=context, allocated_peak_bytes=allocated, peak_bytes=allocated + framework + context,
+        peak_phase=phase, phases={k: int(v) for k, v in phases.items()}, trainable_params=r.trainable,
+        total_params=total, notes=_notes(r) + (["traced from the model's own modules"] if t is not None else []),
     )
 
 
-def _shard(r: _Run, weights, consts, grads, optim, transient):
+def _trace(arch: ArchSpec, cfg: RunConfig, r: Run):
+    """The trace of ``arch`` with the run's method (studio.trace), or None where tracing cannot reach:
+    no config to build from, or a quantised base (bitsandbytes layers need real weights)."""
+    if not arch.config or r.quant is not None:
+        return None
+    dtype = "fp32" if min(r.w_bytes, r.c_bytes) == 4 else "bf16"
+    knobs = json.dumps(cfg.method.knobs, sort_keys=True, default=str)
+    attn = "eager" if r.eager else "sdpa"
+    return tracer.trace(arch.config, cfg.method.name, knobs, dtype, attn, r.device)
+
+
+def _shard(r: Run, weights, consts, grads, optim, transient):
     """Per-GPU shares under a distributed strategy (ZeRO, Rajbhandari et al. 2020: stage 2 shards
     optimizer state and gradients, stage 3 / FSDP also the weights). DDP keeps a bucket copy of every
     gradient unless gradient_as_bucket_view (torch DistributedDataParallel docs)."""
@@ -318,7 +310,7 @@ def _shard(r: _Run, weights, consts, grads, optim, transient):
     return weights, consts, grads, optim, transient, extra
 
 
-def _notes(r: _Run) -> list[str]:
+def _notes(r: Run) -> list[str]:
     notes = []
     if r.strategy != "none":
         notes.append(f"per GPU with {r.strategy} over {r.world} GPUs")
@@ -332,11 +324,12 @@ def _notes(r: _Run) -> list[str]:
 # ---------------------------------------------------------------- architecture and CLI
 
 def resolve_arch(model_spec) -> tuple[ArchSpec, str]:
-    """The architecture of ``model_spec`` and where it came from: its config, or, when that cannot be
-    read (no hub access, not downloaded), the table of well-known models. Raises ModelError otherwise."""
-    from studio import known_models
-    from studio.models import ModelError, read_arch
-
+    """The architecture of ``model_spec`` for planning, and where it came from; every face (CLI, tabs) asks
+    this one function. In order: the model's own config (from the hub when it answers, else the local
+    Hugging Face cache or folder: studio.models), then the table of well-known models (studio.known_models,
+    the published config.json values). Returns (arch, 'config') or (arch, a sentence naming the table
+    entry and its assumptions). Raises ModelError when neither knows the model.
+    """
     try:
         return read_arch(model_spec), "config"
     except ModelError as err:
@@ -345,7 +338,19 @@ def resolve_arch(model_spec) -> tuple[ArchSpec, str]:
             raise err from None
         key, arch = hit
         note = known_models.ASSUMPTIONS.get(key, "")
-        return arch, f"built-in table ({key}{': ' + note if note else ''})"
+        return arch, (f"the published config.json of {key} (built-in table: the model's own config could not be "
+                      f"read){'; ' + note if note else ''}")
+
+
+def parameters(arch: ArchSpec) -> int:
+    """The model's parameter count: counted on the real architecture built from its config where it
+    builds (every expert, fused and extra weights), else from the shapes."""
+    return (tracer.parameters(arch.config)[0] if arch.config else 0) or arch.num_parameters
+
+
+def expert_parameters(arch: ArchSpec) -> int:
+    """Parameters of the routed experts of a mixture-of-experts model (all of them); 0 for a dense model."""
+    return tracer.parameters(arch.config)[1] if arch.config and arch.num_experts else 0
 
 
 def format_bytes(n: float) -> str:
@@ -353,43 +358,12 @@ def format_bytes(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if abs(n) >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
-_LABELS = {
-    "weights": "base weights", "quant_constants": "quantisation constants", "upcast_fp32": "fp32 upcast (k-bit prep)",
+# what the UI and the CLI call each part
+LABELS = {
+    "weights": "base weights", "expert_weights": "expert weights (all experts)",
+    "routed_activations": "routed-token activations", "quant_constants": "quantisation constants",
+    "upcast_fp32": "fp32 upcast (k-bit prep)",
     "trainable": "trainable parameters", "gradients": "gradients", "optimizer": "optimizer state",
     "activations": "activations", "logits": "logits and loss", "step_transient": "optimizer step temporaries",
     "framework": "allocator margin", "cuda_context": "CUDA context",
 }
-
-
-def cli_estimate(cfg: RunConfig, gpu: str | None, as_json: bool) -> int:
-    """``python -m studio estimate``: print the breakdown and the fit verdict. Returns the exit code."""
-    from studio import hardware
-
-    arch, source = resolve_arch(cfg.model)
-    device = hardware.find(gpu)
-    bd = estimate(arch, cfg, device="cpu" if device.kind == "cpu" else "cuda")
-    verdict = hardware.fit(bd, device, arch, cfg)
-    if as_json:
-        out = {**bd.to_dict(), "arch_source": source, "device": device.name, "device_bytes": device.total_bytes,
-               "verdict": verdict.verdict, "summary": verdict.summary, "max_micro_batch": verdict.max_micro_batch,
-               "max_seq_len": verdict.max_seq_len,
-               "changes": [{"change": c.text, "set": c.overrides, "peak_bytes": c.peak_bytes} for c in verdict.changes]}
-        print(json.dumps(out, indent=2))
-        return 0
-    print(f"{cfg.model.id}: {arch.num_parameters / 1e9:.2f}B parameters (architecture from {source})")
-    print(f"method {cfg.method.name}: {bd.trainable_params:,} trainable; micro-batch {cfg.train.micro_batch_size} "
-          f"x {cfg.train.max_seq_len} tokens, {cfg.train.optimizer}, "
-          f"checkpointing {'on' if cfg.train.gradient_checkpointing else 'off'}")
-    for part in PARTS:
-        value = getattr(bd, part)
-        if value:
-            print(f"  {_LABELS[part]:<28} {format_bytes(value):>10}")
-    print(f"  {'peak (' + bd.peak_phase.replace('_', ' ') + ')':<28} {format_bytes(bd.peak_bytes):>10}")
-    for note in bd.notes:
-        print(f"  note: {note}")
-    print(verdict.summary)
-    for c in verdict.changes:
-        print(f"  - {c.text}: {format_bytes(c.peak_bytes)}   (--set {' --set '.join(c.overrides)})")
-    print(f"largest micro-batch that fits: {verdict.max_micro_batch or 'none'}; "
-          f"largest max_seq_len: {verdict.max_seq_len or 'none'}")
-    return 0

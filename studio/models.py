@@ -16,7 +16,8 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -266,6 +267,10 @@ class ArchSpec:
     gated_mlp: bool = True
     norm_bias: bool = False
     learned_positions: bool = False
+    num_experts: int = 0  # routed experts per MoE layer (0: a dense model)
+    experts_per_token: int = 0  # top-k
+    # the config's values as JSON, so the estimate can trace the real architecture (studio.trace)
+    config: str = field(default="", compare=False, repr=False)
 
     @classmethod
     def from_config(cls, config) -> "ArchSpec":
@@ -295,6 +300,9 @@ class ArchSpec:
             gated_mlp=not gpt2_like,
             norm_bias=gpt2_like,
             learned_positions=gpt2_like,
+            num_experts=int(get("num_local_experts", "num_experts", "n_routed_experts", default=0) or 0),
+            experts_per_token=int(get("num_experts_per_tok", "num_experts_per_token", default=0) or 0),
+            config=json.dumps(config.to_dict(), sort_keys=True, default=str),
         )
 
     @property

@@ -22,6 +22,7 @@ import torch
 from studio import meta_model, methods, models, validation
 from studio import targets as tg
 from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
+from studio.hardware import resolve_precision
 
 __all__ = ["problems", "check", "bitsandbytes_problem", "causal_lm_problem", "context_length"]
 
@@ -63,8 +64,6 @@ def check(cfg: RunConfig) -> RunConfig:
 # --- settings that need no model -------------------------------------------------------------------------------
 
 def _settings(cfg: RunConfig, machine: bool) -> list[str]:
-    from studio.train_parts import resolve_precision
-
     t, out = cfg.train, []
     if t.trains_nothing():
         out.append(NOTHING_TO_TRAIN)

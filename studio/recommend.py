@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from studio import hardware, memory
 from studio.config import ConfigError, MethodSpec
 
-__all__ = ["GOALS", "Recommendation", "recommend", "cli_recommend", "BYTES_PER_PARAM"]
+__all__ = ["GOALS", "Recommendation", "Experts", "experts_of", "recommend", "cli_recommend", "BYTES_PER_PARAM"]
 
 GOALS = {
     "style": "a quick change of tone, format or persona",
@@ -51,6 +52,36 @@ class Recommendation:
             f"method.{k}={','.join(v) if isinstance(v, list) else v}" for k, v in self.knobs.items()]
 
 
+@dataclass(frozen=True)
+class Experts:
+    """A mixture-of-experts model's routing facts, as the advice needs them."""
+
+    count: int  # routed experts per layer
+    top_k: int  # experts each token goes through
+    params: int  # all routed experts' weights
+    lora_per_rank: int  # LoRA parameters per unit of rank if every expert's three matrices were adapted
+
+
+def experts_of(arch) -> Experts | None:
+    """The Experts of ``arch`` (an ArchSpec), or None for a dense model."""
+    n = memory.expert_parameters(arch)
+    if not arch.num_experts or not n:
+        return None
+    h = arch.hidden_size
+    ff = n / (arch.num_experts * arch.num_layers * 3 * h)  # each expert: gate, up (h x ff) and down (ff x h)
+    return Experts(arch.num_experts, arch.experts_per_token, n, int(arch.num_experts * arch.num_layers * 3 * (h + ff)))
+
+
+def _moe_reason(experts: Experts, params: float, r: int) -> str:
+    """What LoRA on attention versus on every expert costs, for the reason line."""
+    on_experts = experts.lora_per_rank * r
+    return (f"; mixture of experts ({experts.count} experts, top-{experts.top_k}): {experts.params / params:.0%} of "
+            f"the weights are experts, which LoRA leaves frozen here (attention and dense layers only); adapting "
+            f"every expert at rank {r} would add ~{on_experts / 1e6:.0f}M trainable parameters "
+            f"(~{on_experts * 16 / 2**30:.1f} GB with gradients and AdamW state), while each token uses only "
+            f"{experts.top_k} of them")
+
+
 def _need(params: float, kind: str) -> float:
     return params * BYTES_PER_PARAM[kind] * _HEADROOM
 
@@ -68,17 +99,27 @@ def _tight(params: float, memory: float, goal_knobs: dict, what: str) -> Recomme
                                    f"QLoRA's 4-bit base needs ~{_gb(_need(params, '4bit'))} and {what}", goal_knobs)
 
 
-def recommend(params: float, memory_bytes: float, goal: str = "style") -> Recommendation:
+def recommend(params: float, memory_bytes: float, goal: str = "style",
+              experts: Experts | None = None) -> Recommendation:
     """Suggest a method for a model of ``params`` parameters with ``memory_bytes`` of accelerator memory.
 
     Args:
-        params: the base model's parameter count.
+        params: the base model's parameter count (every expert's, for a mixture of experts).
         memory_bytes: memory available for training (one GPU's, or the CPU's when training there).
         goal: one of GOALS.
+        experts: the routing facts of a mixture-of-experts model (experts_of); None for a dense model.
 
     Returns:
         A Recommendation; ConfigError when the goal is unknown or no method fits.
     """
+    rec = _recommend(params, memory_bytes, goal, experts)
+    if experts is None or rec.method not in ("lora", "qlora"):
+        return rec
+    return Recommendation(rec.method, rec.reason + _moe_reason(experts, params, int(rec.knobs.get("r", 8))),
+                          rec.knobs)
+
+
+def _recommend(params: float, memory_bytes: float, goal: str, experts: Experts | None) -> Recommendation:
     if goal not in GOALS:
         raise ConfigError(f"goal {goal!r} is not one of {', '.join(GOALS)}")
     if params <= 0 or memory_bytes <= 0:
@@ -86,7 +127,8 @@ def recommend(params: float, memory_bytes: float, goal: str = "style") -> Recomm
     fits16 = _need(params, "16bit") <= memory_bytes
     if goal == "knowledge":
         knobs = {"r": 64, "alpha": 128.0, "targets": ["all-linear"]}
-        if params <= _SMALL_MODEL and _need(params, "full") <= memory_bytes:
+        # full training of a mixture of experts trains every expert: never the cheap option
+        if experts is None and params <= _SMALL_MODEL and _need(params, "full") <= memory_bytes:
             return Recommendation("full", f"a small model ({params / 1e9:.2f}B) whose full training fits "
                                           f"(~{_gb(_need(params, 'full'))}): the most capacity for new facts")
         if not fits16:
@@ -112,12 +154,11 @@ def recommend(params: float, memory_bytes: float, goal: str = "style") -> Recomm
 
 def cli_recommend(model, gpu: str | None, goal: str) -> int:
     """``python -m studio recommend``: a method for ``model`` (a ModelSpec) on the GPU here or ``gpu``."""
-    from studio import hardware, memory
-
     arch, source = memory.resolve_arch(model)
     device = hardware.find(gpu)
-    rec = recommend(arch.num_parameters, device.total_bytes, goal)
-    print(f"{model.id}: {arch.num_parameters / 1e9:.2f}B parameters (architecture from {source}); "
+    params = memory.parameters(arch)
+    rec = recommend(params, device.total_bytes, goal, experts_of(arch))
+    print(f"{model.id}: {params / 1e9:.2f}B parameters (architecture from {source}); "
           f"{device.name}, {device.total_bytes / 2**30:.0f} GB; goal {goal}: {GOALS[goal]}")
     print(f"try {rec.method}: {rec.reason}")
     print("  --set " + " --set ".join(rec.overrides()))

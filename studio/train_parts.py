@@ -17,39 +17,14 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from studio import process, runs
 from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
+from studio.hardware import resolve_precision
 
-__all__ = ["OPTIMIZERS", "build_args", "cpu_has_bf16", "memory_now", "resolve_precision", "Progress", "EarlyStop",
+__all__ = ["OPTIMIZERS", "build_args", "memory_now", "Progress", "EarlyStop",
            "StudioTrainer", "TokenCountingCollator", "total_steps"]
 
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
               "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd"}
 """TrainSpec.optimizer -> TrainingArguments.optim."""
-
-
-@lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX), where bf16 autocast pays."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(name: str) -> str:
-    """'auto' -> bf16 on GPUs and CPUs that have it, fp16 on older GPUs, else fp32.
-
-    Raises:
-        ConfigError: fp16 asked for on a CPU (autocast there has no fp16 path worth using).
-    """
-    cuda = torch.cuda.is_available()
-    if name == "auto":
-        if cuda:
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_has_bf16() else "fp32"
-    if name == "fp16" and not cuda:
-        raise ConfigError("train.precision: fp16 needs a GPU; use bf16 (or fp32) on a CPU")
-    return name
 
 
 def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int, has_eval: bool) -> TrainingArguments:

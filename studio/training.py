@@ -44,11 +44,10 @@ from studio.train_parts import (
     TokenCountingCollator,
     build_args,
     Progress,
-    cpu_has_bf16,
     total_steps,
 )
 
-__all__ = ["TrainingError", "OutOfMemory", "TrainingJob", "current_job", "cpu_has_bf16"]
+__all__ = ["TrainingError", "OutOfMemory", "TrainingJob", "current_job"]
 
 
 _slot = threading.Lock()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from studio import hardware, memory
+from studio import fit, hardware, memory
 from studio.config import ConfigError, MethodSpec, RunConfig
 from studio.known_models import KNOWN
 
@@ -37,9 +37,9 @@ def test_fit_verdicts_and_suggestions():
     arch = KNOWN["llama-3.1-8b"]
     cfg = _cfg(micro_batch_size=4, max_seq_len=2048)
     bd = memory.estimate(arch, cfg)
-    big = hardware.fit(bd, hardware.find("H200"), arch, cfg)
+    big = fit.fit(bd, hardware.find("H200"), arch, cfg)
     assert big.verdict == "fits" and big.spare_bytes > 0 and not big.changes
-    small = hardware.fit(bd, hardware.find("4090"), arch, cfg)
+    small = fit.fit(bd, hardware.find("4090"), arch, cfg)
     assert small.verdict == "does not fit" and small.changes
     assert all(c.peak_bytes < bd.peak_bytes for c in small.changes)
     assert any("checkpointing" in c.text for c in small.changes)
@@ -49,8 +49,19 @@ def test_largest_batch_and_length_fit_and_one_more_does_not():
     arch = KNOWN["llama-2-7b"]
     cfg = _cfg(max_seq_len=1024, gradient_checkpointing=True)
     gpu = hardware.find("4090")
-    v = hardware.fit(memory.estimate(arch, cfg), gpu, arch, cfg)
+    v = fit.fit(memory.estimate(arch, cfg), gpu, arch, cfg)
     assert v.max_micro_batch >= 1
     over = _cfg(max_seq_len=1024, gradient_checkpointing=True, micro_batch_size=v.max_micro_batch + 1)
     assert memory.estimate(arch, over).peak_bytes > gpu.total_bytes
     assert 8 <= v.max_seq_len <= arch.max_position
+
+
+def test_fit_offers_attention_only_lora_for_a_mixture_of_experts():
+    arch = KNOWN["mixtral-8x7b"]
+    cfg = _cfg(max_seq_len=1024)
+    cfg.method = MethodSpec("full", {})
+    bd = memory.estimate(arch, cfg)
+    assert bd.expert_weights > 0.9 * bd.weights * 10  # ~97% of Mixtral's weights are experts
+    v = fit.fit(bd, hardware.find("H200"), arch, cfg)
+    moe = [c for c in v.changes if "experts of every layer stay frozen" in c.text]
+    assert v.verdict == "does not fit" and moe and moe[0].peak_bytes < bd.peak_bytes / 3

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from studio import memory
+from studio import cli, memory
 from studio.config import MethodSpec, RunConfig
 from studio.known_models import KNOWN, lookup
 
@@ -148,11 +148,11 @@ def test_peft_readme_t0_3b(method, published):
 def test_cli_estimate_json_for_70b_qlora_without_download(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = RunConfig.load("presets/llama70b-qlora-24gb.yaml")
-    assert memory.cli_estimate(cfg, gpu="RTX 4090 24GB", as_json=True) == 0
+    assert cli.cli_estimate(cfg, gpu="RTX 4090 24GB", as_json=True) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["peak_bytes"] > 24e9 and out["verdict"] == "does not fit"
     assert all(p in out for p in memory.PARTS)
-    assert memory.cli_estimate(cfg, gpu="A100 80GB", as_json=False) == 0
+    assert cli.cli_estimate(cfg, gpu="A100 80GB", as_json=False) == 0
     text = capsys.readouterr().out
     assert "base weights" in text and "fits" in text
 
@@ -171,3 +171,23 @@ def test_embedded_model_estimate_from_its_config():
     arch, source = memory.resolve_arch(RunConfig().model)
     assert source == "config" and arch.hidden_size == 576
     assert memory.estimate(arch, _cfg()).peak_bytes > 0
+
+
+def test_offline_hub_id_plans_the_same_in_the_tabs_as_in_the_cli(capsys, monkeypatch):
+    """A well-known MoE id with no hub: the Model and Method tabs show the CLI's counts and peak, and say
+    the figures come from the published config."""
+    from studio.ui import method_tab, model_tab
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = RunConfig().with_overrides(["model.id=Qwen/Qwen3-30B-A3B", "model.dtype=bf16", "train.max_seq_len=512"])
+    assert cli.cli_estimate(cfg, gpu="H200 141GB", as_json=True) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "published config.json of qwen3-30b-a3b" in out["arch_source"]
+    assert out["expert_weights"] > out["weights"] and out["routed_activations"] > 0  # MoE parts of their own
+    card = model_tab.arch_card("Qwen/Qwen3-30B-A3B")
+    assert f"{out['total_params'] / 1e9:.2f}B" in card and "128 routed, top-8" in card
+    assert "published config.json" in card
+    trainable, figure, verdict = method_tab.estimate_view(cfg, gpu="H200 141GB")
+    assert f"**{out['trainable_params']:,}** trainable" in trainable
+    assert f"{out['peak_bytes'] / 1e9:.2f} GB peak" in figure.layout.title.text
+    assert "published config.json of qwen3-30b-a3b" in verdict

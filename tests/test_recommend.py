@@ -24,3 +24,14 @@ def test_cli_refusal_is_one_line(capsys):
     assert cli.main(["recommend", "--gpu", "RTX 3060 12GB", "--set", "model.id=meta-llama/Llama-2-70b-hf"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: even a 4-bit base needs about")
+
+
+def test_moe_advice_says_what_lora_on_the_experts_would_cost(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli.main(["recommend", "--gpu", "H200", "--goal", "knowledge",
+                     "--set", "model.id=mistralai/Mixtral-8x7B-v0.1"]) == 0
+    head, advice, _ = capsys.readouterr().out.strip().splitlines()
+    assert head.startswith("mistralai/Mixtral-8x7B-v0.1: 46.70B parameters")  # every expert counted
+    assert "8 experts, top-2" in advice and "experts, which LoRA leaves frozen" in advice
+    cost = int(advice.split("would add ~")[1].split("M")[0])
+    assert 880 < cost < 930  # 8 experts x 32 layers x 3 matrices x (4096 + 14336) x rank 64 = 906M

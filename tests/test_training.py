@@ -13,7 +13,8 @@ from transformers import TrainerCallback
 
 from studio import headless, runs, training
 from studio.config import ConfigError, RunConfig
-from studio.train_parts import EarlyStop, build_args, cpu_has_bf16, memory_now, resolve_precision
+from studio.hardware import cpu_has_bf16, resolve_precision
+from studio.train_parts import EarlyStop, build_args, memory_now
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ class GpusPanel:
 
 
 def _per_gpu_md(cfg: RunConfig, gpus: int, gpu: str) -> str:
-    memory, hardware = state.core("memory"), state.core("hardware")
+    memory, hardware, advisor = state.core("memory"), state.core("hardware"), state.core("fit")
     if memory is None or hardware is None:
         return state.missing("The per-GPU estimate")
     arch = models.read_arch(cfg.model)
@@ -34,7 +34,7 @@ def _per_gpu_md(cfg: RunConfig, gpus: int, gpu: str) -> str:
     if device.kind == "cpu":
         device = hardware.CATALOG[next(iter(n for n in hardware.CATALOG if "A100 80" in n), list(hardware.CATALOG)[0])]
     breakdown = memory.estimate(arch, cfg, world_size=gpus, device="cuda")
-    fit = hardware.fit(breakdown, device, arch, cfg, world_size=gpus)
+    fit = advisor.fit(breakdown, device, arch, cfg, world_size=gpus)
     return (f"**Per GPU with {cfg.train.distributed.strategy} on {gpus}× {device.name}:** "
             f"{breakdown.peak_bytes / 1e9:.2f} GB peak · {fit.summary}")
 

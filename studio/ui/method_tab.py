@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 import plotly.graph_objects as go
 
-from studio import meta_model, methods, models, preflight, targets
+from studio import memory, meta_model, methods, models, preflight, targets
 from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.ui import paths, plots, state
 from studio.ui.form import LAYERS, Form, field_widget, layer_widgets, setting_widget
@@ -67,10 +67,11 @@ def _choices(kind: str, model_id: str) -> list[str]:
 
 
 def trainable_text(cfg: RunConfig) -> str:
-    """'N trainable parameters (x% of M)' for the config's method on its model."""
-    arch = models.read_arch(cfg.model)
+    """'N trainable parameters (x% of M)' for the config's method on its model (the estimate's counts)."""
+    arch, _ = memory.resolve_arch(cfg.model)
     method = methods.get(cfg.method.name)
-    n, total = method.trainable(arch, cfg.method), arch.num_parameters
+    bd = memory.estimate(arch, cfg)
+    n, total = bd.trainable_params, bd.total_params
     # methods that add weights (LoRA...) grow the model; weight methods (full, bitfit) train a part of it
     whole = total if method.family == "weights" else total + n
     return f"**{n:,}** trainable parameters ({100 * n / max(whole, 1):.3g}% of {whole:,})"
@@ -97,21 +98,23 @@ def estimate_view(cfg: RunConfig, gpu: str = HERE) -> tuple[str, go.Figure, str]
     """Trainable count, VRAM breakdown figure and fit verdict for ``cfg`` (pure and fast)."""
     try:
         trainable = trainable_text(cfg)
-        arch = models.read_arch(cfg.model)
+        arch, source = memory.resolve_arch(cfg.model)
     except ConfigError as err:
         return "**Cannot read the model:** " + "; ".join(err.problems), plots.empty("VRAM estimate"), ""
-    memory, hardware = state.core("memory"), state.core("hardware")
-    if memory is None or hardware is None:
+    hardware, advisor = state.core("hardware"), state.core("fit")
+    if advisor is None or hardware is None:
         return trainable, plots.empty("VRAM estimate"), state.missing("The VRAM estimate")
     try:
         device = _device(hardware, gpu)
         breakdown = memory.estimate(arch, cfg, device="cpu" if device.kind == "cpu" else "cuda")
-        fit = hardware.fit(breakdown, device, arch, cfg)
+        fit = advisor.fit(breakdown, device, arch, cfg)
     except ConfigError as err:
         return trainable, plots.empty("VRAM estimate"), "**Cannot estimate:** " + "; ".join(err.problems)
     parts = {name: getattr(breakdown, name) for name in memory.PARTS}
     title = f"{'RAM' if device.kind == 'cpu' else 'VRAM'} estimate: {breakdown.peak_bytes / 1e9:.2f} GB peak"
-    return trainable, plots.memory_bar(parts, device.total_bytes, title=title), _preflight_md(cfg, gpu) + _fit_md(fit)
+    note = "" if source == "config" else f"\n\n_Figures from {source}._"
+    return trainable, plots.memory_bar(parts, device.total_bytes, title=title), \
+        _preflight_md(cfg, gpu) + _fit_md(fit) + note
 
 
 def _preflight_md(cfg: RunConfig, gpu: str | None) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from studio import models
+from studio import memory, models
 from studio.config import ConfigError, ModelSpec
 from studio.ui import paths, state
 from studio.ui.form import Form, field_widget
@@ -44,18 +44,19 @@ def arch_card(model_id: str, trust_remote_code: bool = False) -> str:
     spec = ModelSpec(id=(model_id or "embedded").strip(), trust_remote_code=bool(trust_remote_code))
     try:
         paths.check_model(spec.id)
-        arch = models.read_arch(spec)
-        no_weights = models.missing_weights(spec)
+        arch, source = memory.resolve_arch(spec)
+        no_weights = models.missing_weights(spec) if source == "config" else None
     except ConfigError as err:
         return "**Cannot read this model:** " + "; ".join(err.problems)
     rows = [
-        ("type", arch.model_type), ("parameters", _fmt_count(arch.num_parameters)), ("layers", arch.num_layers),
+        ("type", arch.model_type), ("parameters", _fmt_count(memory.parameters(arch))), ("layers", arch.num_layers),
         ("hidden size", arch.hidden_size), ("attention heads", f"{arch.num_heads} ({arch.num_kv_heads} key/value)"),
         ("MLP size", arch.intermediate_size), ("vocabulary", f"{arch.vocab_size:,}"),
         ("context length", f"{arch.max_position:,}"), ("tied embeddings", "yes" if arch.tied_embeddings else "no"),
-    ]
+    ] + ([("experts", f"{arch.num_experts} routed, top-{arch.experts_per_token}")] if arch.num_experts else [])
     card = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return card + (f"\n\n**No weights:** {no_weights}" if no_weights else "")
+    note = "" if source == "config" else f"\n\n_Figures from {source}._"
+    return card + note + (f"\n\n**No weights:** {no_weights}" if no_weights else "")
 
 
 def hardware_card() -> str:
