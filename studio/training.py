@@ -256,7 +256,9 @@ class TrainingJob:
         self._write_state(total_steps=total)
         model, tokenizer = models.load(model_spec)
         ctx = methods.Context(tokenizer=tokenizer, total_steps=total, model_spec=model_spec,
-                              gradient_checkpointing=t.gradient_checkpointing)
+                              gradient_checkpointing=t.gradient_checkpointing,
+                              batches=lambda: _batches(prepared.train, t.micro_batch_size, tokenizer.pad_token_id),
+                              progress=lambda text: self._set_state("loading", text))
         # the adapter's random init follows train.seed, not whatever ran before in this process; under
         # torchrun / accelerate every rank then starts from the same weights as a 1-process run would
         set_seed(t.seed)
@@ -275,6 +277,7 @@ class TrainingJob:
                                 data_collator=TokenCountingCollator(data.Collator(tokenizer.pad_token_id)),
                                 processing_class=tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # progress goes out as events, not printed dicts
+        trainer.loraplus_ratio = t.loraplus_ratio
         self._trainer = trainer
         self._event("setup", rows=len(prepared.train), eval_rows=len(prepared.eval), total_steps=total,
                     learning_rate=lr, stats=_stats_dict(prepared))
@@ -381,6 +384,13 @@ def _save_gathered(trainer, folder: Path) -> Path | None:
 
 def _step_of(checkpoint: Path) -> int:
     return int(checkpoint.name.rpartition("-")[2])
+
+
+def _batches(rows, size: int, pad_id: int):
+    """The run's training rows in micro-batches, as the model takes them (for data-driven init: EVA, CorDA)."""
+    from studio import data
+
+    return torch.utils.data.DataLoader(rows, batch_size=size, collate_fn=data.Collator(pad_id))
 
 
 def _unpack_if_needed(cfg: RunConfig, tokenizer, model, prepared):
