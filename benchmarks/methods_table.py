@@ -22,6 +22,8 @@ from studio.methods import Context
 
 # SmolLM2 is Llama-shaped and has no biases: BitFit alone would train nothing, so it runs with its norms
 KNOBS = {"bitfit": {"norms": True}}
+# LoRA initialisations that change the result: PiSSA's is saved as a plain LoRA of twice the rank
+EXTRA_ROWS = [("lora", {"init": "pissa"}), ("lora", {"init": "olora"})]
 
 
 def _size(folder: Path) -> tuple[int, int]:
@@ -38,9 +40,9 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def measure(name: str, base_spec: ModelSpec, arch) -> dict:
-    """Apply one method with its defaults, count, save, and measure the result."""
-    spec = MethodSpec(name, KNOBS.get(name, {}))
+def measure(name: str, base_spec: ModelSpec, arch, knobs: dict | None = None) -> dict:
+    """Apply one method with its defaults (plus ``knobs``), count, save, and measure the result."""
+    spec = MethodSpec(name, KNOBS.get(name, {}) if knobs is None else knobs)
     method = methods.get(name)
     start = time.perf_counter()
     model, tok = models.load(methods.model_spec_for(base_spec, spec))
@@ -77,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     arch = models.read_arch(base_spec)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     rows = []
-    for name in methods.names():
+    for name, knobs in [(n, None) for n in methods.names()] + EXTRA_ROWS:
         if name in skip:
             rows.append({"name": name, "skipped": "--skip"})
             continue
         try:
-            rows.append(measure(name, base_spec, arch))
+            rows.append(measure(name, base_spec, arch, knobs))
         except ConfigError as err:
             rows.append({"name": name, "skipped": str(err)})
         print(f"measured {name}", file=sys.stderr, flush=True)
