@@ -237,15 +237,9 @@ def _optimizer(r: _Run) -> int:
         "adamw": 2 * n * pb, "paged_adamw_32bit": 2 * n * 4,
         "adamw_8bit": n * _ADAM8_BYTES, "paged_adamw_8bit": n * _ADAM8_BYTES,
         "sgd": 0,  # torch.optim.SGD with momentum=0 (the Trainer's default) keeps no state
-        **_memory_optimizers(n),
+        # Adafactor (Shazeer & Stern 2018; no first moment in the Trainer): a row and a column vector per matrix
+        "adafactor": 0, "lion": n * 4, "lion_8bit": n * _ADAM8_BYTES / 2,  # Lion: one momentum (Chen et al. 2023)
     }[r.optimizer])
-
-
-def _memory_optimizers(n: int) -> dict:
-    """State of the memory-saving optimizers. Adafactor (Shazeer & Stern 2018; the Trainer runs it without a
-    first moment) keeps one row and one column vector per matrix, negligible beside the parameters; Lion
-    (Chen et al. 2023) keeps one momentum, fp32 in bitsandbytes' 32-bit version, blockwise 8-bit in the other."""
-    return {"adafactor": 0, "lion": n * 4, "lion_8bit": n * _ADAM8_BYTES / 2}
 
 
 def _step_transient(arch: ArchSpec, r: _Run) -> int:

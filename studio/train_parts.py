@@ -19,7 +19,7 @@ from studio import distributed, runs
 from studio.config import ConfigError, RunConfig
 
 __all__ = ["OPTIMIZERS", "build_args", "cpu_has_bf16", "memory_now", "resolve_precision", "Progress", "EarlyStop",
-           "StudioTrainer", "TokenCountingCollator", "total_steps"]
+           "StudioTrainer", "TokenCountingCollator", "total_steps", "train_batches"]
 
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
               "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd", "adafactor": "adafactor", "lion": "lion_32bit",
@@ -93,6 +93,13 @@ def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int,
         dataloader_num_workers=0,
         log_level="warning",
     )
+
+
+def train_batches(rows, size: int, pad_id: int):
+    """The run's training rows in micro-batches, as the model takes them (for data-driven init: EVA, CorDA)."""
+    from studio import data
+
+    return torch.utils.data.DataLoader(rows, batch_size=size, collate_fn=data.Collator(pad_id))
 
 
 def memory_now() -> dict:

@@ -42,6 +42,7 @@ from studio.train_parts import (
     Progress,
     cpu_has_bf16,
     total_steps,
+    train_batches,
 )
 
 __all__ = ["STATES", "TrainingError", "OutOfMemory", "TrainingJob", "current_job", "is_main_process", "cpu_has_bf16"]
@@ -257,7 +258,7 @@ class TrainingJob:
         model, tokenizer = models.load(model_spec)
         ctx = methods.Context(tokenizer=tokenizer, total_steps=total, model_spec=model_spec,
                               gradient_checkpointing=t.gradient_checkpointing,
-                              batches=lambda: _batches(prepared.train, t.micro_batch_size, tokenizer.pad_token_id),
+                              batches=lambda: train_batches(prepared.train, t.micro_batch_size, tokenizer.pad_token_id),
                               progress=lambda text: self._set_state("loading", text))
         # the adapter's random init follows train.seed, not whatever ran before in this process; under
         # torchrun / accelerate every rank then starts from the same weights as a 1-process run would
@@ -384,13 +385,6 @@ def _save_gathered(trainer, folder: Path) -> Path | None:
 
 def _step_of(checkpoint: Path) -> int:
     return int(checkpoint.name.rpartition("-")[2])
-
-
-def _batches(rows, size: int, pad_id: int):
-    """The run's training rows in micro-batches, as the model takes them (for data-driven init: EVA, CorDA)."""
-    from studio import data
-
-    return torch.utils.data.DataLoader(rows, batch_size=size, collate_fn=data.Collator(pad_id))
 
 
 def _unpack_if_needed(cfg: RunConfig, tokenizer, model, prepared):
