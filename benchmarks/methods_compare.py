@@ -30,20 +30,23 @@ EXTRA = {"lora+pissa": ("lora", {"init": "pissa"}), "lora+eva": ("lora", {"init"
 TRAIN_EXTRA = {"lora+loraplus": {"loraplus_ratio": 16.0}, "lora+neftune": {"neftune_alpha": 5.0}}
 
 
-def _config(row: str, steps: int, out: str):
+def _config(row: str, plan: tuple, out: str):
+    """The run for ``row``; ``plan`` is (steps, max_seq_len, micro-batch)."""
     from studio.config import RunConfig
+
+    steps, seq, batch = plan
 
     name, knobs = EXTRA.get(row, (row, KNOBS.get(row, {})))
     return RunConfig.from_dict({
         "model": {"id": "embedded"}, "method": {"name": name, **knobs},
         "data": {"path": str(ROOT / "presets" / "data" / "identity.jsonl"), "val_fraction": 0.25, "packing": False},
-        "train": {"max_steps": steps, "micro_batch_size": 4, "max_seq_len": 128, "eval_steps": steps,
+        "train": {"max_steps": steps, "micro_batch_size": batch, "max_seq_len": seq, "eval_steps": steps,
                   "precision": "fp32", "seed": 0, "output_dir": out, "run_name": row.replace("+", "_"),
                   "warmup_ratio": 0.0, **TRAIN_EXTRA.get(row, {})},
     })
 
 
-def _one(row: str, steps: int) -> dict:
+def _one(row: str, plan: tuple) -> dict:
     """Train one row in this process and return its figures (run by the parent in a child process)."""
     import torch
 
@@ -51,7 +54,7 @@ def _one(row: str, steps: int) -> dict:
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as out:
-        job = training.TrainingJob(_config(row, steps, out))
+        job = training.TrainingJob(_config(row, plan, out))
         start = time.perf_counter()
         job.start()
         job.wait(3600)
@@ -63,16 +66,16 @@ def _one(row: str, steps: int) -> dict:
                 "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def _base(steps: int) -> dict:
+def _base(plan: tuple) -> dict:
     """The untouched base's eval loss on the same held-out rows, through the same Trainer evaluation."""
     from studio import data, models
     from studio.train_parts import StudioTrainer, TokenCountingCollator, build_args
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = _config("lora", steps, out)
+        cfg = _config("lora", plan, out)
         model, tok = models.load(cfg.model)
         prepared = data.build(cfg, tok)
-        args = build_args(cfg, Path(out), lr=1e-4, total_steps=steps, has_eval=True)
+        args = build_args(cfg, Path(out), lr=1e-4, total_steps=plan[0], has_eval=True)
         trainer = StudioTrainer(model=model, args=args, eval_dataset=prepared.eval,
                                 data_collator=TokenCountingCollator(data.Collator(tok.pad_token_id)))
         loss = trainer.evaluate()["eval_loss"]
@@ -80,9 +83,10 @@ def _base(steps: int) -> dict:
             "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def _child(row: str, steps: int) -> dict:
+def _child(row: str, plan: tuple) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, __file__, "--one", row, "--steps", str(steps)], cwd=ROOT, env=env,
+    flags = ["--steps", str(plan[0]), "--seq", str(plan[1]), "--batch", str(plan[2])]
+    proc = subprocess.run([sys.executable, __file__, "--one", row, *flags], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
@@ -109,11 +113,14 @@ def table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per method")
+    parser.add_argument("--seq", type=int, default=128, help="max_seq_len")
+    parser.add_argument("--batch", type=int, default=4, help="micro-batch size")
     parser.add_argument("--methods", default="", help="comma-separated rows (default: every method + LoRA extras)")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    plan = (args.steps, args.seq, args.batch)
     if args.one:
-        print(json.dumps(_base(args.steps) if args.one == "base" else _one(args.one, args.steps)), flush=True)
+        print(json.dumps(_base(plan) if args.one == "base" else _one(args.one, plan)), flush=True)
         return 0
     from studio import methods
 
@@ -121,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         n for n in methods.names() if n not in SKIP] + list(EXTRA)
     results = []
     for row in ["base", *rows]:
-        results.append(_child(row, args.steps))
+        results.append(_child(row, plan))
         print(f"{row}: {results[-1]}", file=sys.stderr, flush=True)
     print(f"Embedded SmolLM2-135M-Instruct (fp32), identity set (30 train / 10 eval rows), {args.steps} steps of "
-          f"4 rows, max_seq_len 128, seed 0, each method's default learning rate. Machine: {platform.machine()}, "
+          f"{args.batch} rows, max_seq_len {args.seq}, seed 0, each method's default learning rate. Machine: {platform.machine()}, "
           f"{os.cpu_count()} cores. Left out: {', '.join(f'{k} ({v})' for k, v in SKIP.items())}.\n")
     print(table(results))
     return 0
