@@ -114,6 +114,32 @@ MATRIX = [
 ]
 QUICK = [0, 4, 5, 10, 19]
 
+# --- more PEFT tuners and the memory-saving optimizers (a 9th element names the optimizer; default adamw) ----
+METHOD_ROWS = [
+    ("llama-gqa", "vera", False, 2, 256, "fp32", "sdpa"),
+    ("llama-gqa", "loha", False, 2, 256, "fp32", "sdpa"),
+    ("llama-gqa", "oft", False, 2, 256, "fp32", "sdpa"),
+    ("llama-gqa", "fourierft", False, 2, 256, "fp32", "sdpa"),
+    ("llama-gqa", "ln_tuning", False, 2, 256, "fp32", "sdpa"),
+    ("llama-gqa", "full", False, 2, 128, "fp32", "sdpa", {}, "adafactor"),
+    ("llama-gqa", "full", False, 2, 128, "fp32", "sdpa", {}, "lion"),
+    ("llama-gqa", "full", False, 2, 128, "fp32", "sdpa", {}, "lion_8bit"),
+    ("llama-gqa", "lora", False, 2, 256, "fp32", "sdpa", {}, "adafactor"),
+]
+MATRIX += METHOD_ROWS
+
+
+def _optimizer(name: str, params):
+    """The optimizer the Trainer builds for ``train.optimizer`` ``name`` (its own class and arguments)."""
+    from transformers import Trainer, TrainingArguments
+
+    from studio.train_parts import OPTIMIZERS
+
+    args = TrainingArguments(output_dir="/tmp", optim=OPTIMIZERS[name], learning_rate=1e-4, use_cpu=True,
+                             report_to=[])
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    return cls(params, **kwargs)
+
 
 def _cfg(method: str, gc_on: bool, batch: int, seq: int, dtype: str, attn: str, knobs: dict) -> RunConfig:
     cfg = RunConfig()
@@ -161,12 +187,12 @@ def _step(model, opt, batch):
     opt.zero_grad(set_to_none=True)
 
 
-def measure(model, batch_size: int, seq: int, vocab: int) -> tuple[int, str]:
+def measure(model, batch_size: int, seq: int, vocab: int, optimizer: str = "adamw") -> tuple[int, str]:
     """Peak bytes of the second training step and the measure used."""
     ids = torch.randint(0, vocab, (batch_size, seq), generator=torch.Generator().manual_seed(0))
     batch = {"input_ids": ids, "labels": ids.clone()}  # no padding: causal sdpa, as with packing
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW(params, lr=1e-4) if optimizer == "adamw" else _optimizer(optimizer, params)
     if torch.cuda.is_available():
         batch = {k: v.cuda() for k, v in batch.items()}
         _step(model, opt, batch)
@@ -227,8 +253,10 @@ def run(rows) -> list[dict]:
         if method not in methods.names():
             continue
         knobs = more[0] if more else {}
+        optimizer = more[1] if len(more) > 1 else "adamw"
         cfg = _cfg(method, gc_on, b, s, dtype, attn, knobs)
-        label = " ".join([method] + [f"{k}={v}" for k, v in knobs.items()])
+        cfg.train.optimizer = optimizer
+        label = " ".join([method] + [f"{k}={v}" for k, v in knobs.items()] + ([optimizer] * (optimizer != "adamw")))
         config = shapes[shape]
         arch = ArchSpec.from_config(config)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -238,7 +266,7 @@ def run(rows) -> list[dict]:
         t0 = time.time()
         try:
             model = _build(config, cfg)
-            measured, how = measure(model, b, s, arch.vocab_size)
+            measured, how = measure(model, b, s, arch.vocab_size, optimizer)
         except Exception as err:  # report and go on: one broken method must not hide the rest
             print(f"{shape} {method}: skipped ({type(err).__name__}: {str(err).splitlines()[0][:120]})",
                   file=sys.stderr)

@@ -22,6 +22,8 @@ from studio.methods import Context
 
 # SmolLM2 is Llama-shaped and has no biases: BitFit alone would train nothing, so it runs with its norms
 KNOBS = {"bitfit": {"norms": True}}
+# LoRA initialisations that change the result: PiSSA's is saved as a plain LoRA of twice the rank
+EXTRA_ROWS = [("lora", {"init": "pissa"}), ("lora", {"init": "olora"})]
 
 
 def _size(folder: Path) -> tuple[int, int]:
@@ -38,9 +40,9 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def measure(name: str, base_spec: ModelSpec, arch) -> dict:
-    """Apply one method with its defaults, count, save, and measure the result."""
-    spec = MethodSpec(name, KNOBS.get(name, {}))
+def measure(name: str, base_spec: ModelSpec, arch, knobs: dict | None = None) -> dict:
+    """Apply one method with its defaults (plus ``knobs``), count, save, and measure the result."""
+    spec = MethodSpec(name, KNOBS.get(name, {}) if knobs is None else knobs)
     method = methods.get(name)
     start = time.perf_counter()
     model, tok = models.load(methods.model_spec_for(base_spec, spec))
@@ -68,21 +70,39 @@ def table(rows: list[dict], base_params: int) -> str:
     return "\n".join(out)
 
 
+def _declared(arch) -> int:
+    print(f"Base: SmolLM2-135M-Instruct, {arch.num_parameters:,} parameters; counts declared from its config.\n")
+    print("| method | trainable params (declared) | % of base |\n|---|---:|---:|")
+    for name in methods.names():
+        spec = MethodSpec(name, KNOBS.get(name, {}))
+        try:
+            n = methods.get(name).trainable(arch, spec)
+        except ConfigError as err:
+            print(f"| {name} | {err} | |")
+            continue
+        print(f"| {name} | {n:,} | {100 * n / arch.num_parameters:.4f}% |", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip", default="", help="comma-separated methods to leave out")
+    parser.add_argument("--declared", action="store_true",
+                        help="only the counts declared from the config (meta-device copy): no weights load, seconds")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     base_spec = ModelSpec()
     arch = models.read_arch(base_spec)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if args.declared:
+        return _declared(arch)
     rows = []
-    for name in methods.names():
+    for name, knobs in [(n, None) for n in methods.names()] + EXTRA_ROWS:
         if name in skip:
             rows.append({"name": name, "skipped": "--skip"})
             continue
         try:
-            rows.append(measure(name, base_spec, arch))
+            rows.append(measure(name, base_spec, arch, knobs))
         except ConfigError as err:
             rows.append({"name": name, "skipped": str(err)})
         print(f"measured {name}", file=sys.stderr, flush=True)

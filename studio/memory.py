@@ -207,13 +207,15 @@ def _optimizer(r: Run) -> int:
         "adamw": 2 * n * pb, "paged_adamw_32bit": 2 * n * 4,
         "adamw_8bit": n * _ADAM8_BYTES, "paged_adamw_8bit": n * _ADAM8_BYTES,
         "sgd": 0,  # torch.optim.SGD with momentum=0 (the Trainer's default) keeps no state
+        # Adafactor (Shazeer & Stern 2018; no first moment in the Trainer): a row and a column vector per matrix
+        "adafactor": 0, "lion": n * 4, "lion_8bit": n * _ADAM8_BYTES / 2,  # Lion: one momentum (Chen et al. 2023)
     }[r.optimizer])
 
 
 def _step_transient(arch: ArchSpec, r: Run, largest: int | None = None) -> int:
     """Temporaries of optimizer.step(). torch's foreach AdamW (default on CUDA) makes one sqrt(exp_avg_sq)
     buffer over all parameters; the single-tensor loop (CPU) one per parameter (torch/optim/adamw.py)."""
-    if r.optimizer == "sgd" or r.optimizer.endswith("8bit"):
+    if r.optimizer in ("sgd", "lion") or r.optimizer.endswith("8bit"):  # bitsandbytes' fused kernels: in place
         return 0
     pb = 4 if r.optimizer == "paged_adamw_32bit" else _param_bytes(r)
     if r.device == "cuda":

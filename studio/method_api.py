@@ -53,6 +53,8 @@ class Context:
     total_steps: int | None = None
     model_spec: Any = None
     gradient_checkpointing: bool = False
+    batches: Callable[[], Any] | None = None  # -> an iterable of the run's training batches (EVA, CorDA init)
+    progress: Callable[[str], None] | None = None  # one line of progress for a long step inside apply
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,11 @@ def result_spec(folder: str | Path) -> MethodSpec:
 def _spec_from_peft(folder: Path) -> MethodSpec:
     kind = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type", "")
     by_type = {"LORA": "lora", "ADALORA": "adalora", "IA3": "ia3", "PREFIX_TUNING": "prefix",
-               "PROMPT_TUNING": "prompt", "P_TUNING": "ptuning"}
+               "PROMPT_TUNING": "prompt", "P_TUNING": "ptuning", "LN_TUNING": "ln_tuning", "MISS": "miss",
+               "SUPERTUNING": "supertuning",
+               **{t: t.lower() for t in ("LOHA", "LOKR", "GRALORA", "HIRA", "DELORA", "GLORA", "DEFT", "PEANUT",
+                                         "LILY", "VERA", "PVERA", "RANDLORA", "VBLORA", "UNILORA", "TINYLORA", "OFT",
+                                         "BOFT", "HRA", "ROAD", "PSOFT", "OSF", "FOURIERFT", "WAVEFT", "C3A")}}
     if kind not in by_type:
         raise ConfigError(f"{folder}: PEFT type {kind!r} is not one the studio loads")
     return MethodSpec(by_type[kind], {})

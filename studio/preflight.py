@@ -28,7 +28,7 @@ __all__ = ["problems", "check", "bitsandbytes_problem", "causal_lm_problem", "co
 
 CAUSAL_ONLY = "the studio trains causal language models only (decoder-only, next-token: Llama, Qwen, Mistral, GPT-2...)"
 
-_BNB_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+_BNB_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "lion", "lion_8bit")
 # Checkpoint heads trained for something other than predicting the next token.
 _OTHER_HEADS = ("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
                 "ForMultipleChoice", "ForPreTraining", "ForNextSentencePrediction")
@@ -72,6 +72,9 @@ def _settings(cfg: RunConfig, machine: bool) -> list[str]:
             resolve_precision(t.precision)
     except ConfigError as err:
         out += err.problems
+    if t.loraplus_ratio and methods.get(cfg.method.name).family != "lora":
+        out.append(f"train.loraplus_ratio: LoRA+ sets the learning rate of LoRA's B matrices; {cfg.method.name} has "
+                   "none (set it to 0 or pick a LoRA-family method)")
     refusal = methods.get(cfg.method.name).checkpointing_refusal
     if refusal and t.gradient_checkpointing:
         out.append(f"train.gradient_checkpointing: {refusal}")

@@ -20,10 +20,11 @@ from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
 from studio.hardware import resolve_precision
 
 __all__ = ["OPTIMIZERS", "build_args", "memory_now", "Progress", "EarlyStop",
-           "StudioTrainer", "TokenCountingCollator", "total_steps"]
+           "StudioTrainer", "TokenCountingCollator", "total_steps", "train_batches"]
 
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
-              "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd"}
+              "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd", "adafactor": "adafactor", "lion": "lion_32bit",
+              "lion_8bit": "lion_8bit"}
 """TrainSpec.optimizer -> TrainingArguments.optim."""
 
 
@@ -48,6 +49,7 @@ def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         optim=OPTIMIZERS[t.optimizer],
+        neftune_noise_alpha=t.neftune_alpha or None,  # Trainer adds the noise in training forwards only
         activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         bf16=precision == "bf16",
@@ -66,6 +68,13 @@ def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int,
         dataloader_num_workers=0,
         log_level="warning",
     )
+
+
+def train_batches(rows, size: int, pad_id: int):
+    """The run's training rows in micro-batches, as the model takes them (for data-driven init: EVA, CorDA)."""
+    from studio import data
+
+    return torch.utils.data.DataLoader(rows, batch_size=size, collate_fn=data.Collator(pad_id))
 
 
 def memory_now() -> dict:
@@ -118,6 +127,19 @@ class StudioTrainer(Trainer):
 
     studio_tokens: int = 0
     sparse_logits: bool = True
+    loraplus_ratio: float = 0.0  # LoRA+: B matrices in their own parameter group at this multiple of the lr
+
+    def create_optimizer(self, model=None):
+        if not self.loraplus_ratio or self.optimizer is not None:
+            return super().create_optimizer(model)
+        from peft.optimizers import create_loraplus_optimizer
+
+        cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+        kwargs.pop("lr", None)
+        self.optimizer = create_loraplus_optimizer(self.model, cls, lr=self.args.learning_rate,
+                                                   loraplus_lr_ratio=self.loraplus_ratio,
+                                                   weight_decay=self.args.weight_decay, **kwargs)
+        return self.optimizer
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.studio_tokens += int(inputs.pop("real_tokens", 0))

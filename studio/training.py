@@ -45,6 +45,7 @@ from studio.train_parts import (
     build_args,
     Progress,
     total_steps,
+    train_batches,
 )
 
 __all__ = ["TrainingError", "OutOfMemory", "TrainingJob", "current_job"]
@@ -226,7 +227,9 @@ class TrainingJob:
         self.log.write_state(total_steps=total)
         model, tokenizer = models.load(model_spec)
         ctx = methods.Context(tokenizer=tokenizer, total_steps=total, model_spec=model_spec,
-                              gradient_checkpointing=t.gradient_checkpointing)
+                              gradient_checkpointing=t.gradient_checkpointing,
+                              batches=lambda: train_batches(prepared.train, t.micro_batch_size, tokenizer.pad_token_id),
+                              progress=lambda text: self._set_state("loading", text))
         # the adapter's random init follows train.seed, not whatever ran before in this process; under
         # torchrun / accelerate every rank then starts from the same weights as a 1-process run would
         set_seed(t.seed)
@@ -246,6 +249,7 @@ class TrainingJob:
                                 data_collator=TokenCountingCollator(data.Collator(tokenizer.pad_token_id)),
                                 processing_class=tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # progress goes out as events, not printed dicts
+        trainer.loraplus_ratio = t.loraplus_ratio
         self._trainer = trainer
         self.log.event("setup", rows=len(prepared.train), eval_rows=len(prepared.eval), total_steps=total,
                        learning_rate=lr, stats=_stats_dict(prepared))

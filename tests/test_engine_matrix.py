@@ -18,6 +18,10 @@ KNOBS = {
     "lora_8bit": {"r": 4}, "adalora": {"init_r": 6, "target_r": 2}, "ia3": {}, "prefix": {"num_virtual_tokens": 4},
     "prompt": {"num_virtual_tokens": 4}, "ptuning": {"num_virtual_tokens": 4}, "adapter": {"size": 8},
     "bitfit": {"norms": True},  # the tiny Llama has no biases; its norms give BitFit something to train
+    "waveft": {"n_frequency": 500},  # at most in x out of the tiny model's smallest layer
+    **{name: {} for name in ("loha", "lokr", "gralora", "hira", "miss", "delora", "glora", "deft", "peanut", "lily",
+                             "vera", "pvera", "randlora", "vblora", "unilora", "tinylora", "oft", "boft", "hra",
+                             "road", "psoft", "osf", "fourierft", "c3a", "supertuning", "ln_tuning")},
 }
 
 

@@ -5,3 +5,4 @@ The import order is the order the UI and ``python -m studio methods`` list them 
 
 # isort: off
 from studio.method_defs import full, freeze, lora, adalora, ia3, prompts, adapter, bitfit  # noqa: F401
+from studio.method_defs import peft_lowrank, peft_shared, peft_rotations  # noqa: F401

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from studio import targets as tg
 from studio.config import ConfigError
-from studio.method_defs.peft_common import MERGEABLE, PEFT_STORAGE, prepare, wrap
 from studio.method_api import Knob, Method, get, register
+from studio.method_defs import lora_init
+from studio.method_defs.peft_common import MERGEABLE, PEFT_STORAGE, prepare, wrap
 
 __all__ = ["LORA_KNOBS", "QLORA_KNOBS", "resolve_targets", "lora_config", "linear_shapes", "lora_trainable"]
 
 TARGET_CHOICES = None  # names come from the model; groups 'attention', 'mlp', 'all-linear' are allowed too
 
-LORA_KNOBS = (
+_BASE_KNOBS = (
     Knob("r", int, 8, "rank of the update: capacity and adapter size grow with it", min=1, max=1024, step=1),
     Knob("alpha", float, 16.0, "scale of the update (alpha / r, or alpha / sqrt(r) with rsLoRA)", min=0.0, max=4096.0),
     Knob("dropout", float, 0.0, "dropout on the adapter input", min=0.0, max=0.9, step=0.01),
@@ -22,8 +23,9 @@ LORA_KNOBS = (
     Knob("use_rslora", bool, False, "scale by alpha / sqrt(r): stable at high rank (Kalajdzievski 2023)"),
     Knob("use_dora", bool, False, "split weights into magnitude and direction (DoRA, Liu et al. 2024); slower"),
 )
+LORA_KNOBS = _BASE_KNOBS + lora_init.INIT_KNOBS
 
-QLORA_KNOBS = LORA_KNOBS + (
+QLORA_KNOBS = _BASE_KNOBS + lora_init.QLORA_INIT_KNOBS + (
     Knob("quant_type", str, "nf4", "4-bit data type of the frozen base: nf4 (normal-float, the QLoRA paper's) or fp4",
          choices=("nf4", "fp4")),
     Knob("double_quant", bool, True, "quantise the quantisation constants too: ~0.4 bit/param less"),
@@ -32,7 +34,7 @@ QLORA_KNOBS = LORA_KNOBS + (
     Knob("gradient_checkpointing", bool, True, "recompute activations in backward: much less memory, ~30% slower"),
 )
 
-KBIT_KNOBS = LORA_KNOBS + (QLORA_KNOBS[-1],)
+KBIT_KNOBS = _BASE_KNOBS + lora_init.KBIT_INIT_KNOBS + (QLORA_KNOBS[-1],)
 
 
 def resolve_targets(model, wanted: list[str], key: str = "method.targets") -> list[str]:
@@ -45,7 +47,8 @@ def lora_config(model, values: dict, task_type: str = "CAUSAL_LM"):
 
     return LoraConfig(r=values["r"], lora_alpha=values["alpha"], lora_dropout=values["dropout"],
                       target_modules=resolve_targets(model, values["targets"]), bias=values["bias"],
-                      use_rslora=values["use_rslora"], use_dora=values["use_dora"], task_type=task_type)
+                      use_rslora=values["use_rslora"], use_dora=values["use_dora"], task_type=task_type,
+                      **lora_init.peft_init(values))
 
 
 def linear_shapes(arch, wanted: list[str]) -> list[tuple[int, int]]:
@@ -68,9 +71,16 @@ def lora_trainable(arch, v: dict) -> int:
     return n + (tg.bias_total(arch) if v["bias"] == "all" else 0)
 
 
+def _wrap_lora(model, values: dict, ctx):
+    config = lora_config(model, values)
+    lora_init.before_wrap(model, config, values, ctx)  # CorDA's data pass comes before the layers exist
+    peft_model = wrap(model, config)
+    return lora_init.after_wrap(peft_model, values, ctx, getattr(model.config, "name_or_path", None))
+
+
 def _apply(model, spec, ctx):
     values = LORA.values(spec)
-    return wrap(prepare(model, ctx), lora_config(model, values))
+    return _wrap_lora(prepare(model, ctx), values, ctx)
 
 
 def _apply_kbit(model, spec, ctx):
@@ -79,7 +89,7 @@ def _apply_kbit(model, spec, ctx):
         raise ConfigError(f"{spec.name} needs the base loaded quantised: load it with "
                           "methods.model_spec_for(model_spec, method_spec)")
     model = prepare(model, ctx, checkpointing=values["gradient_checkpointing"], kbit=True)
-    return wrap(model, lora_config(model, values))
+    return _wrap_lora(model, values, ctx)
 
 
 def _no_dora(v: dict) -> bool:
@@ -91,7 +101,14 @@ def _four_bit(v: dict) -> dict:
     return {"quantization": v["quant_type"], "double_quant": v["double_quant"], "compute_dtype": v["compute_dtype"]}
 
 
-_LORA_COMMON = dict(family="lora", learning_rate=2e-4, rank_knob="r", mixed_ok=_no_dora, **MERGEABLE, **PEFT_STORAGE)
+def _save(model, spec, folder) -> None:
+    # PiSSA / OLoRA / CorDA: a plain LoRA (rank 2r) on the true base, so export and chat see the real base
+    if not lora_init.save_converted(model, folder):
+        model.save_pretrained(str(folder), safe_serialization=True)
+
+
+_LORA_COMMON = dict(family="lora", learning_rate=2e-4, rank_knob="r", mixed_ok=_no_dora, **MERGEABLE,
+                    **{**PEFT_STORAGE, "save": _save})
 
 LORA = register(Method(
     name="lora", title="LoRA", summary="low-rank updates beside chosen layers; small, fast, mergeable",
