@@ -106,7 +106,7 @@ def export_gguf(run_dir: str | Path, out: str | Path, quants: list[str] | tuple[
     Args:
         run_dir: the run folder.
         out: a new or empty folder.
-        quants: GGUF types to write (QUANTS): f16, bf16, f32 and q8_0 by the converter, the rest quantised.
+        quants: GGUF types to write (QUANTS): f16, bf16 and f32 by the converter, the rest by the quantiser.
         dequantize: allow a run trained on a 4-/8-bit base (merged onto the full-precision base).
         progress: called with (fraction done, what is happening).
         say: one line before llama.cpp is built on first use.

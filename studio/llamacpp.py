@@ -29,7 +29,9 @@ __all__ = ["VERSION", "CONVERT_TYPES", "QUANT_TYPES", "tools_dir", "ready", "ens
            "convert_lora", "quantize"]
 
 VERSION = "0.3.36"  # llama-cpp-python; its vendor/llama.cpp carries the converters and the quantiser
-CONVERT_TYPES = ("f32", "f16", "bf16", "q8_0")  # written by convert_hf_to_gguf.py itself
+# float types come from convert_hf_to_gguf.py itself; every quantised type from llama.cpp's quantiser, on the f16
+# file, as llama.cpp's own workflow does (convert, then llama-quantize)
+CONVERT_TYPES = ("f32", "f16", "bf16")
 QUANT_TYPES = {"q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9, "q8_0": 7, "q2_k": 10, "q3_k_m": 12, "q4_k_s": 14,
                "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18}  # llama_ftype values in llama.h
 _KEEP = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conversion", "gguf-py", "LICENSE")
@@ -75,8 +77,11 @@ def ensure(say: Callable[[str], None] = lambda line: None) -> Path:
     """
     if ready():
         return tools_dir()
-    say(f"Building llama.cpp (llama-cpp-python {VERSION}, CPU) for GGUF export: first use only, "
-        "a few minutes; later exports start at once.")
+    if _installed_version() == VERSION:
+        say(f"Fetching llama.cpp's converters (llama-cpp-python {VERSION} source): first use only.")
+    else:
+        say(f"Building llama.cpp (llama-cpp-python {VERSION}, CPU) for GGUF export: first use only, "
+            "about 4 minutes on 2 cores; later exports start at once.")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     with tempfile.TemporaryDirectory(prefix="llamacpp-") as tmp:
         tmp = Path(tmp)
@@ -88,7 +93,7 @@ def ensure(say: Callable[[str], None] = lambda line: None) -> Path:
         src = tmp / sdist.name.removesuffix(".tar.gz")
         if _installed_version() != VERSION:
             env = {**os.environ, "CMAKE_ARGS": _CMAKE_ARGS, "CMAKE_BUILD_PARALLEL_LEVEL": "2"}
-            _run([*pip, "install", "--no-deps", str(src)], "building llama.cpp (needs cmake and a C++ compiler)",
+            _run([*pip, "install", str(src)], "building llama.cpp (needs cmake and a C++ compiler)",
                  env=env)
         _keep_converters(src / "vendor" / "llama.cpp")
     return tools_dir()
