@@ -13,6 +13,7 @@ converter scripts beside it under ``<venv>/share/peft-studio/``. Later exports f
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import shutil
 import subprocess
@@ -25,10 +26,12 @@ from pathlib import Path
 
 from studio.config import ConfigError
 
-__all__ = ["VERSION", "CONVERT_TYPES", "QUANT_TYPES", "tools_dir", "ready", "ensure", "convert_model",
+__all__ = ["VERSION", "PINS", "CONVERT_TYPES", "QUANT_TYPES", "tools_dir", "ready", "ensure", "convert_model",
            "convert_lora", "quantize"]
 
 VERSION = "0.3.36"  # llama-cpp-python; its vendor/llama.cpp carries the converters and the quantiser
+# installed on first use (not by make): the library built from source, and what the converters import
+PINS = {"llama_cpp_python": VERSION, "sentencepiece": "0.2.3"}
 # float types come from convert_hf_to_gguf.py itself; every quantised type from llama.cpp's quantiser, on the f16
 # file, as llama.cpp's own workflow does (convert, then llama-quantize)
 CONVERT_TYPES = ("f32", "f16", "bf16")
@@ -44,16 +47,21 @@ def tools_dir() -> Path:
     return Path(sys.prefix) / "share" / "peft-studio" / f"llama.cpp-{VERSION}"
 
 
-def _installed_version() -> str | None:
+def _version(dist: str) -> str | None:
     try:
-        return metadata.version("llama_cpp_python")
+        return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
 
 
+def _missing() -> dict[str, str]:
+    """Distribution -> pinned version, for each pin not installed at that version."""
+    return {d: v for d, v in PINS.items() if _version(d) != v}
+
+
 def ready() -> bool:
-    """Whether the converters and the library are already here (no build needed)."""
-    return (tools_dir() / "convert_hf_to_gguf.py").is_file() and _installed_version() == VERSION
+    """Whether the converters, the library and the converters' dependencies are here (no build needed)."""
+    return (tools_dir() / "convert_hf_to_gguf.py").is_file() and not _missing()
 
 
 def _run(cmd: list[str], what: str, env: dict | None = None, cwd: Path | None = None) -> None:
@@ -77,11 +85,11 @@ def ensure(say: Callable[[str], None] = lambda line: None) -> Path:
     """
     if ready():
         return tools_dir()
-    if _installed_version() == VERSION:
-        say(f"Fetching llama.cpp's converters (llama-cpp-python {VERSION} source): first use only.")
-    else:
-        say(f"Building llama.cpp (llama-cpp-python {VERSION}, CPU) for GGUF export: first use only, "
-            "about 4 minutes on 2 cores; later exports start at once.")
+    missing = _missing()
+    build = "llama_cpp_python" in missing
+    say(f"Building llama.cpp (llama-cpp-python {VERSION}, CPU) for GGUF export: first use only, about 4 minutes "
+        "on 2 cores; later exports start at once." if build else
+        f"Fetching llama.cpp's converters (llama-cpp-python {VERSION} source): first use only.")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     with tempfile.TemporaryDirectory(prefix="llamacpp-") as tmp:
         tmp = Path(tmp)
@@ -91,10 +99,11 @@ def ensure(say: Callable[[str], None] = lambda line: None) -> Path:
         with tarfile.open(sdist) as tar:
             tar.extractall(tmp, filter="data")
         src = tmp / sdist.name.removesuffix(".tar.gz")
-        if _installed_version() != VERSION:
+        if missing:
+            wanted = [str(src) if d == "llama_cpp_python" else f"{d}=={v}" for d, v in missing.items()]
             env = {**os.environ, "CMAKE_ARGS": _CMAKE_ARGS, "CMAKE_BUILD_PARALLEL_LEVEL": "2"}
-            _run([*pip, "install", str(src)], "building llama.cpp (needs cmake and a C++ compiler)",
-                 env=env)
+            _run([*pip, "install", *wanted], "building llama.cpp (needs cmake and a C++ compiler)" if build else
+                 "installing the converters' dependencies", env=env)
         _keep_converters(src / "vendor" / "llama.cpp")
     return tools_dir()
 
@@ -148,12 +157,18 @@ def quantize(src: str | Path, dst: str | Path, quant: str, threads: int = 2) -> 
     """Quantise a GGUF file with llama.cpp's own quantiser (``llama_model_quantize``, as ``llama-quantize``)."""
     if quant not in QUANT_TYPES:
         raise ConfigError(f"--quant: {quant!r} is not one of {', '.join(sorted(QUANT_TYPES))}")
-    import llama_cpp
+    import llama_cpp  # built on first use (ensure), so imported only when quantising
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANT_TYPES[quant]
     params.nthread = threads
-    code = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    log = logging.getLogger("llama-cpp-python")  # llama.cpp's own log goes through it: errors only
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        code = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    finally:
+        log.setLevel(level)
     if code != 0:
         raise ConfigError(f"llama.cpp's quantiser failed on {src} ({quant}, code {code})")
     return Path(dst)

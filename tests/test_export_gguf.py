@@ -80,7 +80,7 @@ def embedded_run(tmp_path_factory):
     from studio import models
 
     root = tmp_path_factory.mktemp("gguf")
-    return make_run(root, models.embedded_dir(), "lora-embedded", knobs={"targets": ["attention"]}, scale=0.02)
+    return make_run(root, models.embedded_dir(), "lora-embedded", knobs={"targets": ["attention"]}, scale=0.07)
 
 
 @pytest.mark.slow
