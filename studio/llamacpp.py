@@ -12,8 +12,6 @@ converter scripts beside it under ``<venv>/share/peft-studio/``. Later exports f
 
 from __future__ import annotations
 
-import ctypes
-import logging
 import os
 import shutil
 import subprocess
@@ -38,8 +36,10 @@ CONVERT_TYPES = ("f32", "f16", "bf16")
 QUANT_TYPES = {"q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9, "q8_0": 7, "q2_k": 10, "q3_k_m": 12, "q4_k_s": 14,
                "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18}  # llama_ftype values in llama.h
 _KEEP = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conversion", "gguf-py", "LICENSE")
-# a CPU build of the library alone: no multimodal part (mtmd), no tools, tests or server
-_CMAKE_ARGS = "-DLLAVA_BUILD=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DLLAMA_BUILD_TESTS=OFF"
+# A CPU build of the library alone (no multimodal part, tools, tests or server), for this machine's CPU but
+# without ggml's AMX path: on AMX CPUs (Sapphire Rapids and later) it crashed decoding q8_0 files here.
+_CMAKE_ARGS = ("-DLLAVA_BUILD=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DLLAMA_BUILD_TESTS=OFF "
+               "-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8")
 
 
 def tools_dir() -> Path:
@@ -153,22 +153,24 @@ def convert_lora(adapter_dir: str | Path, base_dir: str | Path, out_file: str | 
     return Path(out_file)
 
 
+_QUANTIZE = """
+import ctypes, sys
+import llama_cpp
+src, dst, ftype, threads = sys.argv[1:5]
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype, params.nthread = int(ftype), int(threads)
+sys.exit(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
+"""
+
+
 def quantize(src: str | Path, dst: str | Path, quant: str, threads: int = 2) -> Path:
-    """Quantise a GGUF file with llama.cpp's own quantiser (``llama_model_quantize``, as ``llama-quantize``)."""
+    """Quantise a GGUF file with llama.cpp's own quantiser (``llama_model_quantize``, as ``llama-quantize``).
+
+    It runs in its own process, as the converters do: llama.cpp's OpenMP runtime and torch's do not share one
+    process safely, and a crash there must not take the studio down.
+    """
     if quant not in QUANT_TYPES:
         raise ConfigError(f"--quant: {quant!r} is not one of {', '.join(sorted(QUANT_TYPES))}")
-    import llama_cpp  # built on first use (ensure), so imported only when quantising
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = QUANT_TYPES[quant]
-    params.nthread = threads
-    log = logging.getLogger("llama-cpp-python")  # llama.cpp's own log goes through it: errors only
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        code = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    finally:
-        log.setLevel(level)
-    if code != 0:
-        raise ConfigError(f"llama.cpp's quantiser failed on {src} ({quant}, code {code})")
+    _run([sys.executable, "-c", _QUANTIZE, str(src), str(dst), str(QUANT_TYPES[quant]), str(threads)],
+         f"llama.cpp's quantiser ({quant})")
     return Path(dst)

@@ -3,7 +3,10 @@ converter and quantiser, answered by llama.cpp and by transformers' GGUF reader 
 
 from __future__ import annotations
 
-import difflib
+import json
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -65,14 +68,45 @@ def _hf_answer(model, tok) -> str:
     return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
-def _llama_answer(path, lora=None) -> str:
-    from llama_cpp import Llama
+_LLAMA = """
+import json, sys
+from llama_cpp import Llama
+path, lora, question, n = json.loads(sys.argv[1])
+llm = Llama(model_path=path, n_ctx=256, n_threads=2, seed=0, verbose=False, **({"lora_path": lora} if lora else {}))
+# the chat template comes from the GGUF's metadata: llama-cpp-python formats the turns with it
+out = llm.create_chat_completion(question, max_tokens=n, temperature=0.0, repeat_penalty=1.0)
+print(json.dumps(out["choices"][0]["message"]["content"]))
+"""
 
-    kw = {"lora_path": str(lora)} if lora else {}
-    llm = Llama(model_path=str(path), n_ctx=256, n_threads=2, seed=0, verbose=False, **kw)
-    # the chat template comes from the GGUF's metadata: llama-cpp-python formats the turns with it
-    out = llm.create_chat_completion(QUESTION, max_tokens=NEW_TOKENS, temperature=0.0, repeat_penalty=1.0)
-    return out["choices"][0]["message"]["content"].strip()
+
+_AGREE = """
+import json, sys
+import numpy as np
+from llama_cpp import Llama
+path, prompt, answer = json.loads(sys.argv[1])
+llm = Llama(model_path=path, n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+p = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+a = llm.tokenize(answer.encode(), add_bos=False, special=False)
+llm.eval(p + a)
+picks = np.asarray(llm.scores[len(p) - 1:len(p) + len(a) - 1]).argmax(-1)
+print(json.dumps(float((picks == np.array(a)).mean())))
+"""
+
+
+def _llama_agreement(path, prompt: str, answer: str) -> float:
+    """Teacher-forced: the share of the answer's tokens that are the file's top choice after the tokens before."""
+    done = subprocess.run([sys.executable, "-c", _AGREE, json.dumps([str(path), prompt, answer])],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _llama_answer(path, lora=None) -> str:
+    # its own process, as a runtime is: llama.cpp's OpenMP and torch's do not share one process safely
+    args = json.dumps([str(path), str(lora) if lora else None, QUESTION, NEW_TOKENS])
+    done = subprocess.run([sys.executable, "-c", _LLAMA, args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]).strip()
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +124,9 @@ def test_gguf_answers_like_the_merged_model(embedded_run, tmp_path):
     from studio import models
     from studio.export import export_run
 
+    started = time.perf_counter()
     done = gguf.export_gguf(embedded_run, tmp_path / "gguf", quants=["f16", "q8_0"])
+    print(f"gguf export: {time.perf_counter() - started:.0f} s\n{done.summary()}")
     f16, q8 = (tmp_path / "gguf" / f"lora-embedded-{q}.gguf" for q in ("f16", "q8_0"))
     assert set(done.files) == {f16.name, q8.name} and done.files[q8.name] < 0.7 * done.files[f16.name]
     merged = export_run(embedded_run, tmp_path / "merged", merge=True, dtype="fp32")
@@ -101,9 +137,11 @@ def test_gguf_answers_like_the_merged_model(embedded_run, tmp_path):
     print(f"merged: {want!r}\nbase:   {base!r}")
     assert want and want != base  # the update matters
     assert _llama_answer(f16) == want
-    q8_answer = _llama_answer(q8)
-    print(f"q8_0:   {q8_answer!r}")
-    assert difflib.SequenceMatcher(None, q8_answer, want).ratio() > 0.6
+    # 8-bit weights may flip a near tie and then wander off; token by token they pick what f16 picks
+    prompt = tok.apply_chat_template(QUESTION, tokenize=False, add_generation_prompt=True)
+    agree = _llama_agreement(q8, prompt, want)
+    print(f"q8_0: {agree:.0%} of the merged model's answer tokens are its top choice too")
+    assert agree >= 0.85
     reread = AutoModelForCausalLM.from_pretrained(tmp_path / "gguf", gguf_file=f16.name).eval()
     assert _hf_answer(reread, tok) == want  # transformers' own GGUF reader
     modelfile = (tmp_path / "gguf" / "Modelfile").read_text()
@@ -117,7 +155,9 @@ def test_gguf_lora_on_the_base_gguf_answers_like_the_merged_model(embedded_run, 
 
     from studio.export import export_run
 
+    started = time.perf_counter()
     done = gguf.export_gguf_lora(embedded_run, tmp_path / "lora")
+    print(f"gguf-lora export: {time.perf_counter() - started:.0f} s\n{done.summary()}")
     base, lora = (tmp_path / "lora" / n for n in done.files)
     assert lora.name.endswith("-lora-f16.gguf") and done.files[lora.name] < 0.05 * done.files[base.name]
     merged = export_run(embedded_run, tmp_path / "merged", merge=True, dtype="fp32")
