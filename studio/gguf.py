@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,7 +78,7 @@ def _convert_all(hf_dir: Path, out: Path, stem: str, quants: list[str], progress
     direct = [q for q in quants if q in llamacpp.CONVERT_TYPES]
     needs_f16 = any(q not in llamacpp.CONVERT_TYPES for q in quants)
     scratch = [] if not needs_f16 or "f16" in direct else ["f16"]
-    steps = len(direct) + len(scratch) + len(quants) - len(direct)
+    steps = len(quants) + len(scratch)
     done = 0
     for q in [*direct, *scratch]:
         progress(0.35 + 0.6 * done / steps, f"converting to {q} with convert_hf_to_gguf.py")

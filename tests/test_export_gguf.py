@@ -141,7 +141,7 @@ def test_gguf_answers_like_the_merged_model(embedded_run, tmp_path):
     prompt = tok.apply_chat_template(QUESTION, tokenize=False, add_generation_prompt=True)
     agree = _llama_agreement(q8, prompt, want)
     print(f"q8_0: {agree:.0%} of the merged model's answer tokens are its top choice too")
-    assert agree >= 0.85
+    assert agree >= 0.8  # SmolLM2 base, measured: 22 of 24 (f16: 24 of 24)
     reread = AutoModelForCausalLM.from_pretrained(tmp_path / "gguf", gguf_file=f16.name).eval()
     assert _hf_answer(reread, tok) == want  # transformers' own GGUF reader
     modelfile = (tmp_path / "gguf" / "Modelfile").read_text()
