@@ -103,11 +103,26 @@ def cli_estimate(cfg: RunConfig, gpu: str | None, as_json: bool) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from studio import export
+    from studio import export, gguf
 
-    out = export.export_run(args.run_dir, args.out, merge=args.merge, dtype=args.dtype,
+    if args.format in ("gguf", "gguf-lora"):
+        say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+        done = (gguf.export_gguf(args.run_dir, args.out, quants=args.quant or ["f16"], dequantize=args.dequantize,
+                                 say=say) if args.format == "gguf" else
+                gguf.export_gguf_lora(args.run_dir, args.out, say=say))
+        print(done.summary())
+        return 0
+    out = export.export_run(args.run_dir, args.out, merge=args.merge or args.format == "merged", dtype=args.dtype,
                             dequantize=getattr(args, "dequantize", False))
     print(out)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from studio import hub
+
+    print(hub.push_run(args.run_dir, args.repo, private=args.private, fmt=args.format,
+                       quants=args.quant or ["q8_0"], dequantize=args.dequantize))
     return 0
 
 
@@ -215,7 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
     p.add_argument("--dequantize", action="store_true",
                    help="merge a run trained on a 4-/8-bit base onto the full-precision base")
+    p.add_argument("--format", default="adapter", choices=("adapter", "merged", "gguf", "gguf-lora"),
+                   help="gguf: merged, for llama.cpp / Ollama / LM Studio; gguf-lora: the LoRA as a GGUF adapter "
+                        "beside the base (docs/export.md)")
+    p.add_argument("--quant", nargs="+", metavar="TYPE", help="GGUF types, e.g. f16 q8_0 q4_k_m (default f16)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("push", help="push a run to the hub (adapter, merged or GGUF) with its model card")
+    p.add_argument("run_dir")
+    p.add_argument("--repo", required=True, help="user/name on the hub (created when missing)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--format", default="adapter", choices=("adapter", "merged", "gguf"))
+    p.add_argument("--quant", nargs="+", metavar="TYPE", help="GGUF types for --format gguf (default q8_0)")
+    p.add_argument("--dequantize", action="store_true",
+                   help="merge a run trained on a 4-/8-bit base onto the full-precision base")
+    p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("eval", help="answer a prompt set with base and tuned, with loss, ROUGE, BLEU...")
     p.add_argument("run_dir")

@@ -133,11 +133,31 @@ def model_card(cfg: RunConfig, method, run_dir: Path, merged: bool) -> str:
         f"| train.max_steps | {cfg.train.max_steps} |", f"| train.epochs | {cfg.train.epochs} |",
         f"| train.learning_rate | {cfg.train.learning_rate or method.learning_rate} |",
     ]
+    lines.append(f"| data.path | {cfg.data.path} |")
     for key in ("step", "final_loss", "final_eval_loss", "train_seconds"):
         if state.get(key) is not None:
             lines.append(f"| {key} | {state[key]} |")
+    lines += _eval_table(run_dir / "eval.jsonl")
     lines += ["", "## Load it", "", "```python", *(_load_snippet(lib, cfg)), "```", ""]
     return "\n".join(lines)
+
+
+def _eval_table(path: Path) -> list[str]:
+    """The evaluation summary (``python -m studio eval``) as a table, when the run has one."""
+    try:
+        last = path.read_text(encoding="utf-8").strip().splitlines()[-1]
+        summary = json.loads(last)["summary"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return []
+    panes = {k: v for k, v in summary.items() if isinstance(v, dict)}
+
+    def cell(x) -> str:
+        return "-" if x is None else f"{x:.4g}"
+
+    rows = [f"| {p} | {cell(v.get('loss'))} | {cell(v.get('perplexity'))} | {cell(v.get('rouge_l'))} |"
+            for p, v in panes.items()]
+    where = f" (loss on {summary['loss_on']}, {summary.get('prompts', '?')} prompts)" if summary.get("loss_on") else ""
+    return ["", f"## Evaluation{where}", "", "| model | loss | perplexity | ROUGE-L |", "|---|---|---|---|", *rows]
 
 
 def _load_snippet(lib: str, cfg: RunConfig) -> list[str]:

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from studio import forgetting
 from studio.config import ConfigError, RunConfig
-from studio.ui import plots, state
+from studio.ui import export_panel, plots, state
 from studio.ui.form import Form
 
 __all__ = ["RunsTab", "build_runs_tab", "runs_table", "run_names", "overlay", "run_yaml", "train_command",
@@ -33,6 +33,7 @@ class RunsTab:
     message: gr.Markdown
     yaml: gr.Code
     command: gr.Code
+    export: export_panel.ExportPanel
 
 
 def _root(root: str | None) -> str:
@@ -120,7 +121,8 @@ def build_runs_tab() -> RunsTab:
             message = gr.Markdown()
             yaml = gr.Code(label="as YAML", language="yaml", elem_id="runs-yaml")
             command = gr.Code(label="as a command", language="shell", elem_id="runs-command")
-    return RunsTab(refresh, table, compare, chart, run, load, message, yaml, command)
+            export = export_panel.build_export_panel()
+    return RunsTab(refresh, table, compare, chart, run, load, message, yaml, command, export)
 
 
 def wire_runs_tab(tab: RunsTab, form: Form, tab_item: gr.Tab) -> None:
@@ -144,3 +146,4 @@ def wire_runs_tab(tab: RunsTab, form: Form, tab_item: gr.Tab) -> None:
     tab.compare.change(overlay, tab.compare, tab.chart, show_progress="hidden", **kw)
     tab.run.change(lambda n: (run_yaml(n), train_command(n)), tab.run, [tab.yaml, tab.command], **kw)
     tab.load.click(_load, tab.run, [tab.message] + form.components, **kw)
+    export_panel.wire_export_panel(tab.export, tab.run)
