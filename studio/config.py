@@ -275,6 +275,9 @@ class TrainSpec(_Section):
     optimizer: str = _f("adamw", "optimizer; 8-bit and paged variants need bitsandbytes",
                         choices=("adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd"))
     gradient_checkpointing: bool = _f(False, "recompute activations in backward: much less memory, ~30% slower")
+    loss_chunk_tokens: int = _f(0, "make the loss's logits this many loss tokens at a time, never the whole "
+                                "batch x seq x vocab in fp32: much less memory at long sequences, same loss "
+                                "(0: all at once)", min=0, max=65_536)
     precision: str = _f("auto", "auto: bf16 on GPUs and CPUs that have it, else fp32",
                         choices=("auto", "bf16", "fp16", "fp32"))
     seed: int = _f(42, "random seed for weights init, shuffling and dropout")
