@@ -101,11 +101,12 @@ def head_for_chunked_loss(model) -> torch.nn.Linear | None:
 def chunked_loss_bytes(vocab: int, hidden: int, loss_tokens: int, chunk: int, c_bytes: int) -> tuple[float, float]:
     """(forward, backward) bytes of the chunked loss, the counterpart of activations.logits.
 
-    Forward: one chunk's logits in the compute dtype, their fp32 copy (exponentiated in place) and the
-    compute-dtype copy of the probabilities, plus the gathered loss rows and their gradient (loss tokens
-    x hidden each). Backward: the stored gradient, its scaled copy and the scatter into (tokens, hidden).
+    Forward: one chunk's fp32 logits and the fp32 temporary logsumexp makes beside them (8 B an element;
+    the compute-dtype product before the upcast and the probabilities' cast back are smaller), plus the
+    gathered loss rows and their gradient (loss tokens x hidden each). Backward: the stored gradient, its
+    scaled copy and the scatter into (tokens, hidden).
     """
     rows = min(chunk, loss_tokens)
-    forward = rows * vocab * (2 * c_bytes + 4) + 2 * loss_tokens * hidden * c_bytes
+    forward = rows * vocab * 8 + 2 * loss_tokens * hidden * c_bytes
     backward = 3 * loss_tokens * hidden * c_bytes
     return float(forward), float(backward)

@@ -19,7 +19,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from studio import activations as saved_for_backward
-from studio import methods
+from studio import losses, methods
 from studio.config import RunConfig
 from studio.models import ArchSpec
 
@@ -276,6 +276,9 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
     transient = _step_transient(arch, r)
     saved, working = saved_for_backward.activations(arch, r)
     logit_fwd, logit_bwd = saved_for_backward.logits(arch, r)
+    if cfg.train.loss_chunk_tokens and not r.embed_trains and not r.virtual:  # the chunked loss (studio.losses)
+        logit_fwd, logit_bwd = losses.chunked_loss_bytes(arch.vocab_size, arch.hidden_size, r.batch * r.seq,
+                                                         cfg.train.loss_chunk_tokens, r.c_bytes)
     weights, consts, grads, optim, transient, extra_grads = _shard(r, weights, consts, grads, optim, transient)
     static = weights + consts + upcast + trainable + optim
     grads_held = grads if r.grad_accum > 1 else 0  # accumulated gradients live through later forwards

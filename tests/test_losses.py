@@ -140,3 +140,16 @@ def test_the_setting_reaches_the_trainer_and_is_checked(tmp_path):
     assert build_args(RunConfig.from_dict({"train": {"precision": "fp32"}}), tmp_path, lr=1e-4, total_steps=10,
                       has_eval=False).loss_chunk_tokens == 0
     assert any(p.startswith("train.loss_chunk_tokens") for p in TrainSpec(loss_chunk_tokens=-1).problems("train"))
+
+
+def test_the_estimate_counts_the_chunked_loss_instead_of_whole_logits():
+    from conftest import tiny_config
+    from studio import memory
+    from studio.models import ArchSpec
+
+    arch = ArchSpec.from_config(tiny_config("llama"))
+    plain = RunConfig.from_dict({"train": {"max_seq_len": 1024, "micro_batch_size": 2, "precision": "fp32"}})
+    chunked = plain.with_overrides(["train.loss_chunk_tokens=128"])
+    a, b = memory.estimate(arch, plain, device="cpu"), memory.estimate(arch, chunked, device="cpu")
+    assert b.logits < a.logits / 4 and b.allocated_peak_bytes < a.allocated_peak_bytes
+    assert b.logits == losses.chunked_loss_bytes(arch.vocab_size, arch.hidden_size, 2048, 128, 4)[1]
