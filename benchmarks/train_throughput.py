@@ -40,6 +40,7 @@ RUNNER = Path(__file__).resolve().parent / "throughput_contenders.py"
 STUDIO_VARIANTS = {
     "studio": {},
     "studio+chunked": {"loss_chunk_tokens": 256},
+    "studio+chunked+fused": {"loss_chunk_tokens": 256, "optimizer": "adamw_fused"},
 }
 
 

@@ -272,8 +272,9 @@ class TrainSpec(_Section):
     warmup_ratio: float = _f(0.03, "fraction of steps spent warming up", min=0.0, max=0.5)
     weight_decay: float = _f(0.0, "AdamW weight decay", min=0.0, max=1.0)
     max_grad_norm: float = _f(1.0, "clip gradients to this norm (0 turns clipping off)", min=0.0)
-    optimizer: str = _f("adamw", "optimizer; 8-bit and paged variants need bitsandbytes",
-                        choices=("adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd"))
+    optimizer: str = _f("adamw", "optimizer; adamw_fused: one fused kernel for every tensor (same result, a faster "
+                        "step, no step temporaries); 8-bit and paged variants need bitsandbytes",
+                        choices=("adamw", "adamw_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd"))
     gradient_checkpointing: bool = _f(False, "recompute activations in backward: much less memory, ~30% slower")
     loss_chunk_tokens: int = _f(0, "make the loss's logits this many loss tokens at a time, never the whole "
                                 "batch x seq x vocab in fp32: much less memory at long sequences, same loss "

@@ -234,7 +234,7 @@ def _optimizer(r: _Run) -> int:
     """Optimizer state. AdamW keeps exp_avg and exp_avg_sq like the parameter (torch.optim.AdamW docs)."""
     n, pb = r.trainable, _param_bytes(r)
     return int({
-        "adamw": 2 * n * pb, "paged_adamw_32bit": 2 * n * 4,
+        "adamw": 2 * n * pb, "adamw_fused": 2 * n * pb, "paged_adamw_32bit": 2 * n * 4,
         "adamw_8bit": n * _ADAM8_BYTES, "paged_adamw_8bit": n * _ADAM8_BYTES,
         "sgd": 0,  # torch.optim.SGD with momentum=0 (the Trainer's default) keeps no state
     }[r.optimizer])
@@ -243,7 +243,7 @@ def _optimizer(r: _Run) -> int:
 def _step_transient(arch: ArchSpec, r: _Run) -> int:
     """Temporaries of optimizer.step(). torch's foreach AdamW (default on CUDA) makes one sqrt(exp_avg_sq)
     buffer over all parameters; the single-tensor loop (CPU) one per parameter (torch/optim/adamw.py)."""
-    if r.optimizer == "sgd" or r.optimizer.endswith("8bit"):
+    if r.optimizer in ("sgd", "adamw_fused") or r.optimizer.endswith("8bit"):  # fused: updates in place
         return 0
     pb = 4 if r.optimizer == "paged_adamw_32bit" else _param_bytes(r)
     if r.device == "cuda":
@@ -276,7 +276,7 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
     transient = _step_transient(arch, r)
     saved, working = saved_for_backward.activations(arch, r)
     logit_fwd, logit_bwd = saved_for_backward.logits(arch, r)
-    if cfg.train.loss_chunk_tokens and not r.embed_trains and not r.virtual:  # the chunked loss (studio.losses)
+    if cfg.train.loss_chunk_tokens and not (r.embed_trains or r.virtual or r.kv_seq != r.seq):  # studio.losses
         logit_fwd, logit_bwd = losses.chunked_loss_bytes(arch.vocab_size, arch.hidden_size, r.batch * r.seq,
                                                          cfg.train.loss_chunk_tokens, r.c_bytes)
     weights, consts, grads, optim, transient, extra_grads = _shard(r, weights, consts, grads, optim, transient)

@@ -22,7 +22,7 @@ from studio.config import ConfigError, RunConfig
 __all__ = ["OPTIMIZERS", "StudioArguments", "build_args", "cpu_has_bf16", "memory_now", "resolve_precision", "Progress", "EarlyStop",
            "StudioTrainer", "TokenCountingCollator", "total_steps"]
 
-OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
+OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
               "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd"}
 """TrainSpec.optimizer -> TrainingArguments.optim."""
 

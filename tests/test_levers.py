@@ -1,4 +1,4 @@
-"""The chunked loss (studio.losses): equal to the plain loss and its gradients, and a run's curve with it on."""
+"""Training levers: the chunked loss (studio.losses) equal to the plain loss and its gradients, and each lever's curve."""
 
 from __future__ import annotations
 
@@ -153,3 +153,11 @@ def test_the_estimate_counts_the_chunked_loss_instead_of_whole_logits():
     a, b = memory.estimate(arch, plain, device="cpu"), memory.estimate(arch, chunked, device="cpu")
     assert b.logits < a.logits / 4 and b.allocated_peak_bytes < a.allocated_peak_bytes
     assert b.logits == losses.chunked_loss_bytes(arch.vocab_size, arch.hidden_size, 2048, 128, 4)[1]
+
+
+def test_fused_adamw_gives_the_same_curve_and_reaches_the_trainer(tiny_dirs, chat_file, tmp_path):
+    plain = _curve(tiny_dirs, chat_file, tmp_path, "adamw", "all")
+    fused = _curve(tiny_dirs, chat_file, tmp_path, "fused", "all", optimizer="adamw_fused")
+    assert fused == pytest.approx(plain, rel=1e-4, abs=1e-5)
+    cfg = RunConfig.from_dict({"train": {"optimizer": "adamw_fused", "precision": "fp32"}})
+    assert build_args(cfg, tmp_path, lr=1e-4, total_steps=10, has_eval=False).optim == "adamw_torch_fused"
