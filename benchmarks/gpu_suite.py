@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # module -> distribution the studio and this suite need beyond torch/transformers/peft/accelerate
 NEEDED = {"yaml": "PyYAML", "psutil": "psutil", "datasets": "datasets", "trl": "trl", "bitsandbytes": "bitsandbytes",
-          "safetensors": "safetensors"}
+          "safetensors": "safetensors", "pynvml": "nvidia-ml-py"}
 LIGER = "liger-kernel==0.8.5"  # TRL's use_liger_kernel; CUDA only (Triton kernels)
 KEPT = ("torch", "transformers", "peft", "accelerate")  # the machine's own versions are never replaced
 
