@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="recipe,trl," + ",".join(STUDIO_VARIANTS), help="contenders, comma separated")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if "recipe" in args.only.split(",") and not args.baseline.is_file():
+        raise SystemExit(f"no baseline recipe at {args.baseline} (give --baseline PATH)")
     sys.path.insert(0, str(ROOT))
     from transformers import AutoConfig
 
