@@ -1,16 +1,20 @@
-"""Training throughput: the tutorial recipe (../shared/baseline/seed_recipe.py) against the studio, in one run.
+"""Training throughput: the tutorial recipe, TRL's SFTTrainer and the studio, in one run, against the machine's limit.
 
-Both train the embedded SmolLM2-135M-Instruct with the same LoRA settings (r 8, alpha 16, q_proj and
-v_proj, lr 3e-4, one epoch, linear schedule, max length 512) on the same generated chat dataset of
-realistic, varied lengths. The recipe pads every example to 512 and trains in fp32; the studio packs
-examples into rows (no padding) and uses bf16 autocast where the CPU has it. Both count real (non-pad)
-tokens per second over the training loop only, and report the mean training loss over the run on the
-same token set (every real token: the studio runs with ``data.train_on: all`` here, as the recipe does).
+All train the embedded SmolLM2-135M-Instruct with the same LoRA settings (r 8, alpha 16, dropout 0, q_proj
+and v_proj), lr 3e-4, linear schedule without warmup, loss on every real token, on the same natural-text
+chat set (presets/data/assistant_chat.jsonl: 47 hand-written conversations, 61 to 1,051 tokens, median
+~200, with the model's chat template). The recipe (../shared/baseline/seed_recipe.py) pads every example
+to max_seq_len and trains in fp32, batch 4; TRL packs (best-fit, padding-free rows with position_ids) and
+the studio packs, one row of max_seq_len per step, both in the run's precision (--precision).
 
-    python benchmarks/train_throughput.py                     # prints both figures and the ratio
-    python benchmarks/train_throughput.py --rows 32 --json    # smaller, machine-readable
+    python benchmarks/train_throughput.py                                  # max_seq_len 512
+    python benchmarks/train_throughput.py --max-seq-len 2048 --every 3 --recipe-epochs 0.25
+    python benchmarks/train_throughput.py --only trl,studio,studio+chunked --json
 
-Each side runs in its own subprocess, one after the other, so neither slows the other.
+Printed for each: real (non-pad) tokens/s over the training loop, mean training loss, peak memory in the
+loop, model FLOPs utilisation (MFU) against this machine's measured matmul peak, and ratios to TRL and
+to the recipe. Each contender runs in its own process, one after the other (throughput_contenders.py).
+FLOPs per token: see flops_per_token and docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -26,161 +29,170 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASELINE = ROOT.parent / "shared" / "baseline" / "seed_recipe.py"
+DEFAULT_DATA = ROOT / "presets" / "data" / "assistant_chat.jsonl"
+RUNNER = Path(__file__).resolve().parent / "throughput_contenders.py"
 
-_WORDS = (
-    "the model data training example answer question learning rate batch token sequence memory layer "
-    "weight adapter rank value time people system small large simple often because when while which "
-    "should could would every first second next last before after during about between through under "
-    "over again further then once here there where why how all both each few more most other some such "
-    "only own same than too very can will just don't now read write build test check measure compare "
-    "improve explain describe summary result report figure table chart number percent average error loss "
-    "gradient optimizer schedule warmup step epoch checkpoint resume stop start run folder file format "
-    "json text chat message user assistant system prompt response helpful clear short long detailed city "
-    "river mountain history science music garden kitchen recipe travel weather library museum story"
-).split()
+# name -> (runner, studio TrainSpec overrides): the studio rows are the ablation ladder, one lever at a time
+STUDIO_VARIANTS = {
+    "studio": {},
+    "studio+chunked": {"loss_chunk_tokens": 256},
+    "studio+chunked+fused": {"loss_chunk_tokens": 256, "optimizer": "adamw_fused"},
+}
 
 
-def _sentence(rng: random.Random, words: int) -> str:
-    body = " ".join(rng.choice(_WORDS) for _ in range(words))
-    return body[0].upper() + body[1:] + rng.choice(".!?.")
+def matmul_peak(dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """This machine's dense matmul rate in FLOP/s for ``dtype`` (best of repeated n x n products)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    n = 8192 if device == "cuda" else 2048  # large enough that launch overhead is noise
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    best, end = float("inf"), time.perf_counter() + seconds
+    for _ in range(2):
+        a @ b  # warm-up: kernels picked, caches filled
+    while time.perf_counter() < end:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
 
 
-def _text(rng: random.Random, words: int) -> str:
-    out, left = [], max(1, words)
-    while left > 0:
-        n = min(left, rng.randint(6, 18))
-        out.append(_sentence(rng, n))
-        left -= n
-    return " ".join(out)
+def flops_per_token(config, targets: tuple[str, ...], rank: int, context: float) -> float:
+    """Training FLOPs per token of a LoRA step (forward + backward), counting multiply-adds as 2 FLOPs.
+
+    P = the frozen matmul weights a token passes (every decoder linear, and the output head); A = the
+    LoRA weights (rank x (in + out) per adapted linear). Forward 2P + 2A; backward for activations 2P + 2A
+    (every layer passes the gradient down to the lowest adapter); backward for weights 2A only (the base is
+    frozen). Attention: QK^T and AV are 2 x 2 x context x heads x head_dim per layer in forward, twice that
+    in backward. Norms, activations functions, softmax and the optimizer are left out (under 1%).
+    """
+    h, layers = config.hidden_size, config.num_hidden_layers
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or h // heads
+    q, kv = heads * head_dim, getattr(config, "num_key_value_heads", heads) * head_dim
+    shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+              "gate_proj": (h, config.intermediate_size), "up_proj": (h, config.intermediate_size),
+              "down_proj": (config.intermediate_size, h)}
+    frozen = layers * sum(i * o for i, o in shapes.values()) + config.vocab_size * h
+    lora = layers * sum(rank * (shapes[t][0] + shapes[t][1]) for t in targets)
+    attention = 4 * layers * context * q
+    return 4 * frozen + 6 * lora + 3 * attention
 
 
-def make_dataset(path: Path, rows: int, seed: int) -> None:
-    """Chat rows whose lengths follow a log-normal shape: median near 100 tokens, a long tail past 512."""
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as fh:
-        for _ in range(rows):
-            total_words = min(600, max(8, int(rng.lognormvariate(4.1, 0.9))))  # exp(4.1) ~ 60 words
-            ask = max(3, int(total_words * rng.uniform(0.15, 0.4)))
-            row = {"messages": [{"role": "user", "content": _text(rng, ask)},
-                                {"role": "assistant", "content": _text(rng, total_words - ask)}]}
-            fh.write(json.dumps(row) + "\n")
-
-
-def token_lengths(path: Path, model_dir: Path) -> list[int]:
-    """Token length of every row as the baseline renders it (the model's chat template)."""
+def token_lengths(path: Path, model_dir: Path, max_len: int) -> list[int]:
+    """Token length of every row as the recipe renders it (the model's chat template), cut to max_len."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [len(tok(tok.apply_chat_template(r["messages"], tokenize=False))["input_ids"]) for r in rows]
+    return [min(max_len, len(tok(tok.apply_chat_template(r["messages"], tokenize=False))["input_ids"])) for r in rows]
 
 
-def run_baseline(script: Path, data: Path, model_dir: Path, args) -> dict:
-    cmd = [sys.executable, str(script), "--data", str(data), "--model", str(model_dir), "--rank", "8",
-           "--alpha", "16", "--targets", "q_proj,v_proj", "--max-length", str(args.max_seq_len),
-           "--batch", str(args.batch), "--epochs", "1", "--lr", "3e-4", "--out", str(args.work / "baseline-out")]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+def run(kind: str, settings: dict, work: Path) -> dict:
+    path = work / f"{settings.get('name', kind)}.json"
+    path.write_text(json.dumps(settings))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    out = subprocess.run([sys.executable, str(RUNNER), kind, str(path)], capture_output=True, text=True, cwd=ROOT,
+                         env=env)
     if out.returncode:
-        raise SystemExit(f"baseline failed ({out.returncode}): {out.stderr.strip().splitlines()[-1:]}")
+        tail = out.stderr.strip().splitlines()[-3:]
+        return {"contender": settings.get("name", kind), "error": " | ".join(tail)}
     return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
-
-
-def studio_config(data: Path, args, precision: str) -> dict:
-    return {
-        "model": {"id": "embedded"},
-        "method": {"name": "lora", "r": 8, "alpha": 16.0, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
-        "data": {"path": str(data), "train_on": "all", "packing": not args.no_packing},
-        "train": {"epochs": 1.0, "micro_batch_size": args.studio_batch, "max_seq_len": args.max_seq_len,
-                  "learning_rate": 3e-4, "scheduler": "linear", "warmup_ratio": 0.0, "precision": precision,
-                  "seed": 0, "output_dir": str(args.work / "runs"), "run_name": f"bench-{precision}"},
-    }
-
-
-def run_studio(data: Path, args, precision: str) -> dict:
-    import yaml
-
-    cfg_path = args.work / f"studio-{precision}.yaml"
-    cfg_path.write_text(yaml.safe_dump(studio_config(data, args, precision)))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "studio", "train", str(cfg_path), "--quiet"], capture_output=True,
-                         text=True, cwd=ROOT, env=env)
-    if out.returncode:
-        raise SystemExit(f"studio failed ({out.returncode}): {out.stderr.strip().splitlines()[-1:]}")
-    run_dir = Path(out.stdout.strip().splitlines()[-1])
-    state = json.loads((run_dir / "state.json").read_text())
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    tokens = rows[-1]["tokens"]
-    return {"recipe": f"studio ({precision})", "steps": state["step"], "real_tokens": tokens,
-            "train_seconds": state["train_seconds"],
-            "real_tokens_per_second": round(tokens / state["train_seconds"], 2),
-            "final_train_loss": round(state["training_loss"], 4),
-            "peak_rss_mb": round(state["peak_memory_bytes"] / 2**20, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="path of seed_recipe.py")
-    p.add_argument("--rows", type=int, default=40, help="examples in the generated dataset")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="chat .jsonl ({'messages': [...]} rows)")
+    p.add_argument("--every", type=int, default=1, help="train on every N-th row only (a shorter run, same spread)")
     p.add_argument("--max-seq-len", type=int, default=512)
-    p.add_argument("--batch", type=int, default=4, help="the recipe's batch size")
-    p.add_argument("--studio-batch", type=int, default=1, help="the studio's micro-batch (packed rows of max-seq-len)")
-    p.add_argument("--precision", default="auto,fp32", help="studio precision(s), comma separated: auto,fp32,bf16")
-    p.add_argument("--no-packing", action="store_true", help="studio with dynamic padding only")
-    p.add_argument("--skip-baseline", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=float, default=1.0, help="epochs of TRL and the studio")
+    p.add_argument("--recipe-epochs", type=float, default=1.0, help="epochs of the recipe (slow at long lengths)")
+    p.add_argument("--recipe-batch", type=int, default=4)
+    p.add_argument("--precision", default="bf16", choices=("bf16", "fp32"), help="TRL's and the studio's")
+    p.add_argument("--model-dir", type=Path, help="a model folder (default: the embedded model's safetensors copy)")
+    p.add_argument("--method", default="lora", choices=("lora", "qlora"), help="TRL's and the studio's (QLoRA: NF4)")
+    p.add_argument("--only", default="recipe,trl," + ",".join(STUDIO_VARIANTS), help="contenders, comma separated")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if not args.skip_baseline and not args.baseline.is_file():
+    if "recipe" in args.only.split(",") and not args.baseline.is_file():
         raise SystemExit(f"no baseline recipe at {args.baseline} (give --baseline PATH)")
     sys.path.insert(0, str(ROOT))
+    from transformers import AutoConfig
+
     from studio.models import embedded_dir
 
-    model_dir = embedded_dir()  # both sides read the same plain fp32 safetensors copy
+    model_dir = args.model_dir or embedded_dir()  # every contender reads the same plain safetensors copy
+    if args.every > 1:
+        rows = args.data.read_text(encoding="utf-8").splitlines()[::args.every]
+        args.data = Path(tempfile.mkdtemp(prefix="studio-bench-data-")) / args.data.name
+        args.data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    lengths = token_lengths(args.data, model_dir, args.max_seq_len)
+    context = sum(n * (n + 1) / 2 for n in lengths) / sum(lengths)  # keys a real token attends to, on average
+    fpt = flops_per_token(AutoConfig.from_pretrained(model_dir), ("q_proj", "v_proj"), 8, context)
+    peaks = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
+    report = {"rows": len(lengths), "tokens": sum(lengths), "median_tokens": statistics.median(lengths),
+              "max_tokens": max(lengths), "max_seq_len": args.max_seq_len, "flops_per_token": fpt,
+              "matmul_peak_tflops": {k: round(v / 1e12, 3) for k, v in peaks.items()},
+              "threads": torch.get_num_threads(), "load_before": os.getloadavg()[0], "results": []}
     with tempfile.TemporaryDirectory(prefix="studio-bench-") as tmp:
-        args.work = Path(tmp)
-        data = args.work / "data.jsonl"
-        make_dataset(data, args.rows, args.seed)
-        lengths = token_lengths(data, model_dir)
-        report = {"rows": args.rows, "median_tokens": statistics.median(lengths), "max_tokens": max(lengths),
-                  "p90_tokens": sorted(lengths)[int(0.9 * (len(lengths) - 1))],
-                  "over_max": sum(n > args.max_seq_len for n in lengths),
-                  "load_before": os.getloadavg()[0], "results": []}
-        started = time.time()
-        if not args.skip_baseline:
-            report["results"].append(run_baseline(args.baseline, data, model_dir, args))
-        for precision in args.precision.split(","):
-            report["results"].append(run_studio(data, args, precision.strip()))
-        report["load_after"] = os.getloadavg()[0]
-        report["wall_seconds"] = round(time.time() - started, 1)
+        common = {"data": str(args.data), "model_dir": str(model_dir), "max_seq_len": args.max_seq_len,
+                  "epochs": args.epochs, "precision": args.precision, "work": tmp, "method": args.method,
+                  "model_id": str(args.model_dir) if args.model_dir else "embedded"}
+        for name in [n.strip() for n in args.only.split(",") if n.strip()]:
+            if name == "recipe":
+                res = run("recipe", {**common, "recipe": str(args.baseline), "recipe_batch": args.recipe_batch,
+                                     "recipe_epochs": args.recipe_epochs}, Path(tmp))
+                res["precision"] = "fp32"
+            elif name.startswith("trl"):
+                res = run("trl", {**common, "name": name, "liger": name == "trl+liger"}, Path(tmp))
+                res["precision"] = args.precision
+            else:
+                res = run("studio", {**common, "name": name, "train": STUDIO_VARIANTS[name]}, Path(tmp))
+                res["precision"] = args.precision
+            if "error" not in res:
+                res["mfu"] = round(res["real_tokens_per_second"] * fpt / peaks[res["precision"]], 4)
+            report["results"].append(res)
+            print(json.dumps(res), file=sys.stderr, flush=True)  # each as it comes: a long run shows progress
+    report["load_after"] = os.getloadavg()[0]
     _print(report, args.json)
     return 0
 
 
 def _print(report: dict, as_json: bool) -> None:
-    base = next((r for r in report["results"] if r["recipe"] == "seed"), None)
-    for r in report["results"]:
-        if base is not None:
-            r["ratio"] = round(r["real_tokens_per_second"] / base["real_tokens_per_second"], 2)
+    ok = [r for r in report["results"] if "error" not in r]
+    trl = next((r for r in ok if r["contender"].startswith("TRL")), None)
+    recipe = next((r for r in ok if r["contender"].startswith("recipe")), None)
+    for r in ok:
+        for key, base in (("vs_trl", trl), ("vs_recipe", recipe)):
+            if base is not None:
+                r[key] = round(r["real_tokens_per_second"] / base["real_tokens_per_second"], 2)
     if as_json:
         print(json.dumps(report))
         return
-    print(f"data: {report['rows']} rows, median {report['median_tokens']} tokens, p90 {report['p90_tokens']}, "
-          f"max {report['max_tokens']} ({report['over_max']} over max_seq_len); load {report['load_before']:.2f}"
-          f" -> {report['load_after']:.2f}; {report['wall_seconds']} s")
-    print(f"{'recipe':<16} {'real tok/s':>10} {'seconds':>8} {'mean loss':>9} {'ratio':>6}")
+    peaks = report["matmul_peak_tflops"]
+    print(f"data: {report['rows']} rows, {report['tokens']} tokens, median {report['median_tokens']}, max "
+          f"{report['max_tokens']} (max_seq_len {report['max_seq_len']}); {report['flops_per_token'] / 1e6:.1f} "
+          f"MFLOP/token; matmul peak bf16 {peaks['bf16']} TFLOP/s, fp32 {peaks['fp32']} TFLOP/s; "
+          f"{report['threads']} threads; load {report['load_before']:.2f} -> {report['load_after']:.2f}")
+    memory = "peak CUDA MiB" if any(r.get("peak_cuda_mib") for r in ok) else "peak RSS MiB (growth)"
+    print(f"{'contender':<24} {'steps':>5} {'real tok/s':>10} {'seconds':>8} {'mean loss':>9} {memory:>22} "
+          f"{'MFU':>7} {'vs TRL':>6} {'vs recipe':>9}")
     for r in report["results"]:
-        print(f"{r['recipe']:<16} {r['real_tokens_per_second']:>10.1f} {r['train_seconds']:>8.1f} "
-              f"{r['final_train_loss']:>9.4f} {r.get('ratio', '-'):>6}")
-    if base is None:
-        return
-    for r in report["results"]:
-        if r is not base:
-            fast, loss = r["ratio"] >= 3, r["final_train_loss"] <= base["final_train_loss"]
-            print(f"target for {r['recipe']}: >= 3x real tokens/s {'met' if fast else 'NOT met'} ({r['ratio']}x), "
-                  f"mean loss no worse than the recipe's {'met' if loss else 'NOT met'} "
-                  f"({r['final_train_loss'] - base['final_train_loss']:+.4f})")
+        if "error" in r:
+            print(f"{r['contender']:<24} failed: {r['error']}")
+            continue
+        mem = (f"{r['peak_cuda_mib']:.0f}" if r.get("peak_cuda_mib") else
+               f"{r['peak_rss_mib']:.0f} ({r['train_rss_growth_mib']:+.0f})")
+        print(f"{r['contender']:<24} {r['steps']:>5} {r['real_tokens_per_second']:>10.1f} {r['train_seconds']:>8.1f} "
+              f"{r['mean_loss']:>9.4f} {mem:>22} {r['mfu']:>7.2%} {r.get('vs_trl', '-'):>6} "
+              f"{r.get('vs_recipe', '-'):>9}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 
 from studio import activations as saved_for_backward
-from studio import known_models, methods
+from studio import known_models, losses, methods
 from studio import targets as tg
 from studio import trace as tracer
 from studio.activations import Run
@@ -204,7 +204,7 @@ def _optimizer(r: Run) -> int:
     """Optimizer state. AdamW keeps exp_avg and exp_avg_sq like the parameter (torch.optim.AdamW docs)."""
     n, pb = r.trainable, _param_bytes(r)
     return int({
-        "adamw": 2 * n * pb, "paged_adamw_32bit": 2 * n * 4,
+        "adamw": 2 * n * pb, "adamw_fused": 2 * n * pb, "paged_adamw_32bit": 2 * n * 4,
         "adamw_8bit": n * _ADAM8_BYTES, "paged_adamw_8bit": n * _ADAM8_BYTES,
         "sgd": 0,  # torch.optim.SGD with momentum=0 (the Trainer's default) keeps no state
         # Adafactor (Shazeer & Stern 2018; no first moment in the Trainer): a row and a column vector per matrix
@@ -215,7 +215,7 @@ def _optimizer(r: Run) -> int:
 def _step_transient(arch: ArchSpec, r: Run, largest: int | None = None) -> int:
     """Temporaries of optimizer.step(). torch's foreach AdamW (default on CUDA) makes one sqrt(exp_avg_sq)
     buffer over all parameters; the single-tensor loop (CPU) one per parameter (torch/optim/adamw.py)."""
-    if r.optimizer in ("sgd", "lion") or r.optimizer.endswith("8bit"):  # bitsandbytes' fused kernels: in place
+    if r.optimizer in ("sgd", "lion", "adamw_fused") or r.optimizer.endswith("8bit"):  # fused: updates in place
         return 0
     pb = 4 if r.optimizer == "paged_adamw_32bit" else _param_bytes(r)
     if r.device == "cuda":
@@ -256,6 +256,9 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
     grads = r.trainable * _param_bytes(r)
     optim = _optimizer(r)
     transient = _step_transient(arch, r, t.largest_trainable if t is not None else None)
+    if cfg.train.loss_chunk_tokens and not (r.embed_trains or r.virtual or r.kv_seq != r.seq):  # studio.losses
+        terms["logits_forward"], terms["logits_backward"] = losses.chunked_loss_bytes(
+            arch.vocab_size, arch.hidden_size, r.batch * r.seq, cfg.train.loss_chunk_tokens, r.c_bytes)
     weights, consts, grads, optim, transient, extra_grads = _shard(r, weights, consts, grads, optim, transient)
     static = weights + consts + upcast + trainable + optim
     grads_held = grads if r.grad_accum > 1 else 0  # accumulated gradients live through later forwards

@@ -8,27 +8,34 @@ from __future__ import annotations
 import math
 import os
 import time
-from functools import lru_cache
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from studio import process, runs
+from studio import losses, process, runs
 from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
 from studio.hardware import resolve_precision
 
-__all__ = ["OPTIMIZERS", "build_args", "memory_now", "Progress", "EarlyStop",
+__all__ = ["OPTIMIZERS", "StudioArguments", "build_args", "memory_now", "Progress", "EarlyStop",
            "StudioTrainer", "TokenCountingCollator", "total_steps", "train_batches"]
 
-OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
-              "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd", "adafactor": "adafactor", "lion": "lion_32bit",
-              "lion_8bit": "lion_8bit"}
+OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit",
+              "paged_adamw_8bit": "paged_adamw_8bit", "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd",
+              "adafactor": "adafactor", "lion": "lion_32bit", "lion_8bit": "lion_8bit"}
 """TrainSpec.optimizer -> TrainingArguments.optim."""
 
 
-def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int, has_eval: bool) -> TrainingArguments:
+@dataclass
+class StudioArguments(TrainingArguments):
+    """TrainingArguments and the studio's own step settings (TrainSpec's levers)."""
+
+    loss_chunk_tokens: int = field(default=0, metadata={"help": "loss tokens per chunk of the loss; 0: whole"})
+
+
+def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int, has_eval: bool) -> StudioArguments:
     """TrainingArguments from the TrainSpec. Final saving is the studio's own (methods.save_result)."""
     t = cfg.train
     precision = resolve_precision(t.precision)
@@ -36,7 +43,8 @@ def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int,
     # Periodic checkpoints make resume (and recovery from a crash) possible; two are kept so a
     # save cut short leaves the one before intact.
     save_steps = t.save_steps or max(10, math.ceil(total_steps / 4))
-    return TrainingArguments(
+    return StudioArguments(
+        loss_chunk_tokens=t.loss_chunk_tokens,
         output_dir=str(output_dir),
         per_device_train_batch_size=t.micro_batch_size,
         per_device_eval_batch_size=t.micro_batch_size,
@@ -147,7 +155,16 @@ class StudioTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
-        if return_outputs or not self.sparse_logits or labels is None or not _takes_logits_to_keep(model):
+        if return_outputs or labels is None or not _takes_logits_to_keep(model):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        chunk = getattr(self.args, "loss_chunk_tokens", 0)
+        head = losses.head_for_chunked_loss(model) if chunk else None
+        if head is not None:  # no logits from the model at all: the loss makes them a chunk at a time
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, output_hidden_states=True,
+                            logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
+            loss = losses.chunked_lm_loss(outputs.hidden_states[-1], head.weight, labels, chunk)
+            return self._normalise(loss, labels[:, 1:], num_items_in_batch)
+        if not self.sparse_logits:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         targets = labels[:, 1:]  # logits at position t predict the token at t + 1
         keep = (targets != -100).any(0).nonzero().squeeze(1)
@@ -158,8 +175,12 @@ class StudioTrainer(Trainer):
         wanted = targets[:, keep]
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), wanted.reshape(-1),
                                                  ignore_index=-100, reduction="sum")
+        return self._normalise(loss, wanted, num_items_in_batch)
+
+    def _normalise(self, loss, targets, num_items_in_batch):
+        """A summed loss divided the way Trainer divides its own (per token, across devices)."""
         if num_items_in_batch is None:
-            return loss / (wanted != -100).sum().clamp(min=1)
+            return loss / (targets != -100).sum().clamp(min=1)
         loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
         if self.args.average_tokens_across_devices:  # mirror Trainer: it divides num_items by the processes
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())

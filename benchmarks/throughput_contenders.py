@@ -1,0 +1,164 @@
+"""The contenders of benchmarks/train_throughput.py, each run in its own process by that script.
+
+    python benchmarks/throughput_contenders.py recipe|trl|studio SETTINGS.json   # prints one JSON line
+
+Every contender trains through transformers' Trainer, so one callback (Meter) measures all of them the
+same way: seconds from on_train_begin to on_train_end, the peak memory during that loop (the process's
+resident set sampled every 5 ms on a CPU; torch.cuda.max_memory_allocated on a GPU), and Trainer's
+``train_loss`` (the mean of the per-step losses). The recipe is run unchanged (runpy), with the Meter
+added to its Trainer's callbacks from outside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+from transformers import Trainer, TrainerCallback
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Meter(TrainerCallback):
+    """Times the training loop and samples peak memory inside it."""
+
+    def __init__(self):
+        self.seconds = self.loss = None
+        self.rss_start = self.peak_rss = self.peak_cuda = 0
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _sample(self):
+        proc = psutil.Process()
+        while not self._stop.wait(0.005):  # a step's logits live for well over 5 ms
+            self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
+
+    def on_train_begin(self, args, state, control, **kw):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self.rss_start = self.peak_rss = psutil.Process().memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        self.t0 = time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kw):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            self.peak_cuda = torch.cuda.max_memory_allocated()
+        self.seconds = time.perf_counter() - self.t0
+        self._stop.set()
+        self._thread.join()
+        self.loss = next((h["train_loss"] for h in reversed(state.log_history) if "train_loss" in h), None)
+        self.steps = state.global_step
+
+    def report(self, name: str, tokens: int) -> dict:
+        return {"contender": name, "steps": self.steps, "real_tokens": tokens, "train_seconds": round(self.seconds, 3),
+                "real_tokens_per_second": round(tokens / self.seconds, 2), "mean_loss": round(self.loss, 4),
+                "peak_rss_mib": round(self.peak_rss / 2**20, 1),
+                "train_rss_growth_mib": round((self.peak_rss - self.rss_start) / 2**20, 1),
+                "peak_cuda_mib": round(self.peak_cuda / 2**20, 1) if self.peak_cuda else None}
+
+
+def run_recipe(s: dict) -> dict:
+    """The tutorial recipe as it is, with the Meter slipped into its Trainer."""
+    meter, init = Meter(), Trainer.__init__
+
+    def with_meter(self, *a, **kw):
+        kw["callbacks"] = [*(kw.get("callbacks") or []), meter]
+        init(self, *a, **kw)
+
+    Trainer.__init__ = with_meter
+    sys.argv = [s["recipe"], "--data", s["data"], "--model", s["model_dir"], "--rank", "8", "--alpha", "16",
+                "--targets", "q_proj,v_proj", "--max-length", str(s["max_seq_len"]), "--batch", str(s["recipe_batch"]),
+                "--epochs", str(s["recipe_epochs"]), "--lr", "3e-4", "--out", s["work"] + "/recipe-out"]
+    lines = _capture(lambda: runpy.run_path(s["recipe"], run_name="__main__"))
+    own = json.loads([ln for ln in lines if ln.startswith("{")][-1])
+    tokens = round(own["real_tokens_per_epoch"] * s["recipe_epochs"])
+    return meter.report("recipe (fp32, padded)", tokens)
+
+
+def _capture(fn) -> list[str]:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        fn()
+    return buf.getvalue().splitlines()
+
+
+def run_trl(s: dict) -> dict:
+    """TRL's SFTTrainer as its docs show it: packing (best-fit, padding-free rows), same LoRA and settings."""
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    sys.path.insert(0, str(ROOT))
+    from studio.models import pick_dtype
+
+    tok = AutoTokenizer.from_pretrained(s["model_dir"])
+    dtype = pick_dtype("auto")  # as the studio loads
+    if s.get("method") == "qlora":  # NF4 with double quantisation, computing in bf16: QLoRA's recipe
+        from transformers import BitsAndBytesConfig
+
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(s["model_dir"], dtype=torch.bfloat16, quantization_config=quant)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(s["model_dir"], dtype=dtype)
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+    bf16 = s["precision"] == "bf16"
+    cfg = SFTConfig(output_dir=s["work"] + "/trl-out", per_device_train_batch_size=1, num_train_epochs=s["epochs"],
+                    learning_rate=3e-4, lr_scheduler_type="linear", warmup_steps=0, max_length=s["max_seq_len"],
+                    packing=True, padding_free=True, bf16=bf16, fp16=False, seed=0, logging_steps=1,
+                    save_strategy="no", report_to=[], dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+                    activation_checkpointing=False,  # TRL defaults to on; the studio's runs here have it off
+                    use_liger_kernel=s.get("liger", False), disable_tqdm=True)
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=s.get("targets", ["q_proj", "v_proj"]),
+                      task_type="CAUSAL_LM")
+    data = load_dataset("json", data_files=s["data"], split="train")
+    meter = Meter()
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok, peft_config=lora,
+                         callbacks=[meter])
+    tokens_per_epoch = sum(len(r) for r in trainer.train_dataset["input_ids"])
+    trainer.train()
+    return meter.report("TRL SFTTrainer" + (" + Liger" if s.get("liger") else ""), round(tokens_per_epoch * s["epochs"]))
+
+
+def run_studio(s: dict) -> dict:
+    """``python -m studio train``'s job, in this process, with the Meter among its callbacks."""
+    sys.path.insert(0, str(ROOT))
+    from studio import training
+    from studio.config import RunConfig
+
+    train = {"epochs": float(s["epochs"]), "micro_batch_size": 1, "max_seq_len": s["max_seq_len"],
+             "learning_rate": 3e-4, "scheduler": "linear", "warmup_ratio": 0.0, "precision": s["precision"], "seed": 0,
+             "output_dir": s["work"] + "/runs", "run_name": s["name"], "save_steps": 100_000, **s.get("train", {})}
+    cfg = RunConfig.from_dict({
+        "model": {"id": s.get("model_id", "embedded")},
+        "method": {"name": s.get("method", "lora"), "r": 8, "alpha": 16.0, "dropout": 0.0, "targets": s.get("targets", ["q_proj", "v_proj"])},
+        "data": {"path": s["data"], "train_on": "all", "packing": True}, "train": train})
+    meter = Meter()
+    job = training.TrainingJob(cfg, callbacks=(meter,)).start()
+    job.wait()
+    if job.state != "done":
+        raise SystemExit(f"studio run failed: {job.snapshot().get('message')}")
+    return meter.report(s["name"], int(job.snapshot()["tokens"]))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = json.loads(Path(sys.argv[2]).read_text())
+    torch.manual_seed(0)
+    result = {"recipe": run_recipe, "trl": run_trl, "studio": run_studio}[sys.argv[1]](settings)
+    print(json.dumps(result), flush=True)
