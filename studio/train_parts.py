@@ -6,7 +6,6 @@ Kept apart from training.py so the job itself reads as setup, train, save, clean
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
