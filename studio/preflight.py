@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-from studio import meta_model, methods, models, validation
+from studio import meta_model, methods, models, trackers, validation
 from studio import targets as tg
 from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
 
@@ -73,6 +73,7 @@ def _settings(cfg: RunConfig, machine: bool) -> list[str]:
             resolve_precision(t.precision)
     except ConfigError as err:
         out += err.problems
+    out += trackers.problems(t.report_to)
     refusal = methods.get(cfg.method.name).checkpointing_refusal
     if refusal and t.gradient_checkpointing:
         out.append(f"train.gradient_checkpointing: {refusal}")

@@ -249,6 +249,7 @@ class _Feed:
     def __init__(self, job):
         self.job, self.seen = job, 0
         self.rows: list[dict] = []
+        self.hardware: list[dict] = []
         self.lines: deque[str] = deque(maxlen=_LOG_LINES)
         self.figure: go.Figure | None = None
         self.lock = threading.Lock()
@@ -260,12 +261,15 @@ class _Feed:
             if new:
                 self.seen = new[-1]["index"] + 1
                 rows = [e for e in new if e.get("type") in ("log", "eval")]
+                hardware = [e for e in new if e.get("type") == "hardware"]
                 self.lines.extend(line for line in map(_log_line, new) if line)
-                if rows:
+                if rows or hardware:
                     self.rows += rows
+                    self.hardware += hardware
                     self.figure = None
             if self.figure is None:
-                self.figure = plots.loss_chart(_thin(self.rows), title=f"Loss · {self.job.name}")
+                self.figure = plots.train_dashboard(_thin(self.rows), _thin(self.hardware),
+                                                    title=f"Loss · {self.job.name}")
             return self.figure, "\n".join(self.lines)
 
 
@@ -283,7 +287,7 @@ def _feed(job) -> _Feed:
 
 @lru_cache(maxsize=1)
 def _empty_chart() -> go.Figure:
-    return plots.loss_chart([])
+    return plots.train_dashboard([])
 
 
 def _thin(rows: list[dict]) -> list[dict]:
@@ -386,7 +390,7 @@ def build_train_tab(form: Form, runs_root: str) -> TrainTab:
             message = gr.Markdown(elem_id="train-message")
             progress = gr.HTML(training_view().progress, elem_id="train-progress")
             stats = gr.Markdown(elem_id="train-stats")
-            plot = gr.Plot(plots.loss_chart([]), show_label=False, elem_id="loss-plot")
+            plot = gr.Plot(plots.train_dashboard([]), show_label=False, elem_id="loss-plot")
             result = gr.Markdown(elem_id="train-result")
             retry = gr.Button(RETRY_LABEL, visible=False,
                               variant="primary", elem_id="retry-btn")
