@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("chat", help="one answer from a run's tuned model (or its base with --base)")
-    p.add_argument("target", help="a run folder, a model folder, or 'embedded'")
+    p.add_argument("target", help="a run folder (RUN@N: its checkpoint at step N), a model folder, or 'embedded'")
     p.add_argument("--prompt", required=True)
     p.add_argument("--base", action="store_true", help="answer with the base model (adapter off)")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("export", help="export a run's adapter, or the model merged with it")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder; RUN@N: its checkpoint at step N")
     p.add_argument("--out", required=True)
     p.add_argument("--merge", action="store_true", help="merge into the base (LoRA family, IA3)")
     p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="answer a prompt set with base and tuned, with loss and ROUGE-L")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder; RUN@N: its checkpoint at step N")
     p.add_argument("--prompts", required=True, help="a .txt (one prompt per line) or .jsonl file")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.set_defaults(func=cmd_eval)

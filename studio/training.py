@@ -32,7 +32,7 @@ import torch
 from transformers import PrinterCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
-from studio import data, faults, methods, models, preflight, process, runs, trackers, validation
+from studio import checkpoints, data, faults, methods, models, preflight, process, runs, trackers, validation
 from studio.hw_sampler import HardwareSampler
 from studio.config import ConfigError, RunConfig
 from studio.faults import OutOfMemory, TrainingError
@@ -242,7 +242,8 @@ class TrainingJob:
         has_eval = bool(prepared.eval)
         args = build_args(cfg, self.run_dir / "checkpoints", lr=lr, total_steps=total, has_eval=has_eval)
         progress = Progress(self.log, self._stop, self._trainer_tokens)
-        callbacks = [progress, *methods.trainer_callbacks(method), *trackers.callbacks(t.report_to, self.run_dir),
+        callbacks = [progress, checkpoints.CheckpointResults(cfg.method), *methods.trainer_callbacks(method),
+                     *trackers.callbacks(t.report_to, self.run_dir),
                      *self._callbacks]
         if has_eval and t.early_stopping_patience:
             callbacks.append(EarlyStop(t.early_stopping_patience, self.log))
