@@ -120,6 +120,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    """``python -m studio lr-find PRESET``: the range test's curve and its suggestion (nothing is saved)."""
+    from studio import lr_finder
+
+    found = lr_finder.find_lr(load_run_config(args), steps=args.steps, start=args.start, end=args.end)
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=1))
+        return 0
+    for lr, loss, smooth in zip(found.lrs, found.losses, found.smoothed):
+        print(f"lr {lr:9.2e}  loss {loss:8.4f}  smoothed {smooth:8.4f}")
+    print(found.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m studio", description="PEFT Studio, headless.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -179,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", help="plan for this GPU from the catalog (default: the one here)")
     p.add_argument("--goal", default="style", choices=("style", "knowledge", "classification", "minimal_storage"))
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("lr-find", help="a short learning-rate range test; suggests train.learning_rate")
+    _add_config_args(p)
+    p.add_argument("--steps", type=int, default=40, help="optimizer steps, one batch each")
+    p.add_argument("--start", type=float, default=1e-6, help="first learning rate")
+    p.add_argument("--end", type=float, default=1e-1, help="last learning rate")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("runs", help="list run folders")
     p.add_argument("--root", default="runs")
