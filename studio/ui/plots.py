@@ -9,7 +9,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["memory_bar", "loss_chart", "train_dashboard", "hardware_series", "overlay_chart", "length_histogram",
+__all__ = ["memory_bar", "loss_chart", "lr_finder_chart", "train_dashboard", "hardware_series", "overlay_chart", "length_histogram",
            "empty", "SERIES"]
 
 _GB = 1000**3  # decimal GB, as the fit verdict speaks
@@ -138,6 +138,27 @@ def train_dashboard(rows: list[dict], hardware: list[dict] | None = None, title:
     fig.update_yaxes(exponentformat="e", row=2, col=2)
     fig.update_layout(title=title, height=900, margin=_MARGIN, font=_FONT, uirevision="loss",
                       legend=dict(orientation="h", y=-0.06))
+    return fig
+
+
+def lr_finder_chart(lrs: list[float], losses: list[float], smoothed: list[float], suggestion: float | None,
+                    min_loss_lr: float | None = None) -> go.Figure:
+    """The range test: loss against learning rate (log axis), the suggestion as a line."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=lrs, y=losses, name="loss", mode="markers", marker=dict(size=5, opacity=0.5)))
+    fig.add_trace(go.Scatter(x=lrs, y=smoothed, name="smoothed", mode="lines"))
+    if suggestion:
+        fig.add_vline(x=suggestion, line_dash="dash", line_color="seagreen",
+                      annotation_text=f"suggested {suggestion:.1e}", annotation_position="top left")
+    if min_loss_lr:
+        fig.add_vline(x=min_loss_lr, line_dash="dot", line_color="gray",
+                      annotation_text="lowest loss", annotation_position="bottom right")
+    fig.update_layout(title="Learning-rate range test", height=320, margin=_MARGIN, font=_FONT, uirevision="lrfind",
+                      xaxis=dict(title="learning rate", type="log", exponentformat="e"), yaxis_title="loss",
+                      legend=dict(orientation="h", y=-0.3))
+    # a diverging tail would squash the part that matters: show up to twice the first smoothed loss
+    if smoothed:
+        fig.update_yaxes(range=[min(smoothed) * 0.9, max(min(max(losses), 2 * smoothed[0]), min(smoothed) * 1.1)])
     return fig
 
 

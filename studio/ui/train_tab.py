@@ -33,7 +33,8 @@ TICK_SECONDS = 1.0  # how often an open page polls the run, at most (see tick_se
 _SLOWEST_TICK = 5.0
 RETRY_LABEL = "Retry smaller: half the micro-batch, twice the accumulation"
 SCHEDULE_FIELDS = ("epochs", "max_steps", "learning_rate", "scheduler", "warmup_ratio", "weight_decay",
-                   "max_grad_norm", "eval_steps", "save_steps", "logging_steps", "early_stopping_patience", "seed")
+                   "max_grad_norm", "eval_steps", "save_steps", "logging_steps", "early_stopping_patience", "seed",
+                   "report_to", "sample_hardware")
 _LOG_LINES = 14
 _CHART_POINTS = 1000
 
