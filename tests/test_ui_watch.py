@@ -49,3 +49,16 @@ def test_lr_panel_finds_a_suggestion_in_range(tiny_dirs, chat_file, tmp_path):
     bad = RunConfig.from_dict({**cfg.to_dict(), "method": {"name": "lora", "r": 4, "targets": ["nope"]}})
     _, text, suggestion = lr_panel.find_learning_rate(bad, steps=12)
     assert text.startswith("**") and suggestion is None
+
+
+def test_runs_tab_overlays_grad_norm_and_hardware_across_runs(tiny_dirs, chat_file, tmp_path):
+    from studio.ui import runs_tab
+
+    a = run_job(make_cfg(tiny_dirs, chat_file, tmp_path, max_steps=2, run_name="a"))
+    b = run_job(make_cfg(tiny_dirs, chat_file, tmp_path, max_steps=3, run_name="b"))
+    root = str(tmp_path / "runs")
+    grad = runs_tab.overlay([a.name, b.name], root, "grad norm")
+    assert [t.name for t in grad.data] == [a.name, b.name] and [len(t.y) for t in grad.data] == [2, 3]
+    ram = runs_tab.overlay([a.name, b.name], root, "RAM GB")
+    assert [t.name for t in ram.data] == [a.name, b.name] and all(len(t.y) >= 2 for t in ram.data)
+    assert len(runs_tab.overlay([a.name], root).data) == 1  # loss, as before

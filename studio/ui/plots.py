@@ -9,7 +9,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["memory_bar", "loss_chart", "lr_finder_chart", "train_dashboard", "hardware_series", "overlay_chart", "length_histogram",
+__all__ = ["memory_bar", "loss_chart", "lr_finder_chart", "train_dashboard", "hardware_series", "overlay_chart",
+           "series_overlay", "OVERLAY_SERIES", "length_histogram",
            "empty", "SERIES"]
 
 _GB = 1000**3  # decimal GB, as the fit verdict speaks
@@ -159,6 +160,21 @@ def lr_finder_chart(lrs: list[float], losses: list[float], smoothed: list[float]
     # a diverging tail would squash the part that matters: show up to twice the first smoothed loss
     if smoothed:
         fig.update_yaxes(range=[min(smoothed) * 0.9, max(min(max(losses), 2 * smoothed[0]), min(smoothed) * 1.1)])
+    return fig
+
+
+OVERLAY_SERIES = ("loss", "grad norm", "tokens/s", "learning rate", "CPU %", "RAM GB", "util %", "memory GB",
+                  "temperature °C", "power W")
+"""what the Runs tab can overlay across runs: metrics.jsonl series by step, hardware.jsonl series by second"""
+
+
+def series_overlay(lines: dict[str, tuple[list, list]], label: str, x_title: str) -> go.Figure:
+    """One named series of several runs in one chart: ``{trace name: (x, y)}``."""
+    fig = go.Figure()
+    for name, (x, y) in lines.items():
+        fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines"))
+    fig.update_layout(title=f"{label} by run", height=360, margin=_MARGIN, font=_FONT, uirevision="overlay",
+                      xaxis_title=x_title, yaxis_title=label, legend=dict(orientation="h", y=-0.25))
     return fig
 
 

@@ -32,6 +32,7 @@ class RunsTab:
     message: gr.Markdown
     yaml: gr.Code
     command: gr.Code
+    series: gr.Dropdown
 
 
 def _root(root: str | None) -> str:
@@ -72,13 +73,29 @@ def run_names(root: str | None = None) -> list[str]:
     return [r.name for r in runs.list_runs(_root(root))] if runs else []
 
 
-def overlay(names: list[str] | None, root: str | None = None) -> go.Figure:
-    """The loss curves of the chosen runs in one chart."""
+def overlay(names: list[str] | None, root: str | None = None, series: str = "loss") -> go.Figure:
+    """One series (plots.OVERLAY_SERIES) of the chosen runs in one chart; loss shows eval loss too."""
     runs = state.core("runs")
     if runs is None or not names:
         return plots.overlay_chart({})
     # a name is a folder in the runs folder, never a path elsewhere
-    return plots.overlay_chart({n: runs.loss_curve(Path(_root(root)) / Path(n).name) for n in names})
+    folders = {n: Path(_root(root)) / Path(n).name for n in names}
+    if series == "loss":
+        return plots.overlay_chart({n: runs.loss_curve(f) for n, f in folders.items()})
+    key = next((k for k, label in plots.SERIES.items() if label == series), None)
+    if key is not None:  # a metrics.jsonl column, by step
+        lines = {}
+        for n, f in folders.items():
+            have = [r for r in runs.read_metrics(f) if isinstance(r.get(key), (int, float))]
+            lines[n] = ([r["step"] for r in have], [r[key] for r in have])
+        return plots.series_overlay(lines, series, "step")
+    sampler = state.core("hw_sampler")
+    lines = {}
+    for n, f in folders.items():
+        for name, xy in plots.hardware_series(sampler.read_hardware(f) if sampler else []).items():
+            if name.endswith(series):
+                lines[f"{n} · {name}" if name != series else n] = xy
+    return plots.series_overlay(lines, series, "seconds")
 
 
 def _config(name: str, root: str | None) -> RunConfig:
@@ -110,7 +127,11 @@ def build_runs_tab() -> RunsTab:
     table = gr.Dataframe(runs_table(), headers=COLUMNS, interactive=False, wrap=True, elem_id="runs-table")
     with gr.Row():
         with gr.Column():
-            compare = gr.Dropdown(run_names(), multiselect=True, label="compare runs", elem_id="runs-compare")
+            with gr.Row():
+                compare = gr.Dropdown(run_names(), multiselect=True, label="compare runs", elem_id="runs-compare",
+                                      scale=3)
+                series = gr.Dropdown(list(plots.OVERLAY_SERIES), value="loss", label="series", scale=1,
+                                     elem_id="runs-series")
             chart = gr.Plot(plots.overlay_chart({}), show_label=False, elem_id="runs-chart")
         with gr.Column():
             run = gr.Dropdown(run_names(), label="run", elem_id="runs-pick")
@@ -118,7 +139,7 @@ def build_runs_tab() -> RunsTab:
             message = gr.Markdown()
             yaml = gr.Code(label="as YAML", language="yaml", elem_id="runs-yaml")
             command = gr.Code(label="as a command", language="shell", elem_id="runs-command")
-    return RunsTab(refresh, table, compare, chart, run, load, message, yaml, command)
+    return RunsTab(refresh, table, compare, chart, run, load, message, yaml, command, series)
 
 
 def wire_runs_tab(tab: RunsTab, form: Form, tab_item: gr.Tab) -> None:
@@ -139,6 +160,8 @@ def wire_runs_tab(tab: RunsTab, form: Form, tab_item: gr.Tab) -> None:
     kw = dict(api_visibility="private", concurrency_limit=None)
     for trigger in (tab.refresh.click, tab_item.select):
         trigger(_refresh, None, [tab.table, tab.compare, tab.run], **kw)
-    tab.compare.change(overlay, tab.compare, tab.chart, show_progress="hidden", **kw)
+    for picker in (tab.compare, tab.series):
+        picker.change(lambda names, series: overlay(names, None, series), [tab.compare, tab.series], tab.chart,
+                      show_progress="hidden", **kw)
     tab.run.change(lambda n: (run_yaml(n), train_command(n)), tab.run, [tab.yaml, tab.command], **kw)
     tab.load.click(_load, tab.run, [tab.message] + form.components, **kw)
