@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
 from studio import headless, lr_finder, runs
 from studio.config import RunConfig
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,7 +60,6 @@ def main() -> None:
         ratio = found.suggestion / best[0]
         print(f"finder suggestion {found.suggestion:.2e} vs sweep best {best[0]:.1e}: factor {ratio:.2f} "
               f"({abs(math.log10(ratio)):.2f} decades) -> {'agrees' if abs(math.log10(ratio)) <= 0.5 else 'differs'}")
-
 
 if __name__ == "__main__":
     main()

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
 from studio import headless, training
 from studio.config import RunConfig
 from studio.hw_sampler import HardwareSampler
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class Alternate(TrainerCallback):

@@ -14,7 +14,8 @@ from studio.config import ConfigError, RunConfig
 from studio.ui import plots, state
 from studio.ui.form import Form
 
-__all__ = ["RunsTab", "build_runs_tab", "runs_table", "run_names", "overlay", "run_yaml", "train_command",
+__all__ = ["RunsTab", "build_runs_tab", "runs_table", "run_names", "overlay", "compare_table", "run_yaml",
+           "train_command",
            "COLUMNS"]
 
 COLUMNS = ["run", "status", "method", "data", "settings", "final loss", "eval loss", "train time", "peak memory",
@@ -33,6 +34,7 @@ class RunsTab:
     yaml: gr.Code
     command: gr.Code
     series: gr.Dropdown
+    diff: gr.Dataframe
 
 
 def _root(root: str | None) -> str:
@@ -98,6 +100,16 @@ def overlay(names: list[str] | None, root: str | None = None, series: str = "los
     return plots.series_overlay(lines, series, "seconds")
 
 
+def compare_table(names: list[str] | None, root: str | None = None) -> dict:
+    """The chosen runs side by side: only the settings that differ, final losses, eval scores, time."""
+    compare = state.core("compare")
+    if compare is None or not names:
+        return {"headers": ["run"], "data": []}
+    headers, rows = compare.compare_runs([Path(_root(root)) / Path(n).name for n in names])
+    shown = [[round(v, 4) if isinstance(v, float) else ("–" if v is None else v) for v in row] for row in rows]
+    return {"headers": headers, "data": shown}
+
+
 def _config(name: str, root: str | None) -> RunConfig:
     path = Path(_root(root)) / Path(name).name / "config.yaml"
     return RunConfig.load(path)
@@ -133,13 +145,15 @@ def build_runs_tab() -> RunsTab:
                 series = gr.Dropdown(list(plots.OVERLAY_SERIES), value="loss", label="series", scale=1,
                                      elem_id="runs-series")
             chart = gr.Plot(plots.overlay_chart({}), show_label=False, elem_id="runs-chart")
+            table_diff = gr.Dataframe(compare_table([]), interactive=False, label="compared (only what differs; "
+                                      "click a header to sort)", elem_id="runs-diff")
         with gr.Column():
             run = gr.Dropdown(run_names(), label="run", elem_id="runs-pick")
             load = gr.Button("Load its settings into the tabs", elem_id="runs-load")
             message = gr.Markdown()
             yaml = gr.Code(label="as YAML", language="yaml", elem_id="runs-yaml")
             command = gr.Code(label="as a command", language="shell", elem_id="runs-command")
-    return RunsTab(refresh, table, compare, chart, run, load, message, yaml, command, series)
+    return RunsTab(refresh, table, compare, chart, run, load, message, yaml, command, series, table_diff)
 
 
 def wire_runs_tab(tab: RunsTab, form: Form, tab_item: gr.Tab) -> None:
@@ -163,5 +177,6 @@ def wire_runs_tab(tab: RunsTab, form: Form, tab_item: gr.Tab) -> None:
     for picker in (tab.compare, tab.series):
         picker.change(lambda names, series: overlay(names, None, series), [tab.compare, tab.series], tab.chart,
                       show_progress="hidden", **kw)
+    tab.compare.change(compare_table, tab.compare, tab.diff, show_progress="hidden", **kw)
     tab.run.change(lambda n: (run_yaml(n), train_command(n)), tab.run, [tab.yaml, tab.command], **kw)
     tab.load.click(_load, tab.run, [tab.message] + form.components, **kw)
