@@ -134,6 +134,27 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``python -m studio sweep PRESET --grid KEY=V1,V2 ...``: queue every grid point, or train them in order."""
+    from studio import run_queue
+
+    cfg = load_run_config(args)
+    if args.output:
+        cfg.train.output_dir = args.output
+    points = run_queue.grid_configs(cfg, run_queue.parse_grid(args.grid))
+    if args.queue:
+        queue = run_queue.RunQueue(cfg.train.output_dir)
+        for point in points:
+            print(f"queued {queue.add(point)['id']} {point.train.run_name}")
+        return 0
+    from studio import headless
+
+    for i, point in enumerate(points, 1):
+        print(f"[{i}/{len(points)}] {point.train.run_name}", file=sys.stderr, flush=True)
+        print(headless.run_headless(point, quiet=args.quiet), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m studio", description="PEFT Studio, headless.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -201,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=float, default=1e-1, help="last learning rate")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lr_find)
+
+    p = sub.add_parser("sweep", help="one run per point of a settings grid, trained in order (or queued)")
+    _add_config_args(p)
+    p.add_argument("--grid", action="append", required=True, metavar="SECTION.KEY=V1,V2",
+                   help="values to try for one setting (repeatable: every combination runs)")
+    p.add_argument("--queue", action="store_true", help="add the runs to the studio's queue instead of training")
+    p.add_argument("--output", help="runs folder (default: train.output_dir)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("runs", help="list run folders")
     p.add_argument("--root", default="runs")

@@ -95,7 +95,10 @@ def start_training(cfg: RunConfig) -> str:
     try:
         job = training.TrainingJob(paths.check_config(cfg)).start()
     except ConfigError as err:  # bad values, or what the preflight found: one line per problem
-        return cannot_start(err.problems)
+        going = current()
+        hint = ["a run is training: **Queue it** (below) starts this one when it ends"] if going and going.running \
+            else []
+        return cannot_start(err.problems + hint)
     state.get().job = job
     return f"Started **{job.name}** in `{job.run_dir}`."
 
