@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import torch
 from transformers import StoppingCriteriaList
 
-from studio import models, run_log
+from studio import checkpoints, models, run_log
 from studio.status import RunStatus
 from studio.chat_adapters import BASE, Call, SharedBase, read_run
 from studio.chat_stream import GenSettings, RowStreamer, StopOnEvent
@@ -253,13 +253,13 @@ def answer_once(target: str, prompt: str, base: bool = False, max_new_tokens: in
         base: answer with the run's base model (adapter off) instead of the tuned one.
         max_new_tokens: longest answer, in tokens.
     """
-    path = Path(target)
+    path = checkpoints.split(target)[0]  # RUN@N: the run's result at checkpoint N
     if (path / "config.yaml").is_file():
         cfg = RunConfig.load(path / "config.yaml")
         engine = ChatEngine(cfg.model, system_prompt=cfg.data.system_prompt)
         pane = BASE
         if not base:
-            engine.add_adapter("tuned", path)
+            engine.add_adapter("tuned", target)
             pane = "tuned"
     else:
         engine, pane = ChatEngine(ModelSpec(id=target)), BASE

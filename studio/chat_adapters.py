@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 from peft import PeftConfig, PeftModel
 
-from studio import methods, models
+from studio import checkpoints, methods, models
 from studio.config import ConfigError, ModelSpec, RunConfig
 
 __all__ = ["BASE", "MIXED_BASE", "read_run", "same_base", "result_stamp", "Slot", "Call", "SharedBase"]
@@ -31,12 +31,15 @@ MIXED_BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
 
 
 def read_run(run_dir: str | Path) -> tuple[RunConfig, Any, Path]:
-    """A run folder's config, its Method and its adapter folder; ConfigError when it is not usable."""
-    run_dir = Path(run_dir)
+    """A run folder's config, its Method and its adapter folder; ConfigError when it is not usable.
+
+    ``RUN@N`` gives the result saved with the run's checkpoint at step N (studio.checkpoints).
+    """
+    run_dir, step = checkpoints.split(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}: not a run folder (it has no config.yaml)")
     cfg = RunConfig.load(run_dir / "config.yaml")
-    folder = run_dir / "adapter"
+    folder = run_dir / "adapter" if step is None else checkpoints.result_folder(run_dir, step)
     if not folder.is_dir() or not any(folder.iterdir()):
         raise ConfigError(f"{run_dir}: the run has no trained result yet (adapter/ is missing or empty)")
     models.refuse_pickle(folder)

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from studio import evaluate, models, runs
+from studio import checkpoints, evaluate, models, runs
 from studio.chat import ChatEngine, with_system
 from studio.chat_adapters import BASE, read_run, same_base
 from studio.chat_stream import GenSettings
@@ -41,9 +41,16 @@ class EngineHolder(Protocol):
 
 
 def chat_runs(root: str | Path) -> list[tuple[str, str]]:
-    """(name, folder) of the runs under ``root`` that have a trained result to chat with, newest first."""
-    return [(r.name, str(r.path)) for r in runs.list_runs(root)
-            if r.adapter_bytes and r.status in ("done", "stopped")]
+    """(name, folder) of the runs under ``root`` that have a trained result to chat with, newest first.
+
+    Each run is followed by its checkpoints that hold a result: ("run @ step N · loss ...", "RUN@N").
+    """
+    out = []
+    for r in runs.list_runs(root):
+        if r.adapter_bytes and r.status in ("done", "stopped"):
+            out.append((r.name, str(r.path)))
+        out += checkpoints.targets([r.path])
+    return out
 
 
 def engine_key(spec: ModelSpec) -> tuple:

@@ -193,6 +193,41 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    """``python -m studio lr-find PRESET``: the range test's curve and its suggestion (nothing is saved)."""
+    from studio import lr_finder
+
+    found = lr_finder.find_lr(load_run_config(args), steps=args.steps, start=args.start, end=args.end)
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=1))
+        return 0
+    for lr, loss, smooth in zip(found.lrs, found.losses, found.smoothed):
+        print(f"lr {lr:9.2e}  loss {loss:8.4f}  smoothed {smooth:8.4f}")
+    print(found.summary())
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``python -m studio sweep PRESET --grid KEY=V1,V2 ...``: queue every grid point, or train them in order."""
+    from studio import run_queue
+
+    cfg = load_run_config(args)
+    if args.output:
+        cfg.train.output_dir = args.output
+    points = run_queue.grid_configs(cfg, run_queue.parse_grid(args.grid))
+    if args.queue:
+        queue = run_queue.RunQueue(cfg.train.output_dir)
+        for point in points:
+            print(f"queued {queue.add(point)['id']} {point.train.run_name}")
+        return 0
+    from studio import headless
+
+    for i, point in enumerate(points, 1):
+        print(f"[{i}/{len(points)}] {point.train.run_name}", file=sys.stderr, flush=True)
+        print(headless.run_headless(point, quiet=args.quiet), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m studio", description="PEFT Studio, headless.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -207,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("chat", help="one answer from a run's tuned model (or its base with --base)")
-    p.add_argument("target", help="a run folder, a model folder, or 'embedded'")
+    p.add_argument("target", help="a run folder (RUN@N: its checkpoint at step N), a model folder, or 'embedded'")
     p.add_argument("--prompt", required=True)
     p.add_argument("--base", action="store_true", help="answer with the base model (adapter off)")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -224,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("export", help="export a run's adapter, or the model merged with it")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder; RUN@N: its checkpoint at step N")
     p.add_argument("--out", required=True)
     p.add_argument("--merge", action="store_true", help="merge into the base (LoRA family, IA3)")
     p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
@@ -237,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("push", help="push a run to the hub (adapter, merged or GGUF) with its model card")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder; RUN@N: its checkpoint at step N")
     p.add_argument("--repo", required=True, help="user/name on the hub (created when missing)")
     p.add_argument("--private", action="store_true")
     p.add_argument("--format", default="adapter", choices=("adapter", "merged", "gguf"))
@@ -247,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("eval", help="answer a prompt set with base and tuned, with loss, ROUGE, BLEU...")
-    p.add_argument("run_dir")
-    p.add_argument("--prompts", required=True, help="a .txt (one prompt per line) or .jsonl file")
+    p.add_argument("run_dir", help="a run folder; RUN@N: its checkpoint at step N")
+    p.add_argument("--prompts", required=True, help="a .txt (one prompt per line, 'prompt => reference' to score against it) or .jsonl file")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.set_defaults(func=cmd_eval)
 
@@ -263,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("judge", help="a judge model compares tuned answers with the base's (or another run's)")
     p.add_argument("run_dir")
-    p.add_argument("--prompts", required=True, help="a .txt (one prompt per line) or .jsonl file")
+    p.add_argument("--prompts", required=True, help="a .txt (one prompt per line, 'prompt => reference' to score against it) or .jsonl file")
     p.add_argument("--judge", default="base", help="'base' (the run's base, a weak judge), 'embedded' or a local model folder")
     p.add_argument("--other", metavar="RUN_DIR", help="compare against this run instead of the base")
     p.add_argument("--template", metavar="FILE", help="the judge's prompt with {question} {answer_a} {answer_b}")
@@ -284,6 +319,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", help="plan for this GPU from the catalog (default: the one here)")
     p.add_argument("--goal", default="style", choices=("style", "knowledge", "classification", "minimal_storage"))
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("lr-find", help="a short learning-rate range test; suggests train.learning_rate")
+    _add_config_args(p)
+    p.add_argument("--steps", type=int, default=40, help="optimizer steps, one batch each")
+    p.add_argument("--start", type=float, default=1e-6, help="first learning rate")
+    p.add_argument("--end", type=float, default=1e-1, help="last learning rate")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lr_find)
+
+    p = sub.add_parser("sweep", help="one run per point of a settings grid, trained in order (or queued)")
+    _add_config_args(p)
+    p.add_argument("--grid", action="append", required=True, metavar="SECTION.KEY=V1,V2",
+                   help="values to try for one setting (repeatable: every combination runs)")
+    p.add_argument("--queue", action="store_true", help="add the runs to the studio's queue instead of training")
+    p.add_argument("--output", help="runs folder (default: train.output_dir)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("runs", help="list run folders")
     p.add_argument("--root", default="runs")

@@ -357,6 +357,9 @@ class TrainSpec(_Section):
     eval_steps: int | None = _f(None, "evaluate every N steps (needs a validation split)", min=1)
     save_steps: int | None = _f(None, "checkpoint every N steps (for resume)", min=1)
     early_stopping_patience: int = _f(0, "stop after N evaluations without a better eval loss (0: off)", min=0)
+    report_to: str = _f("none", "also log to this tracker, inside the run folder (its package is an optional extra)",
+                        choices=("none", "tensorboard", "mlflow", "trackio", "wandb"))
+    sample_hardware: bool = _f(True, "sample GPU (or CPU and RAM) use at most once a second into hardware.jsonl")
     output_dir: str = _f("runs", "folder that holds the run folders")
     run_name: str | None = _f(None, "name of the run folder; none picks one from the method and the time")
     eval_after: list = _f(None, "after training, score base and tuned and save after_eval.json in the run folder: "

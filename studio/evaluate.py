@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 
-from studio import data, metrics
+from studio import checkpoints, data, metrics
 from studio.config import ConfigError, DataSpec, RunConfig
 
 __all__ = ["EvalItem", "EvalReport", "load_prompts", "prompts_from_column", "items_from_rows", "heldout_rows",
@@ -240,7 +240,8 @@ def evaluate_run(run_dir: str | Path, items: list[EvalItem] | None = None, promp
     """
     from studio.chat import ChatEngine
 
-    run_dir = Path(run_dir)
+    target = run_dir  # RUN@N: the result at checkpoint N, beside the same base and held-out split
+    run_dir = checkpoints.split(run_dir)[0]
     cfg = RunConfig.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
     if cfg is None:
         raise ConfigError(f"{run_dir}: not a run folder (it has no config.yaml)")
@@ -251,7 +252,7 @@ def evaluate_run(run_dir: str | Path, items: list[EvalItem] | None = None, promp
         raise ConfigError(f"{run_dir}: no prompts: give --prompts FILE (the run has no held-out split)")
     if engine is None:
         engine = ChatEngine(cfg.model, system_prompt=cfg.data.system_prompt)
-        engine.add_adapter(pane, run_dir)
+        engine.add_adapter(pane, target)
     pairs = [{"messages": it.messages() + [{"role": "assistant", "content": it.reference}]}
              for it in items if it.reference]
     loss_rows, loss_on = (held, "the held-out split") if held else (pairs, "the prompt/reference pairs")
@@ -260,13 +261,19 @@ def evaluate_run(run_dir: str | Path, items: list[EvalItem] | None = None, promp
     report.summary["loss_on"] = loss_on if loss_rows else None
     report.summary["prompts"] = len(items)
     if save:
-        report.save(run_dir / EVAL_FILE)
+        report.save(eval_path(target))
     return report
+
+
+def eval_path(target: str | Path) -> Path:
+    """Where a run's report goes: RUN/eval.jsonl, or RUN/eval@N.jsonl for the result at checkpoint N."""
+    run_dir, step = checkpoints.split(target)
+    return run_dir / (EVAL_FILE if step is None else f"{Path(EVAL_FILE).stem}@{step}{Path(EVAL_FILE).suffix}")
 
 
 def cli_eval(run_dir: str, prompts: str | None, max_new_tokens: int = 96) -> int:
     """``python -m studio eval RUN_DIR --prompts FILE``: print the side-by-side table; exit code."""
     report = evaluate_run(run_dir, prompts_file=prompts, max_new_tokens=max_new_tokens)
     print(report.table())
-    print(f"saved {Path(run_dir) / EVAL_FILE}")
+    print(f"saved {eval_path(run_dir)}")
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from studio import checkpoints
 from studio.config import ConfigError, RunConfig
 
 __all__ = ["export_run", "model_card", "DTYPES"]
@@ -39,8 +40,8 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False, dtype:
     """
     from studio.chat import read_run
 
-    run_dir, out = Path(run_dir), Path(out)
     cfg, method, folder = read_run(run_dir)
+    run_dir, out = checkpoints.split(run_dir)[0], Path(out)  # RUN@N: the tokenizer and card come from RUN
     if dtype not in ("auto", *DTYPES):
         raise ConfigError(f"--dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

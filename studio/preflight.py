@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-from studio import meta_model, methods, models, validation
+from studio import meta_model, methods, models, trackers, validation
 from studio import targets as tg
 from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
 from studio.hardware import resolve_precision
@@ -75,6 +75,7 @@ def _settings(cfg: RunConfig, machine: bool) -> list[str]:
     if t.loraplus_ratio and methods.get(cfg.method.name).family != "lora":
         out.append(f"train.loraplus_ratio: LoRA+ sets the learning rate of LoRA's B matrices; {cfg.method.name} has "
                    "none (set it to 0 or pick a LoRA-family method)")
+    out += trackers.problems(t.report_to)
     refusal = methods.get(cfg.method.name).checkpointing_refusal
     if refusal and t.gradient_checkpointing:
         out.append(f"train.gradient_checkpointing: {refusal}")

@@ -32,10 +32,11 @@ import torch
 from transformers import PrinterCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
-from studio import data, faults, forgetting, methods, models, preflight, process, runs, validation
+from studio import (checkpoints, data, faults, forgetting, methods, models, preflight, process, run_log, runs,
+                    trackers, validation)
 from studio.config import ConfigError, RunConfig
 from studio.faults import OutOfMemory, TrainingError
-from studio import run_log
+from studio.hw_sampler import HardwareSampler
 from studio.run_log import RunLog
 from studio.status import RunStatus
 from studio.train_parts import (
@@ -193,7 +194,11 @@ class TrainingJob:
                              world_size=process.world_size())
 
     def _run(self) -> None:
+        sampler = HardwareSampler(self.run_dir, self.log) if self.cfg.train.sample_hardware and \
+            process.is_main_process() else None
         try:
+            if sampler is not None:
+                sampler.start()
             self.log.set_state(RunStatus.LOADING, "loading the model and the data")
             trainer, checkpoint = self._setup()
             if self._stop.is_set():
@@ -212,6 +217,8 @@ class TrainingJob:
         except BaseException as err:  # noqa: BLE001 - the thread must end every failure as a state
             self._fail(err)
         finally:
+            if sampler is not None:
+                sampler.stop()
             self._trainer = None
             if self.state is RunStatus.FAILED:
                 self._release()
@@ -241,7 +248,9 @@ class TrainingJob:
         has_eval = bool(prepared.eval)
         args = build_args(cfg, self.run_dir / "checkpoints", lr=lr, total_steps=total, has_eval=has_eval)
         progress = Progress(self.log, self._stop, self._trainer_tokens)
-        callbacks = [progress, *methods.trainer_callbacks(method), *self._callbacks]
+        callbacks = [progress, checkpoints.CheckpointResults(cfg.method), *methods.trainer_callbacks(method),
+                     *trackers.callbacks(t.report_to, self.run_dir),
+                     *self._callbacks]
         if has_eval and t.early_stopping_patience:
             callbacks.append(EarlyStop(t.early_stopping_patience, self.log))
         trainer = StudioTrainer(model=model, args=args, train_dataset=prepared.train,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.ui import chat_tab, data_tab, gpus_panel, method_tab, model_tab, runs_tab, state, train_tab
+from studio.ui import (chat_tab, data_tab, gpus_panel, lr_panel, method_tab, model_tab, queue_panel, runs_tab,
+                       state, train_tab)
 from studio.ui.form import Form
 
 __all__ = ["build_app", "CSS"]
@@ -42,6 +43,8 @@ def build_app(default_model: str | None = None, runs_root: str | None = None) ->
                 data = data_tab.build_data_tab(form)
             with _tab("4 · Train", "tab-train"):
                 train = train_tab.build_train_tab(form, str(app_state.runs_root))
+                queue = queue_panel.build_queue_panel()
+                lr = lr_panel.build_lr_panel()
                 gpus = gpus_panel.build_gpus_panel(form)
             with _tab("5 · Chat", "tab-chat"):
                 chat = chat_tab.build_chat_tab()
@@ -51,6 +54,8 @@ def build_app(default_model: str | None = None, runs_root: str | None = None) ->
         method_tab.wire_method_tab(method, form, model.model_id, model.gpu, demo)
         data_tab.wire_data_tab(data, form, demo)
         train_tab.wire_train_tab(train, form, demo)
+        queue_panel.wire_queue_panel(queue, form)
+        lr_panel.wire_lr_panel(lr, form)
         gpus_panel.wire_gpus_panel(gpus, form, model.gpu)
         chat_tab.wire_chat_tab(chat, model.model_id)
         runs_tab.wire_runs_tab(runs, form, runs_item)

@@ -89,7 +89,7 @@ def evaluate_prompts(prompts: str | None, use_heldout: bool, run_dir: str | None
         return empty, "**Cannot evaluate:** " + "; ".join(err.problems)
     except Exception as err:  # noqa: BLE001 - the page shows one line, not a traceback
         return empty, f"**Evaluation failed:** {faults.one_line(err)}"
-    return _table(report), _summary(report, Path(run_dir) / evaluate.EVAL_FILE)
+    return _table(report), _summary(report, evaluate.eval_path(run_dir))
 
 
 def build_eval_panel() -> EvalPanel:

@@ -15,7 +15,8 @@ from studio.config import ConfigError, RunConfig
 from studio.ui import export_panel, plots, state
 from studio.ui.form import Form
 
-__all__ = ["RunsTab", "build_runs_tab", "runs_table", "run_names", "overlay", "run_yaml", "train_command",
+__all__ = ["RunsTab", "build_runs_tab", "runs_table", "run_names", "overlay", "compare_table", "run_yaml",
+           "train_command",
            "COLUMNS"]
 
 COLUMNS = ["run", "status", "method", "data", "settings", "final loss", "eval loss", "after tuning (tuned - base)",
@@ -34,6 +35,8 @@ class RunsTab:
     yaml: gr.Code
     command: gr.Code
     export: export_panel.ExportPanel
+    series: gr.Dropdown
+    diff: gr.Dataframe
 
 
 def _root(root: str | None) -> str:
@@ -75,13 +78,39 @@ def run_names(root: str | None = None) -> list[str]:
     return [r.name for r in runs.list_runs(_root(root))] if runs else []
 
 
-def overlay(names: list[str] | None, root: str | None = None) -> go.Figure:
-    """The loss curves of the chosen runs in one chart."""
+def overlay(names: list[str] | None, root: str | None = None, series: str = "loss") -> go.Figure:
+    """One series (plots.OVERLAY_SERIES) of the chosen runs in one chart; loss shows eval loss too."""
     runs = state.core("runs")
     if runs is None or not names:
         return plots.overlay_chart({})
     # a name is a folder in the runs folder, never a path elsewhere
-    return plots.overlay_chart({n: runs.loss_curve(Path(_root(root)) / Path(n).name) for n in names})
+    folders = {n: Path(_root(root)) / Path(n).name for n in names}
+    if series == "loss":
+        return plots.overlay_chart({n: runs.loss_curve(f) for n, f in folders.items()})
+    key = next((k for k, label in plots.SERIES.items() if label == series), None)
+    if key is not None:  # a metrics.jsonl column, by step
+        lines = {}
+        for n, f in folders.items():
+            have = [r for r in runs.read_metrics(f) if isinstance(r.get(key), (int, float))]
+            lines[n] = ([r["step"] for r in have], [r[key] for r in have])
+        return plots.series_overlay(lines, series, "step")
+    sampler = state.core("hw_sampler")
+    lines = {}
+    for n, f in folders.items():
+        for name, xy in plots.hardware_series(sampler.read_hardware(f) if sampler else []).items():
+            if name.endswith(series):
+                lines[f"{n} · {name}" if name != series else n] = xy
+    return plots.series_overlay(lines, series, "seconds")
+
+
+def compare_table(names: list[str] | None, root: str | None = None) -> dict:
+    """The chosen runs side by side: only the settings that differ, final losses, eval scores, time."""
+    compare = state.core("compare")
+    if compare is None or not names:
+        return {"headers": ["run"], "data": []}
+    headers, rows = compare.compare_runs([Path(_root(root)) / Path(n).name for n in names])
+    shown = [[round(v, 4) if isinstance(v, float) else ("–" if v is None else v) for v in row] for row in rows]
+    return {"headers": headers, "data": shown}
 
 
 def _config(name: str, root: str | None) -> RunConfig:
@@ -113,8 +142,14 @@ def build_runs_tab() -> RunsTab:
     table = gr.Dataframe(runs_table(), headers=COLUMNS, interactive=False, wrap=True, elem_id="runs-table")
     with gr.Row():
         with gr.Column():
-            compare = gr.Dropdown(run_names(), multiselect=True, label="compare runs", elem_id="runs-compare")
+            with gr.Row():
+                compare = gr.Dropdown(run_names(), multiselect=True, label="compare runs", elem_id="runs-compare",
+                                      scale=3)
+                series = gr.Dropdown(list(plots.OVERLAY_SERIES), value="loss", label="series", scale=1,
+                                     elem_id="runs-series")
             chart = gr.Plot(plots.overlay_chart({}), show_label=False, elem_id="runs-chart")
+            table_diff = gr.Dataframe(compare_table([]), interactive=False, label="compared (only what differs; "
+                                      "click a header to sort)", elem_id="runs-diff")
         with gr.Column():
             run = gr.Dropdown(run_names(), label="run", elem_id="runs-pick")
             load = gr.Button("Load its settings into the tabs", elem_id="runs-load")
@@ -122,7 +157,7 @@ def build_runs_tab() -> RunsTab:
             yaml = gr.Code(label="as YAML", language="yaml", elem_id="runs-yaml")
             command = gr.Code(label="as a command", language="shell", elem_id="runs-command")
             export = export_panel.build_export_panel()
-    return RunsTab(refresh, table, compare, chart, run, load, message, yaml, command, export)
+    return RunsTab(refresh, table, compare, chart, run, load, message, yaml, command, export, series, table_diff)
 
 
 def wire_runs_tab(tab: RunsTab, form: Form, tab_item: gr.Tab) -> None:
@@ -143,7 +178,10 @@ def wire_runs_tab(tab: RunsTab, form: Form, tab_item: gr.Tab) -> None:
     kw = dict(api_visibility="private", concurrency_limit=None)
     for trigger in (tab.refresh.click, tab_item.select):
         trigger(_refresh, None, [tab.table, tab.compare, tab.run], **kw)
-    tab.compare.change(overlay, tab.compare, tab.chart, show_progress="hidden", **kw)
+    for picker in (tab.compare, tab.series):
+        picker.change(lambda names, series: overlay(names, None, series), [tab.compare, tab.series], tab.chart,
+                      show_progress="hidden", **kw)
+    tab.compare.change(compare_table, tab.compare, tab.diff, show_progress="hidden", **kw)
     tab.run.change(lambda n: (run_yaml(n), train_command(n)), tab.run, [tab.yaml, tab.command], **kw)
     tab.load.click(_load, tab.run, [tab.message] + form.components, **kw)
     export_panel.wire_export_panel(tab.export, tab.run)

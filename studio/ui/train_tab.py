@@ -34,7 +34,7 @@ _SLOWEST_TICK = 5.0
 RETRY_LABEL = "Retry smaller: half the micro-batch, twice the accumulation"
 SCHEDULE_FIELDS = ("epochs", "max_steps", "learning_rate", "scheduler", "warmup_ratio", "weight_decay",
                    "max_grad_norm", "eval_steps", "save_steps", "logging_steps", "early_stopping_patience", "seed",
-                   "loraplus_ratio", "neftune_alpha")
+                   "loraplus_ratio", "neftune_alpha", "report_to", "sample_hardware")
 _LOG_LINES = 14
 _CHART_POINTS = 1000
 
@@ -95,7 +95,10 @@ def start_training(cfg: RunConfig) -> str:
     try:
         job = training.TrainingJob(paths.check_config(cfg)).start()
     except ConfigError as err:  # bad values, or what the preflight found: one line per problem
-        return cannot_start(err.problems)
+        going = current()
+        hint = ["a run is training: **Queue it** (below) starts this one when it ends"] if going and going.running \
+            else []
+        return cannot_start(err.problems + hint)
     state.get().job = job
     return f"Started **{job.name}** in `{job.run_dir}`."
 
@@ -250,6 +253,7 @@ class _Feed:
     def __init__(self, job):
         self.job, self.seen = job, 0
         self.rows: list[dict] = []
+        self.hardware: list[dict] = []
         self.lines: deque[str] = deque(maxlen=_LOG_LINES)
         self.figure: go.Figure | None = None
         self.lock = threading.Lock()
@@ -261,12 +265,15 @@ class _Feed:
             if new:
                 self.seen = new[-1]["index"] + 1
                 rows = [e for e in new if e.get("type") in ("log", "eval")]
+                hardware = [e for e in new if e.get("type") == "hardware"]
                 self.lines.extend(line for line in map(_log_line, new) if line)
-                if rows:
+                if rows or hardware:
                     self.rows += rows
+                    self.hardware += hardware
                     self.figure = None
             if self.figure is None:
-                self.figure = plots.loss_chart(_thin(self.rows), title=f"Loss · {self.job.name}")
+                self.figure = plots.train_dashboard(_thin(self.rows), _thin(self.hardware),
+                                                    title=f"Loss · {self.job.name}")
             return self.figure, "\n".join(self.lines)
 
 
@@ -284,7 +291,7 @@ def _feed(job) -> _Feed:
 
 @lru_cache(maxsize=1)
 def _empty_chart() -> go.Figure:
-    return plots.loss_chart([])
+    return plots.train_dashboard([])
 
 
 def _thin(rows: list[dict]) -> list[dict]:
@@ -387,7 +394,7 @@ def build_train_tab(form: Form, runs_root: str) -> TrainTab:
             message = gr.Markdown(elem_id="train-message")
             progress = gr.HTML(training_view().progress, elem_id="train-progress")
             stats = gr.Markdown(elem_id="train-stats")
-            plot = gr.Plot(plots.loss_chart([]), show_label=False, elem_id="loss-plot")
+            plot = gr.Plot(plots.train_dashboard([]), show_label=False, elem_id="loss-plot")
             result = gr.Markdown(elem_id="train-result")
             retry = gr.Button(RETRY_LABEL, visible=False,
                               variant="primary", elem_id="retry-btn")
