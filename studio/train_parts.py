@@ -18,12 +18,16 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from studio import process, runs
 from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
 
-__all__ = ["OPTIMIZERS", "build_args", "cpu_has_bf16", "memory_now", "resolve_precision", "Progress", "EarlyStop",
+__all__ = ["OPTIMIZERS", "REWARD_METRICS", "build_args", "cpu_has_bf16", "memory_now", "resolve_precision", "Progress", "EarlyStop",
            "StudioTrainer", "TokenCountingCollator", "total_steps"]
 
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
               "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd"}
 """TrainSpec.optimizer -> TrainingArguments.optim."""
+
+REWARD_METRICS = {"rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy"}
+"""What TRL's preference trainers log (chosen reward minus rejected, share of pairs ranked right) -> the
+names in metrics.jsonl, the events and the chart."""
 
 
 @lru_cache(maxsize=1)
@@ -52,15 +56,19 @@ def resolve_precision(name: str) -> str:
     return name
 
 
-def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int, has_eval: bool) -> TrainingArguments:
-    """TrainingArguments from the TrainSpec. Final saving is the studio's own (methods.save_result)."""
+def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int, has_eval: bool,
+               args_class: type = TrainingArguments, **extra) -> TrainingArguments:
+    """TrainingArguments from the TrainSpec. Final saving is the studio's own (methods.save_result).
+
+    ``args_class`` is a TrainingArguments subclass (a TRL trainer's config) and ``extra`` its own fields.
+    """
     t = cfg.train
     precision = resolve_precision(t.precision)
     eval_steps = t.eval_steps or max(1, total_steps // 5)
     # Periodic checkpoints make resume (and recovery from a crash) possible; two are kept so a
     # save cut short leaves the one before intact.
     save_steps = t.save_steps or max(10, math.ceil(total_steps / 4))
-    return TrainingArguments(
+    return args_class(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.micro_batch_size,
         per_device_eval_batch_size=t.micro_batch_size,
@@ -90,6 +98,7 @@ def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         log_level="warning",
+        **extra,
     )
 
 
@@ -231,6 +240,8 @@ class Progress(TrainerCallback):
         row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
         if "eval_loss" in logs:
             row["eval_loss"] = logs["eval_loss"]
+            row.update({f"eval_{ours}": logs[f"eval_{theirs}"] for theirs, ours in REWARD_METRICS.items()
+                        if f"eval_{theirs}" in logs})
             self.log.update(eval_loss=logs["eval_loss"])
             self.log.event("eval", **row)
         if "loss" in logs:
@@ -242,10 +253,12 @@ class Progress(TrainerCallback):
             tokens = int(tokens)
             row.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
                        tokens_per_second=round(rate, 2), tokens=tokens, **mem, time=round(time.time(), 3))
+            rewards = {ours: logs[theirs] for theirs, ours in REWARD_METRICS.items() if theirs in logs}
+            row.update(rewards)
             snap = self.log.snapshot()
             self.log.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"),
                             tokens_per_second=round(rate, 2), memory_bytes=mem["memory_bytes"],
-                            peak_memory_bytes=self.peak)
+                            peak_memory_bytes=self.peak, **rewards)
             self.log.event("log", total=state.max_steps, eta_seconds=snap.get("eta_seconds"), **row)
         if len(row) > 2 and state.is_world_process_zero:
             runs.append_metrics(self.log.run_dir, row)
