@@ -19,7 +19,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from studio import activations as saved_for_backward
-from studio import methods
+from studio import methods, objectives
 from studio.config import RunConfig
 from studio.models import ArchSpec
 
@@ -114,6 +114,7 @@ class _Run:
     strategy: str
     offload: bool
     grad_accum: int
+    reference_weights: bool = False  # a reference objective on a method without a switchable adapter
 
 
 def _dtype_bytes(name: str, device: str, auto: str) -> int:
@@ -159,8 +160,12 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _R
         c_name = "bf16" if cd == "auto" else cd
     c_bytes = min(_DTYPE_BYTES[c_name], w_bytes) if quant is None else _DTYPE_BYTES[c_name]
     dist = cfg.train.distributed
+    # the objective's terms: paired objectives run chosen and rejected (two sequences per row); a reference
+    # without a switchable adapter is a second copy of the weights (its forward runs without gradients)
+    terms = objectives.get(cfg.train.objective.name).memory_terms(full_copy=method.fmt != "peft")
     return _Run(
-        batch=cfg.train.micro_batch_size, virtual=virtual,
+        batch=cfg.train.micro_batch_size * terms["sequences_per_row"], virtual=virtual,
+        reference_weights=terms["reference_weights"],
         grad_from=_grad_from(method, values, adapted, embed_trains, base_trains, virtual, at_input),
         seq=seq + (virtual if at_input else 0), kv_seq=seq + virtual,
         w_bytes=w_bytes, c_bytes=c_bytes, autocast=_DTYPE_BYTES[c_name] < w_bytes and quant is None,
@@ -270,6 +275,8 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
     """
     r = _resolve(arch, cfg, world_size, device)
     weights, consts, upcast = _weights(arch, r)
+    if r.reference_weights:  # the frozen reference copy (full fine-tuning and other weight methods)
+        weights, consts = 2 * weights, 2 * consts
     trainable = _trainable_bytes(r)
     grads = r.trainable * _param_bytes(r)
     optim = _optimizer(r)

@@ -35,6 +35,7 @@ class Objective:
         trainer: ``() -> (TrainerClass, ConfigClass)`` from TRL; None for sft (the studio's own Trainer).
         trainer_args: knob values -> keyword arguments of the TRL config class.
         checks: knob values -> problems with how they combine.
+        min_micro_batch: the fewest rows per forward pass it works with (preflight refuses fewer).
     """
 
     name: str
@@ -47,6 +48,7 @@ class Objective:
     trainer: Callable[[], tuple[type, type]] | None = None
     trainer_args: Callable[[dict], dict] = lambda values: {}
     checks: Callable[[dict], list[str]] | None = None
+    min_micro_batch: int = 1
 
     @property
     def preference(self) -> bool:

@@ -85,7 +85,7 @@ KTO = register(Objective(
                 step=0.05),
         Setting("undesirable_weight", float, 1.0, "weight of the bad answers' loss", min=0.01, max=10.0, step=0.05),
     ),
-    data="unpaired", sequences_per_row=1, reference=True, trainer=_kto_trainer,
+    data="unpaired", sequences_per_row=1, reference=True, trainer=_kto_trainer, min_micro_batch=2,
     trainer_args=lambda v: {"beta": v["beta"], "desirable_weight": v["desirable_weight"],
                             "undesirable_weight": v["undesirable_weight"]},
 ))

@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-from studio import meta_model, methods, models, validation
+from studio import meta_model, methods, models, objectives, start_from, validation
 from studio import targets as tg
 from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
 
@@ -76,7 +76,11 @@ def _settings(cfg: RunConfig, machine: bool) -> list[str]:
     refusal = methods.get(cfg.method.name).checkpointing_refusal
     if refusal and t.gradient_checkpointing:
         out.append(f"train.gradient_checkpointing: {refusal}")
-    return out
+    objective = objectives.get(t.objective.name)
+    if t.micro_batch_size < objective.min_micro_batch:
+        out.append(f"train.micro_batch_size: {objective.name} needs at least {objective.min_micro_batch} rows per "
+                   "forward pass (its KL estimate compares rows within a batch)")
+    return out + start_from.check(cfg)
 
 
 def _device() -> str:

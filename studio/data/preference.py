@@ -255,6 +255,19 @@ def _checked(rows: list[dict], tokenizer, max_len: int, label: str, stats: PairS
     return kept
 
 
+def _unpair(rows: list[dict]) -> list[dict]:
+    """Paired rows as unpaired ones, each pair's good and bad answer side by side.
+
+    KTO reads its rows in order (its KL estimate pairs neighbours), so interleaving keeps good and bad
+    answers in every batch rather than all good ones first.
+    """
+    out = []
+    for row in rows:
+        out.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
+        out.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
+    return out
+
+
 def build(cfg: RunConfig, tokenizer, *, paired: bool, max_bytes: int = MAX_BYTES) -> Pairs:
     """Load, check, count and split the run's preference rows.
 
@@ -269,6 +282,8 @@ def build(cfg: RunConfig, tokenizer, *, paired: bool, max_bytes: int = MAX_BYTES
     if paired and fmt != "preference":
         raise DataError(f"{spec.path}: train.objective {cfg.train.objective.name} needs paired rows (prompt, chosen, "
                         "rejected); this data has unpaired rows (prompt, completion, label): use train.objective: kto")
+    if not paired and fmt == "preference":
+        rows = _unpair(rows)
     stats = PairStats(format=fmt, skipped=skips.count, skipped_examples=list(skips.examples), lengths=[],
                       max_seq_len=max_len)
     train_rows, eval_rows = split_rows(rows, spec.val_fraction, cfg.train.seed)
