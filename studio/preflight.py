@@ -80,6 +80,9 @@ def _settings(cfg: RunConfig, machine: bool) -> list[str]:
     if t.micro_batch_size < objective.min_micro_batch:
         out.append(f"train.micro_batch_size: {objective.name} needs at least {objective.min_micro_batch} rows per "
                    "forward pass (its KL estimate compares rows within a batch)")
+    reference_refusal = methods.get(cfg.method.name).reference_refusal
+    if objective.reference and reference_refusal:
+        out.append(f"train.objective: {objective.name} compares against a reference model; {reference_refusal}")
     return out + start_from.check(cfg)
 
 
