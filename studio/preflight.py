@@ -22,6 +22,7 @@ import torch
 from studio import meta_model, methods, models, objectives, start_from, validation
 from studio import targets as tg
 from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
+from studio.data.preference import PREFERENCE_FORMATS
 
 __all__ = ["problems", "check", "bitsandbytes_problem", "causal_lm_problem", "context_length"]
 
@@ -80,6 +81,9 @@ def _settings(cfg: RunConfig, machine: bool) -> list[str]:
     if t.micro_batch_size < objective.min_micro_batch:
         out.append(f"train.micro_batch_size: {objective.name} needs at least {objective.min_micro_batch} rows per "
                    "forward pass (its KL estimate compares rows within a batch)")
+    if not objective.preference and cfg.data.format in PREFERENCE_FORMATS:
+        out.append(f"data.format: {cfg.data.format} rows train with a preference objective "
+                   "(train.objective: dpo, orpo, simpo or kto)")
     reference_refusal = methods.get(cfg.method.name).reference_refusal
     if objective.reference and reference_refusal:
         out.append(f"train.objective: {objective.name} compares against a reference model; {reference_refusal}")

@@ -169,3 +169,29 @@ def test_headless_prints_one_warning_and_a_stopped_dpo_run_resumes_on_its_curve(
     got = {r["step"]: r["loss"] for r in runs.read_metrics(part.run_dir) if "loss" in r}
     assert sorted(got) == sorted(want) == list(range(1, 7))
     assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
+def test_ui_shows_pairs_side_by_side_and_the_form_keeps_the_chosen_objective(tiny_dirs, tmp_path):
+    import gradio as gr
+
+    from studio.ui import data_tab
+    from studio.ui.form import Form
+    from studio.ui.objective_panel import build_objective_panel
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _pairs(3)))
+    cfg = pref_cfg(tiny_dirs, path, tmp_path)
+    summary, body, _ = data_tab.preview_view(cfg, 2)
+    assert "preference" in summary and body.count("class='pair'") == 2
+    assert "<mark class='chosen'>yes yes yes!</mark>" in body and "<mark class='rejected'>no 0 no.</mark>" in body
+    with gr.Blocks():
+        form = Form()
+        build_objective_panel(form)
+    values = form.from_config(validation.with_overrides(cfg, ["train.objective.beta=0.3"]))
+    assert values[0] == "dpo" and values[form.index("objknob:dpo:beta")] == 0.3
+    values = [c.value for c in form.components]
+    values[0] = "kto"
+    values[form.index("objknob:kto:desirable_weight")] = 1.5
+    values[form.index("objknob:dpo:beta")] = 0.7  # another objective's knob stays out of the config
+    assert form.to_config(*values).train.objective.to_dict() == {"name": "kto", "beta": 0.1,
+                                                                 "desirable_weight": 1.5, "undesirable_weight": 1.0}
