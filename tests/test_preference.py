@@ -195,3 +195,13 @@ def test_ui_shows_pairs_side_by_side_and_the_form_keeps_the_chosen_objective(tin
     values[form.index("objknob:dpo:beta")] = 0.7  # another objective's knob stays out of the config
     assert form.to_config(*values).train.objective.to_dict() == {"name": "kto", "beta": 0.1,
                                                                  "desirable_weight": 1.5, "undesirable_weight": 1.0}
+
+
+def test_objective_and_start_point_round_trip_through_yaml_and_set():
+    cfg = validation.with_overrides(RunConfig(), ["train.objective=simpo", "train.objective.gamma=1",
+                                                  "model.adapter_from=runs/sft-1"])
+    again = validation.from_yaml(cfg.to_yaml())
+    assert again.train.objective.to_dict() == {"name": "simpo", "gamma": 1.0}
+    assert again.model.adapter_from == "runs/sft-1" and again.to_yaml() == cfg.to_yaml()
+    with pytest.raises(ConfigError, match="train.objective.beta: unknown setting for orpo|train.objective.gamma"):
+        validation.with_overrides(cfg, ["train.objective.name=orpo"])
