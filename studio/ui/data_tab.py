@@ -164,21 +164,31 @@ def preview_view(cfg: RunConfig, n: int = 3) -> tuple[str, str, go.Figure]:
     data = state.core("data")
     if data is None:
         return state.missing("Data preview"), "", plots.empty("Tokens per example")
+    tokenizer = None
     try:
         tokenizer = models.load_tokenizer(paths.check_config(cfg).model)
         view = data.preview(cfg, tokenizer, n=int(n))
     except ConfigError as err:
-        try:  # preference rows (prompt / chosen / rejected): shown as pairs
-            summary, body = pair_summary(cfg, tokenizer, int(n))
-            return summary, body, plots.empty("Tokens per example")
-        except ConfigError:
-            return "**Cannot read the data:** " + "; ".join(err.problems), "", plots.empty("Tokens per example")
+        pairs = _pairs_or_none(cfg, tokenizer, int(n))
+        if pairs:  # preference rows (prompt / chosen / rejected): shown as pairs
+            return (*pairs, plots.empty("Tokens per example"))
+        return "**Cannot read the data:** " + "; ".join(err.problems), "", plots.empty("Tokens per example")
     lines = [f"**Format:** {view.format} · **rows:** {view.rows} · **skipped:** {view.skipped} · "
              f"**longer than max_seq_len ({view.max_seq_len}):** {view.over_max}"]
     lines += [f"- {reason}" for reason in view.skipped_examples]
     body = _PREVIEW_CSS + "<p>Highlighted: the tokens the model learns to produce.</p>"
     body += "".join(render_example(e) for e in view.examples)
     return "\n".join(lines), body, plots.length_histogram(view.lengths, view.max_seq_len)
+
+
+def _pairs_or_none(cfg: RunConfig, tokenizer, n: int) -> tuple[str, str] | None:
+    """The pair view when the data holds preference rows (and the tokenizer loaded), else None."""
+    if tokenizer is None:
+        return None
+    try:
+        return pair_summary(cfg, tokenizer, n)
+    except ConfigError:
+        return None
 
 
 def _mapping_widgets(form: Form) -> list:
