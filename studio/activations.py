@@ -47,7 +47,7 @@ class Run:
     strategy: str
     offload: bool
     grad_accum: int
-
+    reference_weights: bool = False  # a reference objective on a method without a switchable adapter
 
 
 def _saves_input(r: Run, name: str, layer_trains: bool) -> bool:

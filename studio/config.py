@@ -31,6 +31,7 @@ __all__ = [
     "setting",
     "ModelSpec",
     "MethodSpec",
+    "ObjectiveSpec",
     "DataSpec",
     "DistributedSpec",
     "TrainSpec",
@@ -253,6 +254,8 @@ class ModelSpec(_Section):
     attn_implementation: str = _f("sdpa", "attention kernel: eager keeps heads x seq^2 scores in memory, sdpa does not",
                                   choices=("eager", "sdpa", "flash_attention_2"))
     trust_remote_code: bool = _f(False, "run code shipped with the model; only for sources you trust")
+    adapter_from: str | None = _f(None, "a finished run folder (or its adapter/ folder) whose result this run "
+                                  "trains further, e.g. DPO on top of an SFT run; the method is that run's")
 
 
 @dataclass
@@ -297,7 +300,8 @@ class DataSpec(_Section):
     path: str = _f("presets/data/identity.jsonl",
                    "a .json/.jsonl/.csv/.parquet file, a folder of them, or a hub dataset name")
     format: str = _f("auto", "row format; auto detects it from the columns",
-                     choices=("auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text"))
+                     choices=("auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text", "preference",
+                              "unpaired"))
     columns: dict = _f(None, "map the format's column names to yours, e.g. {instruction: question}", factory=dict)
     hub_config: str | None = _f(None, "hub dataset configuration name")
     split: str = _f("train", "hub dataset split")
@@ -308,6 +312,53 @@ class DataSpec(_Section):
     packing: bool = _f(True, "pack several examples per row (no attention across them): no padding, faster")
     system_prompt: str | None = _f(None, "system message added to rows that have none")
     max_rows: int | None = _f(None, "use only the first N rows", min=1)
+
+
+class ObjectiveSpec(_Section):
+    """The training objective and its knobs: a plain record. The objective registry (studio.objectives) declares
+    each objective's knobs, defaults and ranges; ``studio.validation`` checks a spec against it.
+
+    YAML takes ``objective: dpo`` or ``objective: {name: dpo, beta: 0.1}``; ``--set train.objective=dpo`` and
+    ``--set train.objective.beta=0.2`` both work.
+    """
+
+    def __init__(self, name: str = "sft", knobs: dict | None = None):
+        self.name = name
+        self.knobs = dict(knobs or {})
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ObjectiveSpec) and (self.name, self.knobs) == (other.name, other.knobs)
+
+    def __repr__(self) -> str:
+        return f"ObjectiveSpec({self.name!r}, {self.knobs!r})"
+
+    def problems(self, prefix: str = "train.objective") -> list[str]:
+        """Problems this record can see alone (the knobs need the registry: ``studio.validation``)."""
+        return [] if isinstance(self.name, str) and self.name else [f"{prefix}.name: expected an objective name"]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **self.knobs}
+
+    @classmethod
+    def from_dict(cls, data, prefix: str = "train.objective") -> "ObjectiveSpec":
+        if data is None:
+            return cls()
+        if isinstance(data, str):
+            return cls(data.strip())
+        if not isinstance(data, dict):
+            raise ConfigError(f"{prefix}: expected an objective name or a mapping, got {data!r}")
+        data = dict(data)
+        name = data.pop("name", "sft")
+        if not isinstance(name, str):
+            raise ConfigError(f"{prefix}.name: expected an objective name, got {name!r}")
+        return cls(name, data)
+
+    def set(self, key: str, text: str, prefix: str = "train.objective") -> None:
+        """Set the name (``key`` '' or 'name') or a knob from its text form; validation types the knob."""
+        if key in ("", "name"):
+            self.name = text.strip()
+            return
+        self.knobs[key] = parse_value(text)
 
 
 @dataclass
@@ -366,6 +417,9 @@ class TrainSpec(_Section):
                           "general (shipped general prompts: what tuning cost), studio_mc, studio_gen (benchmarks)",
                           choices=("general", "studio_mc", "studio_gen"), factory=list)
     distributed: DistributedSpec = _f(None, "multi-GPU settings", factory=DistributedSpec)
+    objective: ObjectiveSpec = _f(None, "what the run learns: sft (imitate answers) or a preference objective "
+                                  "(dpo, orpo, kto, simpo: prefer chosen over rejected answers)",
+                                  factory=ObjectiveSpec)
 
     def trains_nothing(self) -> bool:
         """No steps to take: epochs is 0 and max_steps is not set (``NOTHING_TO_TRAIN`` says so)."""

@@ -96,13 +96,18 @@ def _progress_line(event: dict) -> str | None:
     kind = event["type"]
     if kind == "log":
         parts = [f"step {event['step']}/{event.get('total') or '?'}", f"loss {event['loss']:.4f}"]
+        if event.get("reward_margin") is not None:  # preference objectives
+            parts.append(f"margin {event['reward_margin']:.3f}")
+        if event.get("reward_accuracy") is not None:
+            parts.append(f"acc {event['reward_accuracy']:.2f}")
         if event.get("tokens_per_second"):
             parts.append(f"{event['tokens_per_second']:.0f} tok/s")
         if event.get("eta_seconds") is not None:
             parts.append(f"eta {int(event['eta_seconds'])}s")
         return "  ".join(parts)
     if kind == "eval":
-        return f"step {event['step']}  eval_loss {event['eval_loss']:.4f}"
+        extra = "".join(f"  {k} {event[k]:.3f}" for k in ("eval_reward_margin", "eval_reward_accuracy") if k in event)
+        return f"step {event['step']}  eval_loss {event['eval_loss']:.4f}{extra}"
     if kind == "state":
         status = RunStatus(event["state"])  # queued says nothing yet; run_headless raises a failure instead
         return f"[{status}] {event['message']}".rstrip() if status.working or status.has_result else None

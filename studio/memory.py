@@ -19,7 +19,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 
 from studio import activations as saved_for_backward
-from studio import known_models, losses, methods
+from studio import known_models, losses, methods, objectives
 from studio import targets as tg
 from studio import trace as tracer
 from studio.activations import Run
@@ -130,8 +130,12 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> Ru
         c_name = "bf16" if cd == "auto" else cd
     c_bytes = min(_DTYPE_BYTES[c_name], w_bytes) if quant is None else _DTYPE_BYTES[c_name]
     dist = cfg.train.distributed
+    # the objective's terms: paired objectives run chosen and rejected (two sequences per row); a reference
+    # without a switchable adapter is a second copy of the weights (its forward runs without gradients)
+    terms = objectives.get(cfg.train.objective.name).memory_terms(full_copy=method.fmt != "peft")
     return Run(
-        batch=cfg.train.micro_batch_size, virtual=virtual,
+        batch=cfg.train.micro_batch_size * terms["sequences_per_row"], virtual=virtual,
+        reference_weights=terms["reference_weights"],
         grad_from=_grad_from(method, values, adapted, embed_trains, base_trains, virtual, at_input),
         seq=seq + (virtual if at_input else 0), kv_seq=seq + virtual,
         w_bytes=w_bytes, c_bytes=c_bytes, autocast=_DTYPE_BYTES[c_name] < w_bytes and quant is None,
@@ -252,6 +256,8 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
                  "logits_backward": logit_bwd}
     total = t.params if t is not None else parameters(arch)
     weights, consts, upcast = _weights(arch, r, total)
+    if r.reference_weights:  # the frozen reference copy (full fine-tuning and other weight methods)
+        weights, consts = 2 * weights, 2 * consts
     trainable = _trainable_bytes(r)
     grads = r.trainable * _param_bytes(r)
     optim = _optimizer(r)

@@ -84,6 +84,7 @@ class Method:
         trial_refusal: ``(model_config, peft_config, why) -> line`` explaining a failed trial forward in the
             method's own words; None gives the general line.
         checkpointing_refusal: why the method cannot train with gradient checkpointing ('' when it can).
+        reference_refusal: why the method cannot train an objective with a reference model ('' when it can).
     """
 
     name: str
@@ -111,6 +112,7 @@ class Method:
     trial_forward: bool = False
     trial_refusal: Callable[[Any, Any, str], str] | None = None
     checkpointing_refusal: str = ""
+    reference_refusal: str = ""
 
     def knob(self, name: str, prefix: str = "method") -> Knob:
         for k in self.knobs:

@@ -19,9 +19,10 @@ import warnings
 
 import torch
 
-from studio import meta_model, methods, models, trackers, validation
+from studio import meta_model, methods, models, objectives, start_from, trackers, validation
 from studio import targets as tg
 from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
+from studio.data.preference import PREFERENCE_FORMATS
 from studio.hardware import resolve_precision
 
 __all__ = ["problems", "check", "bitsandbytes_problem", "causal_lm_problem", "context_length"]
@@ -79,7 +80,17 @@ def _settings(cfg: RunConfig, machine: bool) -> list[str]:
     refusal = methods.get(cfg.method.name).checkpointing_refusal
     if refusal and t.gradient_checkpointing:
         out.append(f"train.gradient_checkpointing: {refusal}")
-    return out
+    objective = objectives.get(t.objective.name)
+    if t.micro_batch_size < objective.min_micro_batch:
+        out.append(f"train.micro_batch_size: {objective.name} needs at least {objective.min_micro_batch} rows per "
+                   "forward pass (its KL estimate compares rows within a batch)")
+    if not objective.preference and cfg.data.format in PREFERENCE_FORMATS:
+        out.append(f"data.format: {cfg.data.format} rows train with a preference objective "
+                   "(train.objective: dpo, orpo, simpo or kto)")
+    reference_refusal = methods.get(cfg.method.name).reference_refusal
+    if objective.reference and reference_refusal:
+        out.append(f"train.objective: {objective.name} compares against a reference model; {reference_refusal}")
+    return out + start_from.check(cfg)
 
 
 def _device() -> str:

@@ -18,13 +18,17 @@ from studio import losses, process, runs
 from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
 from studio.hardware import resolve_precision
 
-__all__ = ["OPTIMIZERS", "StudioArguments", "build_args", "memory_now", "Progress", "EarlyStop",
+__all__ = ["OPTIMIZERS", "REWARD_METRICS", "StudioArguments", "build_args", "memory_now", "Progress", "EarlyStop",
            "StudioTrainer", "TokenCountingCollator", "total_steps", "train_batches"]
 
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit",
               "paged_adamw_8bit": "paged_adamw_8bit", "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd",
               "adafactor": "adafactor", "lion": "lion_32bit", "lion_8bit": "lion_8bit"}
 """TrainSpec.optimizer -> TrainingArguments.optim."""
+
+REWARD_METRICS = {"rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy"}
+"""What TRL's preference trainers log (chosen reward minus rejected, share of pairs ranked right) -> the
+names in metrics.jsonl, the events and the chart."""
 
 
 @dataclass
@@ -34,16 +38,22 @@ class StudioArguments(TrainingArguments):
     loss_chunk_tokens: int = field(default=0, metadata={"help": "loss tokens per chunk of the loss; 0: whole"})
 
 
-def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int, has_eval: bool) -> StudioArguments:
-    """TrainingArguments from the TrainSpec. Final saving is the studio's own (methods.save_result)."""
+def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int, has_eval: bool,
+               args_class: type = StudioArguments, **extra) -> TrainingArguments:
+    """TrainingArguments from the TrainSpec. Final saving is the studio's own (methods.save_result).
+
+    ``args_class`` is a TrainingArguments subclass (StudioArguments, or a TRL trainer's config) and ``extra``
+    its own fields.
+    """
     t = cfg.train
     precision = resolve_precision(t.precision)
     eval_steps = t.eval_steps or max(1, total_steps // 5)
     # Periodic checkpoints make resume (and recovery from a crash) possible; two are kept so a
     # save cut short leaves the one before intact.
     save_steps = t.save_steps or max(10, math.ceil(total_steps / 4))
-    return StudioArguments(
-        loss_chunk_tokens=t.loss_chunk_tokens,
+    if issubclass(args_class, StudioArguments):  # the studio's own trainer reads its levers from here
+        extra = {"loss_chunk_tokens": t.loss_chunk_tokens, **extra}
+    return args_class(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.micro_batch_size,
         per_device_eval_batch_size=t.micro_batch_size,
@@ -74,6 +84,7 @@ def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         log_level="warning",
+        **extra,
     )
 
 
@@ -248,6 +259,8 @@ class Progress(TrainerCallback):
         row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
         if "eval_loss" in logs:
             row["eval_loss"] = logs["eval_loss"]
+            row.update({f"eval_{ours}": logs[f"eval_{theirs}"] for theirs, ours in REWARD_METRICS.items()
+                        if f"eval_{theirs}" in logs})
             self.log.update(eval_loss=logs["eval_loss"])
             self.log.event("eval", **row)
         if "loss" in logs:
@@ -259,10 +272,12 @@ class Progress(TrainerCallback):
             tokens = int(tokens)
             row.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
                        tokens_per_second=round(rate, 2), tokens=tokens, **mem, time=round(time.time(), 3))
+            rewards = {ours: logs[theirs] for theirs, ours in REWARD_METRICS.items() if theirs in logs}
+            row.update(rewards)
             snap = self.log.snapshot()
             self.log.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"),
                             tokens_per_second=round(rate, 2), memory_bytes=mem["memory_bytes"],
-                            peak_memory_bytes=self.peak)
+                            peak_memory_bytes=self.peak, **rewards)
             self.log.event("log", total=state.max_steps, eta_seconds=snap.get("eta_seconds"), **row)
         if len(row) > 2 and state.is_world_process_zero:
             runs.append_metrics(self.log.run_dir, row)

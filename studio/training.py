@@ -32,8 +32,8 @@ import torch
 from transformers import PrinterCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
-from studio import (checkpoints, data, faults, forgetting, methods, models, preflight, process, run_log, runs,
-                    trackers, validation)
+from studio import (checkpoints, data, faults, forgetting, methods, models, objectives, preference_train, preflight,
+                    process, run_log, runs, start_from, trackers, validation)
 from studio.config import ConfigError, RunConfig
 from studio.faults import OutOfMemory, TrainingError
 from studio.hw_sampler import HardwareSampler
@@ -228,7 +228,9 @@ class TrainingJob:
         method = methods.get(cfg.method.name)
         model_spec = methods.model_spec_for(cfg.model, cfg.method)  # QLoRA asks for a 4-bit base here
         tokenizer = models.load_tokenizer(model_spec)
-        prepared = data.build(cfg, tokenizer)
+        objective = objectives.get(t.objective.name)
+        prepared = preference_train.build_data(cfg, tokenizer, objective) if objective.preference else \
+            data.build(cfg, tokenizer)
         total = total_steps(cfg, len(prepared.train))
         self.log.update(total=total)
         self.log.write_state(total_steps=total)
@@ -240,8 +242,10 @@ class TrainingJob:
         # the adapter's random init follows train.seed, not whatever ran before in this process; under
         # torchrun / accelerate every rank then starts from the same weights as a 1-process run would
         set_seed(t.seed)
-        model = method.apply(model, cfg.method, ctx)
-        if prepared.stats.packing:
+        reference = preference_train.reference_copy(model) if preference_train.needs_reference_copy(
+            objective, method) else None
+        model = start_from.apply(model, cfg, ctx)  # the method, from model.adapter_from's weights when set
+        if not objective.preference and prepared.stats.packing:
             prepared = _unpack_if_needed(cfg, tokenizer, model, prepared)
         self.model, self.tokenizer = model, tokenizer
         lr = t.learning_rate if t.learning_rate is not None else method.learning_rate
@@ -253,10 +257,15 @@ class TrainingJob:
                      *self._callbacks]
         if has_eval and t.early_stopping_patience:
             callbacks.append(EarlyStop(t.early_stopping_patience, self.log))
-        trainer = StudioTrainer(model=model, args=args, train_dataset=prepared.train,
-                                eval_dataset=prepared.eval or None,
-                                data_collator=TokenCountingCollator(data.Collator(tokenizer.pad_token_id)),
-                                processing_class=tokenizer, callbacks=callbacks)
+        if objective.preference:  # the objective's TRL trainer, around the same model, callbacks and folder
+            trainer = preference_train.build_trainer(cfg, objective, model, tokenizer, prepared, lr=lr,
+                                                     output_dir=self.run_dir / "checkpoints", total_steps=total,
+                                                     callbacks=callbacks, reference=reference)
+        else:
+            trainer = StudioTrainer(model=model, args=args, train_dataset=prepared.train,
+                                    eval_dataset=prepared.eval or None,
+                                    data_collator=TokenCountingCollator(data.Collator(tokenizer.pad_token_id)),
+                                    processing_class=tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # progress goes out as events, not printed dicts
         trainer.loraplus_ratio = t.loraplus_ratio
         self._trainer = trainer
@@ -303,8 +312,10 @@ class TrainingJob:
         gathered = _save_gathered(trainer, adapter.with_name("adapter.gathered"))  # every rank, when sharded
         if not trainer.is_world_process_zero():
             return
+        preference_train.drop_reference(trainer.model)
+        spec = methods.method_of(trainer.model) or self.cfg.method  # model.adapter_from: the saved knobs
         if gathered is None:
-            runs.replace_folder(adapter, lambda tmp: methods.save_result(trainer.model, self.cfg.method, tmp))
+            runs.replace_folder(adapter, lambda tmp: methods.save_result(trainer.model, spec, tmp))
         else:
             runs.replace_folder(adapter, lambda tmp: methods.finish_result(gathered.rename(tmp), self.cfg.method))
         runs.replace_folder(self.run_dir / "tokenizer", lambda tmp: self.tokenizer.save_pretrained(tmp))

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio import methods
+from studio import methods, objectives
 from studio.config import ConfigError, RunConfig
 
 __all__ = ["problems", "validate", "from_dict", "from_yaml", "load", "with_overrides"]
 
 
 def problems(cfg: RunConfig) -> list[str]:
-    """Every problem with ``cfg``'s values, its fields' ranges and its method's knobs (empty when valid)."""
-    return cfg.problems() + methods.check_spec(cfg.method, "method")
+    """Every problem with ``cfg``'s values, its fields' ranges, its method's and its objective's knobs."""
+    return (cfg.problems() + methods.check_spec(cfg.method, "method")
+            + objectives.check_spec(cfg.train.objective, "train.objective"))
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -54,6 +55,10 @@ def with_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
     for key in _method_keys(assignments):
         if method is not None and key in changed.method.knobs and key in method.defaults():
             changed.method.knobs[key] = method.knob(key).coerce(changed.method.knobs[key])
+    objective = _known_objective(changed.train.objective.name)
+    for key, value in changed.train.objective.knobs.items():  # typed by the knob (1 -> 1.0)
+        if objective is not None and key in objective.defaults():
+            changed.train.objective.knobs[key] = objective.knob(key).coerce(value)
     found += [p for p in problems(changed) if p not in found]
     if found:
         raise ConfigError(found)
@@ -63,6 +68,13 @@ def with_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
 def _known_method(name: str):
     try:
         return methods.get(name)
+    except ConfigError:
+        return None  # reported by problems()
+
+
+def _known_objective(name: str):
+    try:
+        return objectives.get(name)
     except ConfigError:
         return None  # reported by problems()
 

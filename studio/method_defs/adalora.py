@@ -79,4 +79,7 @@ ADALORA = register(Method(
     name="adalora", title="AdaLoRA", summary="LoRA whose rank budget moves to the layers that need it during training",
     knobs=KNOBS, apply=_apply, trainable=_trainable, family="lora", rank_knob="init_r", learning_rate=5e-4,
     step_hook=_on_step, checks=checks, mixed_ok=False, **MERGEABLE, **PEFT_STORAGE,
+    # TRL keeps the reference as a second, frozen adapter beside the trained one; AdaLoRA allows only one
+    reference_refusal="AdaLoRA holds one adapter only, and the reference is a second one; use lora, or an "
+                      "objective without a reference (orpo, simpo)",
 ))

@@ -12,10 +12,12 @@ import plotly.graph_objects as go
 
 from studio import models
 from studio.config import ConfigError, DataSpec, RunConfig
+from studio.data import preference
 from studio.data.formats import FORMATS, detect
 from studio.data.sources import read_records
 from studio.ui import paths, plots, state
 from studio.ui.form import Form, field_widget
+from studio.ui.pair_view import pair_summary
 
 __all__ = ["DataTab", "build_data_tab", "preset_files", "use_upload", "preview_view", "render_example",
            "inspect_source", "use_hub", "source_groups", "MAP_FIELDS"]
@@ -90,7 +92,8 @@ def _found_columns(records: list) -> list[str]:
 
 def _mapping_updates(shown: str | None, columns: list[str], current: tuple) -> list:
     """One update per MAP_FIELDS dropdown: the format's fields show, choices are the file's columns."""
-    fields = FORMATS[shown].required + FORMATS[shown].optional if shown else ()
+    fmt = FORMATS.get(shown or "")  # preference formats map their columns in YAML (data.columns)
+    fields = fmt.required + fmt.optional if fmt else ()
     choices = [_NOT_MAPPED] + [(c, c) for c in columns]
     return [gr.update(visible=name in fields, choices=choices, value=value if value in columns else "")
             for name, value in zip(MAP_FIELDS, current)]
@@ -115,15 +118,17 @@ def inspect_source(path: str | None, fmt: str = "auto", hub_config: str | None =
     except ConfigError as err:
         return ("**Cannot read the data:** " + "; ".join(err.problems), *_mapping_updates(None, [], current))
     columns = _found_columns(records)
+    paired = preference.detect(records, mapping)
     try:
-        detected = detect(records, mapping, path).name
+        detected = paired.name if paired else detect(records, mapping, path).name
     except ConfigError:
         detected = None
     shown = detected if fmt in (None, "", "auto") else fmt
-    line = (f"**Detected format:** {detected} ({FORMATS[detected].about})" if detected else
+    about = (paired or FORMATS.get(detected or "")).about if detected else ""
+    line = (f"**Detected format:** {detected} ({about})" if detected else
             "**Detected format:** none fits these columns: pick a format above, then map its fields below")
     text = f"{line}  \n**Columns:** {', '.join(columns) or 'none'}"
-    if shown:
+    if shown in FORMATS:
         text += f"  \nMap **{shown}**'s fields to your columns (left as *{_NOT_MAPPED[0]}*: the same name)."
     return (text, *_mapping_updates(shown, columns, current))
 
@@ -159,10 +164,14 @@ def preview_view(cfg: RunConfig, n: int = 3) -> tuple[str, str, go.Figure]:
     data = state.core("data")
     if data is None:
         return state.missing("Data preview"), "", plots.empty("Tokens per example")
+    tokenizer = None
     try:
         tokenizer = models.load_tokenizer(paths.check_config(cfg).model)
         view = data.preview(cfg, tokenizer, n=int(n))
     except ConfigError as err:
+        pairs = _pairs_or_none(cfg, tokenizer, int(n))
+        if pairs:  # preference rows (prompt / chosen / rejected): shown as pairs
+            return (*pairs, plots.empty("Tokens per example"))
         return "**Cannot read the data:** " + "; ".join(err.problems), "", plots.empty("Tokens per example")
     lines = [f"**Format:** {view.format} · **rows:** {view.rows} · **skipped:** {view.skipped} · "
              f"**longer than max_seq_len ({view.max_seq_len}):** {view.over_max}"]
@@ -170,6 +179,16 @@ def preview_view(cfg: RunConfig, n: int = 3) -> tuple[str, str, go.Figure]:
     body = _PREVIEW_CSS + "<p>Highlighted: the tokens the model learns to produce.</p>"
     body += "".join(render_example(e) for e in view.examples)
     return "\n".join(lines), body, plots.length_histogram(view.lengths, view.max_seq_len)
+
+
+def _pairs_or_none(cfg: RunConfig, tokenizer, n: int) -> tuple[str, str] | None:
+    """The pair view when the data holds preference rows (and the tokenizer loaded), else None."""
+    if tokenizer is None:
+        return None
+    try:
+        return pair_summary(cfg, tokenizer, n)
+    except ConfigError:
+        return None
 
 
 def _mapping_widgets(form: Form) -> list:

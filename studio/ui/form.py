@@ -14,11 +14,11 @@ from typing import Any
 
 import gradio as gr
 
-from studio import methods, validation
+from studio import methods, objectives, validation
 from studio.config import ConfigError, RunConfig, Setting, TrainSpec, setting
 from studio.ui import paths
 
-__all__ = ["Form", "setting_widget", "field_widget", "layer_widgets", "OPTIONAL_ZERO", "LAYERS"]
+__all__ = ["Form", "setting_widget", "field_widget", "layer_widgets", "OPTIONAL_ZERO", "LAYERS", "OBJECTIVE_KNOB"]
 
 # A slider is only useful when its whole range is a few thousand steps; wider ranges get a number field.
 _MAX_SLIDER_STEPS = 2000
@@ -26,6 +26,8 @@ OPTIONAL_ZERO = "0: not set"
 # Form key suffix of a layer knob's second widget: knob:lora:targets holds the groups, knob:lora:targets:layers
 # the layer names; the two merge into one method.targets list.
 LAYERS = "layers"
+# Form key prefix of an objective's knob: objknob:dpo:beta (only the chosen objective's go into the config)
+OBJECTIVE_KNOB = "objknob"
 
 
 def _base_type(hint: Any) -> type:
@@ -121,7 +123,14 @@ class Form:
             raise ConfigError(f"the form has {len(self.keys)} settings, got {len(values)} values")
         data: dict = {"model": {}, "method": {}, "data": {}, "train": {}}
         method = values[self.index("method.name")] if "method.name" in self.keys else "lora"
+        objective = values[self.index("train.objective.name")] if "train.objective.name" in self.keys else "sft"
         for key, value in zip(self.keys, values):
+            if key.startswith(f"{OBJECTIVE_KNOB}:"):
+                _, owner, name = key.split(":", 2)
+                if owner == objective:
+                    knob = objectives.get(owner).knob(name)
+                    data["train"].setdefault("objective", {})[name] = _clean_knob(knob, value)
+                continue
             if key.startswith("knob:"):
                 _, owner, name = key.split(":", 2)
                 name, _, part = name.partition(":")
@@ -146,6 +155,11 @@ class Form:
         for key in self.keys:
             if key.startswith("knob:"):
                 out.append(self._knob_value(key, cfg))
+                continue
+            if key.startswith(f"{OBJECTIVE_KNOB}:"):
+                _, owner, name = key.split(":", 2)
+                spec = cfg.train.objective
+                out.append(objectives.get(owner).values(spec)[name] if owner == spec.name else gr.update())
                 continue
             node: Any = flat
             for part in key.split("."):

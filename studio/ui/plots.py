@@ -48,7 +48,8 @@ def memory_bar(parts: dict[str, float], capacity_bytes: float | None = None, tit
 
 
 def loss_chart(rows: list[dict], title: str = "Loss") -> go.Figure:
-    """Training loss and eval loss against step, learning rate on a second y axis."""
+    """Training loss and eval loss against step (plus reward margin and accuracy for preference objectives),
+    learning rate on a second y axis."""
     train = [r for r in rows if r.get("loss") is not None]
     evals = [r for r in rows if r.get("eval_loss") is not None]
     lr = [r for r in rows if r.get("learning_rate") is not None]
@@ -58,6 +59,12 @@ def loss_chart(rows: list[dict], title: str = "Loss") -> go.Figure:
     if evals:
         fig.add_trace(go.Scatter(x=[r["step"] for r in evals], y=[r["eval_loss"] for r in evals], name="eval loss",
                                  mode="lines+markers", marker=dict(size=7, symbol="diamond")))
+    # preference objectives: chosen-minus-rejected reward and the share of pairs ranked right, on the loss axis
+    for key, name in (("reward_margin", "reward margin"), ("reward_accuracy", "reward accuracy")):
+        points = [r for r in rows if r.get(key) is not None]
+        if points:
+            fig.add_trace(go.Scatter(x=[r["step"] for r in points], y=[r[key] for r in points], name=name,
+                                     mode="lines", line=dict(width=2, dash="dash" if "accuracy" in key else None)))
     if lr:
         fig.add_trace(go.Scatter(x=[r["step"] for r in lr], y=[r["learning_rate"] for r in lr], name="learning rate",
                                  yaxis="y2", mode="lines", line=dict(dash="dot", width=1)))

@@ -24,6 +24,7 @@ from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.status import RunStatus
 from studio.ui import paths, plots, state
 from studio.ui.form import Form, field_widget
+from studio.ui.objective_panel import build_objective_panel
 
 __all__ = ["TrainTab", "TrainView", "build_train_tab", "cannot_start", "start_training", "stop_training",
            "resume_training", "resumable_runs", "current", "training_view", "status", "start_from_yaml",
@@ -377,6 +378,7 @@ def build_train_tab(form: Form, runs_root: str) -> TrainTab:
     with gr.Row():
         with gr.Column(scale=2):
             form.add("train.run_name", field_widget(TrainSpec, "run_name", elem_id="run-name"))
+            build_objective_panel(form)
             form.add("train.output_dir", gr.Textbox(runs_root, label="runs folder", interactive=False,
                                                     info="where run folders are written (set when the studio starts)"))
             for pair in zip(SCHEDULE_FIELDS[::2], SCHEDULE_FIELDS[1::2]):
