@@ -180,6 +180,8 @@ def _with(cfg: RunConfig, updates: dict) -> RunConfig:
             new.method.knobs[name] = value
         elif section == "method":
             new.method.name = value
+        elif section == "train" and name.startswith("objective."):
+            new.train.objective.knobs[name.split(".", 1)[1]] = value
         elif section == "train" and name.startswith("distributed."):
             setattr(new.train.distributed, name.split(".", 1)[1], value)
         else:
@@ -189,9 +191,12 @@ def _with(cfg: RunConfig, updates: dict) -> RunConfig:
 
 def _candidates(cfg: RunConfig) -> list[tuple[str, dict]]:
     """Single changes that lower memory, in the order a person would try them."""
-    from studio import methods
+    from studio import methods, objectives
 
     t, out = cfg.train, []
+    objective = objectives.get(t.objective.name)
+    if objective.memory_levers is not None:  # its own knobs first: GRPO's answers per prompt and their length
+        out += objective.memory_levers(objective.values(t.objective))
     if not t.gradient_checkpointing:
         out.append(("turn on gradient checkpointing (~30% slower)", {"train.gradient_checkpointing": True}))
     if t.micro_batch_size > 1:

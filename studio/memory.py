@@ -64,6 +64,7 @@ class Breakdown:
     step_transient: int = 0
     framework: int = 0
     cuda_context: int = 0
+    generation_kv: int = 0  # GRPO: KV cache and sampling logits while answers are written (its own phase)
     allocated_peak_bytes: int = 0
     peak_bytes: int = 0
     peak_phase: str = ""
@@ -115,6 +116,7 @@ class _Run:
     offload: bool
     grad_accum: int
     reference_weights: bool = False  # a reference objective on a method without a switchable adapter
+    gen_batch: int = 0  # answers generated at once by an online objective (GRPO), 0 for none
 
 
 def _dtype_bytes(name: str, device: str, auto: str) -> int:
@@ -162,8 +164,12 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> _R
     dist = cfg.train.distributed
     # the objective's terms: paired objectives run chosen and rejected (two sequences per row); a reference
     # without a switchable adapter is a second copy of the weights (its forward runs without gradients)
-    terms = objectives.get(cfg.train.objective.name).memory_terms(full_copy=method.fmt != "peft")
+    terms = objectives.get(cfg.train.objective.name).memory_terms(method.fmt != "peft", cfg.train.objective)
+    # an online objective (GRPO) trains on prompt + its own answer, and first writes micro x accum answers at once
+    answer = terms.get("answer_tokens", 0)
+    seq += answer
     return _Run(
+        gen_batch=cfg.train.micro_batch_size * cfg.train.grad_accum if answer else 0,
         batch=cfg.train.micro_batch_size * terms["sequences_per_row"], virtual=virtual,
         reference_weights=terms["reference_weights"],
         grad_from=_grad_from(method, values, adapted, embed_trains, base_trains, virtual, at_input),
@@ -283,6 +289,7 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
     transient = _step_transient(arch, r)
     saved, working = saved_for_backward.activations(arch, r)
     logit_fwd, logit_bwd = saved_for_backward.logits(arch, r)
+    gen_kv = _generation(arch, r)
     weights, consts, grads, optim, transient, extra_grads = _shard(r, weights, consts, grads, optim, transient)
     static = weights + consts + upcast + trainable + optim
     grads_held = grads if r.grad_accum > 1 else 0  # accumulated gradients live through later forwards
@@ -292,6 +299,8 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
         "backward_end": static + grads + extra_grads + working,
         "optimizer_step": static + grads + extra_grads + transient,
     }
+    if gen_kv:
+        phases["generation"] = static + gen_kv
     # during backward activations shrink while gradients grow (both linear in the layer index), so the
     # two ends bound the middle
     phase = max(phases, key=phases.get)
@@ -301,11 +310,21 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
     return Breakdown(
         weights=int(weights), quant_constants=int(consts), upcast_fp32=int(upcast), trainable=int(trainable),
         gradients=int(grads + extra_grads), optimizer=int(optim), activations=int(saved), logits=int(logit_bwd),
-        step_transient=int(transient), framework=framework, cuda_context=context,
+        step_transient=int(transient), framework=framework, cuda_context=context, generation_kv=int(gen_kv),
         allocated_peak_bytes=allocated, peak_bytes=allocated + framework + context, peak_phase=phase,
         phases={k: int(v) for k, v in phases.items()}, trainable_params=r.trainable,
         total_params=arch.num_parameters, notes=_notes(r),
     )
+
+
+def _generation(arch: ArchSpec, r: _Run) -> int:
+    """KV cache of an online objective's answers: keys and values of every layer for every token of
+    ``gen_batch`` sequences (prompt + answer), as HF generate's DynamicCache holds them, plus one step's
+    fp32 logits over the vocabulary for sampling (Kaplan et al. 2020 style per-token KV: 2 x layers x kv dim)."""
+    if not r.gen_batch:
+        return 0
+    kv = 2 * arch.num_layers * arch.num_kv_heads * arch.head_dim * r.c_bytes * r.gen_batch * r.kv_seq
+    return int(kv + r.gen_batch * arch.vocab_size * 4 * 2)
 
 
 def _shard(r: _Run, weights, consts, grads, optim, transient):
