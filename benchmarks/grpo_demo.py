@@ -12,45 +12,26 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from studio import models, rewards, validation  # noqa: E402
-from studio.data import prompts  # noqa: E402
-from studio.reward_eval import greedy_answers, mean_rewards  # noqa: E402
-from studio.training import TrainingJob  # noqa: E402
+from studio import validation  # noqa: E402
+from studio.reward_eval import before_after  # noqa: E402
 
 PRESET = ROOT / "presets" / "grpo-arithmetic.yaml"
 HELDOUT = ROOT / "presets" / "data" / "arithmetic-heldout.jsonl"
 
 
 def run(steps: int | None = None, output: str | None = None) -> dict:
-    """Train the preset and return {'base': means, 'tuned': means, 'answers': [(prompt, base, tuned)], ...}."""
+    """Train the preset and return reward_eval.before_after's comparison on the held-out prompts."""
     cfg = validation.load(PRESET)
     cfg.data.path = str(ROOT / cfg.data.path)
     cfg.train.output_dir = output or tempfile.mkdtemp(prefix="grpo-demo-")
     if steps:
         cfg.train.max_steps = steps
-    items = cfg.train.rewards
-    rows, _ = prompts.load(cfg.data, rewards.columns_read(items), path=str(HELDOUT))
-    tokens = int(cfg.train.objective.knobs.get("max_completion_length", 8))
-    base, tok = models.load(cfg.model)
-    before = greedy_answers(base, tok, rows, tokens)
-    del base
-    job = TrainingJob(cfg)
-    t0 = time.perf_counter()
-    job.start()
-    job.wait()
-    seconds = time.perf_counter() - t0
-    if job.state.value != "done":
-        raise SystemExit(f"training ended {job.state.value}: {job.snapshot()['message']}")
-    after = greedy_answers(job.model, job.tokenizer, rows, tokens)
-    return {"base": mean_rewards(rows, before, items, tok), "tuned": mean_rewards(rows, after, items, tok),
-            "answers": [(r["prompt"][-1]["content"], b, a) for r, b, a in zip(rows, before, after)],
-            "seconds": seconds, "steps": cfg.train.max_steps, "run_dir": str(job.run_dir)}
+    return before_after(cfg, str(HELDOUT))
 
 
 def main() -> None:

@@ -10,12 +10,16 @@ anyone can ask of a finished GRPO run: the same rewards, on prompts it never tra
 
 from __future__ import annotations
 
+import time
+
 import torch
 
-from studio import rewards
-from studio.data import chat_template
+from studio import models, rewards
+from studio.config import RunConfig
+from studio.data import chat_template, prompts
+from studio.training import TrainingJob
 
-__all__ = ["greedy_answers", "scores", "mean_rewards"]
+__all__ = ["greedy_answers", "scores", "mean_rewards", "before_after"]
 
 
 def greedy_answers(model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int = 16) -> list[str]:
@@ -53,3 +57,32 @@ def mean_rewards(rows: list[dict], answers: list[str], items: list[dict], tokeni
     """The mean of every reward and of the weighted total over ``rows``."""
     table = scores(rows, answers, items, tokenizer)
     return {k: sum(s[k] for s in table) / max(1, len(table)) for k in (table[0] if table else {})}
+
+
+def before_after(cfg: RunConfig, heldout: str) -> dict:
+    """Train ``cfg`` (a GRPO run) and score the base and the tuned model's greedy answers on ``heldout``.
+
+    Returns:
+        {'base': means, 'tuned': means, 'answers': [(question, base answer, tuned answer)], 'seconds': training
+        time, 'steps', 'run_dir'}; means as ``mean_rewards`` gives them.
+
+    Raises:
+        RuntimeError: the run did not finish (its one-line message).
+    """
+    items = cfg.train.rewards
+    rows, _ = prompts.load(cfg.data, rewards.columns_read(items), path=heldout)
+    tokens = int(cfg.train.objective.knobs.get("max_completion_length", 64))
+    base, tok = models.load(cfg.model)
+    before = greedy_answers(base, tok, rows, tokens)
+    del base
+    job = TrainingJob(cfg)
+    t0 = time.perf_counter()
+    job.start()
+    job.wait()
+    seconds = time.perf_counter() - t0
+    if job.state.value != "done":
+        raise RuntimeError(f"training ended {job.state.value}: {job.snapshot()['message']}")
+    after = greedy_answers(job.model, job.tokenizer, rows, tokens)
+    return {"base": mean_rewards(rows, before, items, tok), "tuned": mean_rewards(rows, after, items, tok),
+            "answers": [(r["prompt"][-1]["content"], b, a) for r, b, a in zip(rows, before, after)],
+            "seconds": seconds, "steps": cfg.train.max_steps, "run_dir": str(job.run_dir)}
