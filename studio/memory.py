@@ -313,7 +313,9 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
         step_transient=int(transient), framework=framework, cuda_context=context, generation_kv=int(gen_kv),
         allocated_peak_bytes=allocated, peak_bytes=allocated + framework + context, peak_phase=phase,
         phases={k: int(v) for k, v in phases.items()}, trainable_params=r.trainable,
-        total_params=arch.num_parameters, notes=_notes(r),
+        total_params=arch.num_parameters, notes=_notes(r) + ([
+            f"writing {r.gen_batch} answers at once: {gen_kv / GiB:.2f} GiB of KV cache and sampling logits "
+            f"(phase 'generation', {phases['generation'] / GiB:.2f} GiB with the static parts)"] if gen_kv else []),
     )
 
 
