@@ -45,6 +45,7 @@ def main() -> None:
     print(f"{'mean reward':<14}{'base':>8}{'GRPO':>8}")
     for key in out["base"]:
         print(f"{key:<14}{out['base'][key]:>8.3f}{out['tuned'][key]:>8.3f}")
+    print(f"{'sampled total, training steps 1-5 / last 5':<44}{out['sampled_first']:>8.3f}{out['sampled_last']:>8.3f}")
     print("\nprompt | base answer | GRPO answer")
     for prompt, b, a in out["answers"][:6]:
         print(f"{prompt} | {b!r} | {a!r}")

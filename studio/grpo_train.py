@@ -89,12 +89,15 @@ _STUDIO_GRPO: dict[type, type] = {}
 def _counting(trainer_cls: type) -> type:
     """``trainer_cls`` counting real tokens (prompt and answer) for the chart's tokens/s."""
     if trainer_cls not in _STUDIO_GRPO:
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            self.studio_tokens += sum(int(inputs[k].sum()) for k in ("prompt_mask", "completion_mask") if k in inputs)
-            return trainer_cls.training_step(self, model, inputs, num_items_in_batch)
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # training_step still holds the raw prompt rows; the answers exist (and are masked) from here on
+            if model.training:
+                self.studio_tokens += sum(int(inputs[k].sum()) for k in ("prompt_mask", "completion_mask")
+                                          if k in inputs)
+            return trainer_cls.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
         _STUDIO_GRPO[trainer_cls] = type(f"Studio{trainer_cls.__name__}", (trainer_cls,),
-                                         {"studio_tokens": 0, "training_step": training_step})
+                                         {"studio_tokens": 0, "compute_loss": compute_loss})
     return _STUDIO_GRPO[trainer_cls]
 
 

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from studio import models, rewards
+from studio import models, rewards, runs
 from studio.config import RunConfig
 from studio.data import chat_template, prompts
 from studio.training import TrainingJob
@@ -64,7 +64,8 @@ def before_after(cfg: RunConfig, heldout: str) -> dict:
 
     Returns:
         {'base': means, 'tuned': means, 'answers': [(question, base answer, tuned answer)], 'seconds': training
-        time, 'steps', 'run_dir'}; means as ``mean_rewards`` gives them.
+        time, 'steps', 'run_dir', 'sampled_first' / 'sampled_last': the mean total reward of the sampled training
+        answers over the first and the last 5 steps}; means as ``mean_rewards`` gives them.
 
     Raises:
         RuntimeError: the run did not finish (its one-line message).
@@ -83,6 +84,8 @@ def before_after(cfg: RunConfig, heldout: str) -> dict:
     if job.state.value != "done":
         raise RuntimeError(f"training ended {job.state.value}: {job.snapshot()['message']}")
     after = greedy_answers(job.model, job.tokenizer, rows, tokens)
+    curve = [r["reward"] for r in runs.read_metrics(job.run_dir) if r.get("reward") is not None]
     return {"base": mean_rewards(rows, before, items, tok), "tuned": mean_rewards(rows, after, items, tok),
+            "sampled_first": sum(curve[:5]) / max(1, len(curve[:5])), "sampled_last": sum(curve[-5:]) / max(1, len(curve[-5:])),
             "answers": [(r["prompt"][-1]["content"], b, a) for r, b, a in zip(rows, before, after)],
             "seconds": seconds, "steps": cfg.train.max_steps, "run_dir": str(job.run_dir)}

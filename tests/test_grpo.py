@@ -46,6 +46,8 @@ def test_grpo_trains_logs_each_reward_and_the_result_loads_back(tiny_dirs, promp
         assert 0 <= row["reward_match"] <= 1 and -1 <= row["reward_length"] <= 0 and row["reward_excludes"] == 1
         total = row["reward_match"] + 0.5 * row["reward_length"] + 0.2 * row["reward_excludes"]
         assert row["reward"] == pytest.approx(total, abs=1e-5)
+        assert row["tokens_per_second"] > 0  # prompt and answer tokens of each step
+    assert rows[-1]["tokens"] > rows[0]["tokens"] > 0
     samples = [json.loads(line) for line in (job.run_dir / grpo_train.SAMPLES_FILE).read_text().splitlines()]
     assert [s["step"] for s in samples] == [1, 2, 3, 4]
     last = samples[-1]["rows"]

