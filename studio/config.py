@@ -301,7 +301,7 @@ class DataSpec(_Section):
                    "a .json/.jsonl/.csv/.parquet file, a folder of them, or a hub dataset name")
     format: str = _f("auto", "row format; auto detects it from the columns",
                      choices=("auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text", "preference",
-                              "unpaired"))
+                              "unpaired", "prompts"))
     columns: dict = _f(None, "map the format's column names to yours, e.g. {instruction: question}", factory=dict)
     hub_config: str | None = _f(None, "hub dataset configuration name")
     split: str = _f("train", "hub dataset split")
@@ -420,6 +420,8 @@ class TrainSpec(_Section):
     objective: ObjectiveSpec = _f(None, "what the run learns: sft (imitate answers) or a preference objective "
                                   "(dpo, orpo, kto, simpo: prefer chosen over rejected answers)",
                                   factory=ObjectiveSpec)
+    rewards: list = _f(None, "GRPO's rewards: a list of {kind: match|format|length|contains|excludes|model, "
+                       "weight, ...its settings} (studio/rewards.py)", factory=list)
 
     def trains_nothing(self) -> bool:
         """No steps to take: epochs is 0 and max_steps is not set (``NOTHING_TO_TRAIN`` says so)."""

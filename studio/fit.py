@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from studio import memory, methods
+from studio import memory, methods, objectives
 from studio.config import RunConfig
 from studio.hardware import GB, Device
 from studio.models import ArchSpec
@@ -87,6 +87,8 @@ def _with(cfg: RunConfig, updates: dict) -> RunConfig:
             new.method.knobs[name] = value
         elif section == "method":
             new.method.name = value
+        elif section == "train" and name.startswith("objective."):
+            new.train.objective.knobs[name.split(".", 1)[1]] = value
         elif section == "train" and name.startswith("distributed."):
             setattr(new.train.distributed, name.split(".", 1)[1], value)
         else:
@@ -97,6 +99,9 @@ def _with(cfg: RunConfig, updates: dict) -> RunConfig:
 def _candidates(cfg: RunConfig, arch: ArchSpec) -> list[tuple[str, dict]]:
     """Single changes that lower memory, in the order a person would try them."""
     t, out = cfg.train, []
+    objective = objectives.get(t.objective.name)
+    if objective.memory_levers is not None:  # its own knobs first: GRPO's answers per prompt and their length
+        out += objective.memory_levers(objective.values(t.objective))
     if not t.gradient_checkpointing:
         out.append(("turn on gradient checkpointing (~30% slower)", {"train.gradient_checkpointing": True}))
     if t.micro_batch_size > 1:

@@ -70,6 +70,7 @@ class Breakdown:
     step_transient: int = 0
     framework: int = 0
     cuda_context: int = 0
+    generation_kv: int = 0  # GRPO: KV cache and sampling logits while answers are written (its own phase)
     allocated_peak_bytes: int = 0
     peak_bytes: int = 0
     peak_phase: str = ""
@@ -132,8 +133,12 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> Ru
     dist = cfg.train.distributed
     # the objective's terms: paired objectives run chosen and rejected (two sequences per row); a reference
     # without a switchable adapter is a second copy of the weights (its forward runs without gradients)
-    terms = objectives.get(cfg.train.objective.name).memory_terms(full_copy=method.fmt != "peft")
+    terms = objectives.get(cfg.train.objective.name).memory_terms(method.fmt != "peft", cfg.train.objective)
+    # an online objective (GRPO) trains on prompt + its own answer, and first writes micro x accum answers at once
+    answer = terms.get("answer_tokens", 0)
+    seq += answer
     return Run(
+        gen_batch=cfg.train.micro_batch_size * cfg.train.grad_accum if answer else 0,
         batch=cfg.train.micro_batch_size * terms["sequences_per_row"], virtual=virtual,
         reference_weights=terms["reference_weights"],
         grad_from=_grad_from(method, values, adapted, embed_trains, base_trains, virtual, at_input),
@@ -265,6 +270,7 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
     if cfg.train.loss_chunk_tokens and not (r.embed_trains or r.virtual or r.kv_seq != r.seq):  # studio.losses
         terms["logits_forward"], terms["logits_backward"] = losses.chunked_loss_bytes(
             arch.vocab_size, arch.hidden_size, r.batch * r.seq, cfg.train.loss_chunk_tokens, r.c_bytes)
+    gen_kv = _generation(arch, r)
     weights, consts, grads, optim, transient, extra_grads = _shard(r, weights, consts, grads, optim, transient)
     static = weights + consts + upcast + trainable + optim
     grads_held = grads if r.grad_accum > 1 else 0  # accumulated gradients live through later forwards
@@ -275,6 +281,8 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
         "backward_end": static + grads + extra_grads + terms["working"],
         "optimizer_step": static + grads + extra_grads + transient,
     }
+    if gen_kv:
+        phases["generation"] = static + gen_kv
     # during backward activations shrink while gradients grow (both linear in the layer index), so the
     # two ends bound the middle
     phase = max(phases, key=phases.get)
@@ -287,9 +295,12 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
         upcast_fp32=int(upcast), trainable=int(trainable), gradients=int(grads + extra_grads), optimizer=int(optim),
         activations=int(saved - terms["routed"]), routed_activations=int(terms["routed"]),
         logits=int(terms["logits_backward"]), step_transient=int(transient), framework=framework,
-        cuda_context=context, allocated_peak_bytes=allocated, peak_bytes=allocated + framework + context,
+        cuda_context=context, generation_kv=int(gen_kv), allocated_peak_bytes=allocated,
+        peak_bytes=allocated + framework + context,
         peak_phase=phase, phases={k: int(v) for k, v in phases.items()}, trainable_params=r.trainable,
-        total_params=total, notes=_notes(r) + (["traced from the model's own modules"] if t is not None else []),
+        total_params=total, notes=_notes(r) + (["traced from the model's own modules"] if t is not None else []) + ([
+            f"writing {r.gen_batch} answers at once: {gen_kv / GiB:.2f} GiB of KV cache and sampling logits "
+            f"(phase 'generation', {phases['generation'] / GiB:.2f} GiB with the static parts)"] if gen_kv else []),
     )
 
 
@@ -302,6 +313,16 @@ def _trace(arch: ArchSpec, cfg: RunConfig, r: Run):
     knobs = json.dumps(cfg.method.knobs, sort_keys=True, default=str)
     attn = "eager" if r.eager else "sdpa"
     return tracer.trace(arch.config, cfg.method.name, knobs, dtype, attn, r.device)
+
+
+def _generation(arch: ArchSpec, r: Run) -> int:
+    """KV cache of an online objective's answers: keys and values of every layer for every token of
+    ``gen_batch`` sequences (prompt + answer), as HF generate's DynamicCache holds them, plus one step's
+    fp32 logits over the vocabulary for sampling (Kaplan et al. 2020 style per-token KV: 2 x layers x kv dim)."""
+    if not r.gen_batch:
+        return 0
+    kv = 2 * arch.num_layers * arch.num_kv_heads * arch.head_dim * r.c_bytes * r.gen_batch * r.kv_seq
+    return int(kv + r.gen_batch * arch.vocab_size * 4 * 2)
 
 
 def _shard(r: Run, weights, consts, grads, optim, transient):

@@ -36,6 +36,12 @@ class Objective:
         trainer_args: knob values -> keyword arguments of the TRL config class.
         checks: knob values -> problems with how they combine.
         min_micro_batch: the fewest rows per forward pass it works with (preflight refuses fewer).
+        online: it writes its own answers while it trains (GRPO): the data are prompts, rewards score the
+            answers, and ``train.micro_batch_size`` counts answers per forward pass.
+        generation: knob values -> {'answers': answers per prompt, 'answer_tokens': the longest answer}, for
+            the step count and the memory estimate of an online objective.
+        memory_levers: knob values -> [(what to do, {setting: value})], single changes of its own knobs
+            that lower memory, offered by the fit verdict.
     """
 
     name: str
@@ -49,11 +55,14 @@ class Objective:
     trainer_args: Callable[[dict], dict] = lambda values: {}
     checks: Callable[[dict], list[str]] | None = None
     min_micro_batch: int = 1
+    online: bool = False
+    generation: Callable[[dict], dict] | None = None
+    memory_levers: Callable[[dict], list] | None = None
 
     @property
     def preference(self) -> bool:
         """Whether it learns from preferences (chosen / rejected answers) through a TRL trainer."""
-        return self.trainer is not None
+        return self.trainer is not None and not self.online
 
     def knob(self, name: str, prefix: str = "train.objective") -> Setting:
         for k in self.knobs:
@@ -69,7 +78,11 @@ class Objective:
         """Every knob's value for ``spec``: its own where set, else the default."""
         return {**self.defaults(), **{k: self.knob(k).coerce(v) for k, v in spec.knobs.items()}}
 
-    def memory_terms(self, full_copy: bool) -> dict:
+    def answers_per_row(self, spec: ObjectiveSpec) -> int:
+        """Sequences the trainer makes of one data row per epoch: an online objective's answers per prompt."""
+        return int(self.generation(self.values(spec))["answers"]) if self.generation else 1
+
+    def memory_terms(self, full_copy: bool, spec: ObjectiveSpec | None = None) -> dict:
         """What the memory estimate adds for this objective.
 
         Args:
@@ -77,10 +90,14 @@ class Objective:
                 its own copy of the weights.
 
         Returns:
-            {'sequences_per_row': n, 'reference_forward': bool, 'reference_weights': bool}
+            {'sequences_per_row': n, 'reference_forward': bool, 'reference_weights': bool}, and for an online
+            objective 'answer_tokens' (each trained sequence is the prompt plus an answer this long).
         """
-        return {"sequences_per_row": self.sequences_per_row, "reference_forward": self.reference,
-                "reference_weights": self.reference and full_copy}
+        terms = {"sequences_per_row": self.sequences_per_row, "reference_forward": self.reference,
+                 "reference_weights": self.reference and full_copy}
+        if self.generation is not None:
+            terms["answer_tokens"] = int(self.generation(self.values(spec or ObjectiveSpec(self.name)))["answer_tokens"])
+        return terms
 
     def to_dict(self) -> dict:
         return {"name": self.name, "title": self.title, "summary": self.summary, "data": self.data,

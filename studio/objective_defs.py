@@ -10,7 +10,7 @@ from __future__ import annotations
 from studio.config import Setting
 from studio.objective_api import Objective, register
 
-__all__ = ["SFT", "DPO", "ORPO", "KTO", "SIMPO"]
+__all__ = ["SFT", "DPO", "ORPO", "KTO", "SIMPO", "GRPO"]
 
 
 def _dpo_trainer():
@@ -101,4 +101,49 @@ SIMPO = register(Objective(
     ),
     data="paired", sequences_per_row=2, reference=False, trainer=_cpo_trainer,
     trainer_args=lambda v: {"beta": v["beta"], "simpo_gamma": v["gamma"], "loss_type": "simpo", "cpo_alpha": 0.0},
+))
+
+
+def _grpo_trainer():
+    from trl import GRPOConfig, GRPOTrainer
+
+    return GRPOTrainer, GRPOConfig
+
+
+def _grpo_levers(values: dict) -> list:
+    out = []
+    if values["num_generations"] > 2:
+        n = max(2, values["num_generations"] // 2)
+        out.append((f"{n} answers per prompt (a noisier baseline per group)", {"train.objective.num_generations": n}))
+    if values["max_completion_length"] > 16:
+        n = values["max_completion_length"] // 2
+        out.append((f"answers of at most {n} tokens (longer ones are cut)",
+                    {"train.objective.max_completion_length": n}))
+    return out
+
+
+GRPO = register(Objective(
+    name="grpo", title="GRPO (rewards)",
+    summary="the model writes several answers per prompt, train.rewards scores them, and the answers that beat "
+            "their group's mean are reinforced (TRL's GRPOTrainer)",
+    knobs=(
+        Setting("num_generations", int, 4, "answers written per prompt; more gives a steadier baseline and costs "
+                "memory and time in proportion (train.micro_batch_size x grad_accum must be a multiple)",
+                min=2, max=256, step=1),
+        Setting("max_completion_length", int, 64, "the longest answer in tokens; longer ones are cut",
+                min=1, max=32768, step=1),
+        Setting("temperature", float, 1.0, "sampling temperature: higher gives more varied answers to compare",
+                min=0.05, max=4.0, step=0.05),
+        Setting("beta", float, 0.0, "KL penalty towards the starting model: 0 needs no reference pass (TRL's "
+                "default); 0.001-0.04 keeps the model closer (PEFT methods only)", min=0.0, max=10.0, step=0.001),
+        Setting("loss_type", str, "dapo", "dapo: token-level, no length bias (TRL's default); grpo: the paper's "
+                "per-answer mean; dr_grpo: a constant normaliser; bnpo: local batch; cispo and sapo: softer "
+                "clipping", choices=("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")),
+    ),
+    data="prompts", trainer=_grpo_trainer, online=True,
+    trainer_args=lambda v: {"num_generations": v["num_generations"],
+                            "max_completion_length": v["max_completion_length"],
+                            "temperature": v["temperature"], "beta": v["beta"], "loss_type": v["loss_type"]},
+    generation=lambda v: {"answers": v["num_generations"], "answer_tokens": v["max_completion_length"]},
+    memory_levers=_grpo_levers,
 ))

@@ -17,6 +17,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from studio import losses, process, runs
 from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
 from studio.hardware import resolve_precision
+from studio.rewards import chart_values
 
 __all__ = ["OPTIMIZERS", "REWARD_METRICS", "StudioArguments", "build_args", "memory_now", "Progress", "EarlyStop",
            "StudioTrainer", "TokenCountingCollator", "total_steps", "train_batches"]
@@ -273,6 +274,7 @@ class Progress(TrainerCallback):
             row.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
                        tokens_per_second=round(rate, 2), tokens=tokens, **mem, time=round(time.time(), 3))
             rewards = {ours: logs[theirs] for theirs, ours in REWARD_METRICS.items() if theirs in logs}
+            rewards.update(chart_values(logs))  # GRPO: total reward, KL, each reward's mean
             row.update(rewards)
             snap = self.log.snapshot()
             self.log.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"),

@@ -32,8 +32,8 @@ import torch
 from transformers import PrinterCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
-from studio import (checkpoints, data, faults, forgetting, methods, models, objectives, preference_train, preflight,
-                    process, run_log, runs, start_from, trackers, validation)
+from studio import (checkpoints, data, faults, forgetting, grpo_train, methods, models, objectives, preference_train,
+                    preflight, process, run_log, runs, start_from, trackers, validation)
 from studio.config import ConfigError, RunConfig
 from studio.faults import OutOfMemory, TrainingError
 from studio.hw_sampler import HardwareSampler
@@ -229,9 +229,9 @@ class TrainingJob:
         model_spec = methods.model_spec_for(cfg.model, cfg.method)  # QLoRA asks for a 4-bit base here
         tokenizer = models.load_tokenizer(model_spec)
         objective = objectives.get(t.objective.name)
-        prepared = preference_train.build_data(cfg, tokenizer, objective) if objective.preference else \
-            data.build(cfg, tokenizer)
-        total = total_steps(cfg, len(prepared.train))
+        trl_side = grpo_train if objective.online else preference_train  # the objective's TRL trainer, if any
+        prepared = trl_side.build_data(cfg, tokenizer, objective) if objective.trainer else data.build(cfg, tokenizer)
+        total = total_steps(cfg, len(prepared.train) * objective.answers_per_row(t.objective))
         self.log.update(total=total)
         self.log.write_state(total_steps=total)
         model, tokenizer = models.load(model_spec)
@@ -245,7 +245,7 @@ class TrainingJob:
         reference = preference_train.reference_copy(model) if preference_train.needs_reference_copy(
             objective, method) else None
         model = start_from.apply(model, cfg, ctx)  # the method, from model.adapter_from's weights when set
-        if not objective.preference and prepared.stats.packing:
+        if objective.trainer is None and prepared.stats.packing:
             prepared = _unpack_if_needed(cfg, tokenizer, model, prepared)
         self.model, self.tokenizer = model, tokenizer
         lr = t.learning_rate if t.learning_rate is not None else method.learning_rate
@@ -257,10 +257,11 @@ class TrainingJob:
                      *self._callbacks]
         if has_eval and t.early_stopping_patience:
             callbacks.append(EarlyStop(t.early_stopping_patience, self.log))
-        if objective.preference:  # the objective's TRL trainer, around the same model, callbacks and folder
-            trainer = preference_train.build_trainer(cfg, objective, model, tokenizer, prepared, lr=lr,
-                                                     output_dir=self.run_dir / "checkpoints", total_steps=total,
-                                                     callbacks=callbacks, reference=reference)
+        if objective.trainer:  # the objective's TRL trainer, around the same model, callbacks and folder
+            trainer = trl_side.build_trainer(cfg, objective, model, tokenizer, prepared, lr=lr,
+                                             output_dir=self.run_dir / "checkpoints", total_steps=total,
+                                             callbacks=callbacks, reference=reference,
+                                             **({"log": self.log} if objective.online else {}))
         else:
             trainer = StudioTrainer(model=model, args=args, train_dataset=prepared.train,
                                     eval_dataset=prepared.eval or None,

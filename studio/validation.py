@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio import methods, objectives
+from studio import methods, objectives, rewards
 from studio.config import ConfigError, RunConfig
 
 __all__ = ["problems", "validate", "from_dict", "from_yaml", "load", "with_overrides"]
@@ -21,8 +21,22 @@ __all__ = ["problems", "validate", "from_dict", "from_yaml", "load", "with_overr
 
 def problems(cfg: RunConfig) -> list[str]:
     """Every problem with ``cfg``'s values, its fields' ranges, its method's and its objective's knobs."""
-    return (cfg.problems() + methods.check_spec(cfg.method, "method")
-            + objectives.check_spec(cfg.train.objective, "train.objective"))
+    found = (cfg.problems() + methods.check_spec(cfg.method, "method")
+             + objectives.check_spec(cfg.train.objective, "train.objective"))
+    return found + _reward_problems(cfg, found)
+
+
+def _reward_problems(cfg: RunConfig, found: list[str]) -> list[str]:
+    """An online objective's (GRPO's) rewards and batch, once its own knobs are valid."""
+    objective = _known_objective(cfg.train.objective.name)
+    if objective is None or not objective.online or any(p.startswith("train.objective") for p in found):
+        return []
+    out = rewards.check(cfg.train.rewards, lambda path: (Path(path) / "config.json").is_file())
+    method = _known_method(cfg.method.name)
+    if method is not None:
+        out += rewards.batch_problems(cfg.train.micro_batch_size, cfg.train.grad_accum,
+                                      objective.values(cfg.train.objective), method.fmt, method.name)
+    return out
 
 
 def validate(cfg: RunConfig) -> RunConfig:

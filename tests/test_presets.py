@@ -22,7 +22,8 @@ def test_the_embedded_presets_are_found():
             "prefix-identity.yaml"} <= set(EMBEDDED)
 
 
-@pytest.mark.parametrize("preset", [p for p in EMBEDDED if p != "quickstart.yaml"])
+# the GRPO demo's batch must hold whole groups of answers (micro-batch 1 cannot): tests/test_grpo_demo.py runs it
+@pytest.mark.parametrize("preset", [p for p in EMBEDDED if p not in ("quickstart.yaml", "grpo-arithmetic.yaml")])
 def test_preset_trains_to_the_end(preset, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)  # presets name their data relative to the project
     # two short steps: the preset's own settings otherwise (QLoRA's 4-bit layers take minutes a step on a CPU)

@@ -22,7 +22,7 @@ from gradio.components.plot import PlotData
 from studio import validation
 from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.status import RunStatus
-from studio.ui import paths, plots, state
+from studio.ui import paths, plots, rewards_panel, state
 from studio.ui.form import Form, field_widget
 from studio.ui.objective_panel import build_objective_panel
 
@@ -55,6 +55,7 @@ class TrainTab:
     timer: gr.Timer
     retry: gr.Button
     shown: gr.State  # per page: whether its timer and button are set up (see tick)
+    rewards: rewards_panel.RewardsPanel | None = None
 
 
 @dataclass
@@ -402,9 +403,10 @@ def build_train_tab(form: Form, runs_root: str) -> TrainTab:
                               variant="primary", elem_id="retry-btn")
             log = gr.Textbox(label="log", lines=8, max_lines=8, interactive=False, elem_id="train-log",
                              elem_classes=["mono"])
+    rewards = rewards_panel.build_rewards_panel(form)  # GRPO's reward list and its live curves and answers
     timer = gr.Timer(TICK_SECONDS, active=False)
     return TrainTab(start, stop, resume_run, resume, message, progress, stats, plot, log, result, timer, retry,
-                    gr.State(None))
+                    gr.State(None), rewards)
 
 
 def wire_train_tab(tab: TrainTab, form: Form, demo: gr.Blocks) -> None:
@@ -440,5 +442,7 @@ def wire_train_tab(tab: TrainTab, form: Form, demo: gr.Blocks) -> None:
                          api_visibility="private", concurrency_limit=None)
     tab.timer.tick(tick, tab.shown, view, concurrency_limit=None, show_progress="hidden", api_visibility="private")
     demo.load(tick, None, view, concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    if tab.rewards is not None:
+        rewards_panel.wire_rewards_panel(tab.rewards, tab.timer, demo, current)
     gr.api(status, api_name="status", concurrency_limit=None)
     gr.api(start_from_yaml, api_name="start_yaml", concurrency_limit=None)
