@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as md
 import importlib.util
-import json
 import os
 import subprocess
 import sys

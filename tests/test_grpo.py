@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from studio import grpo_train, hardware, memory, methods, models, objectives, runs, training, validation
+from studio import grpo_train, hardware, memory, methods, models, objectives, runs, validation
 from studio.config import ConfigError, ModelSpec, RunConfig
 from studio.data import DataError, prompts
 from tests.test_training import At, run_job

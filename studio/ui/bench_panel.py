@@ -16,10 +16,11 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
+from studio import chat
 from studio import bench, faults, judge
 from studio.config import ConfigError
 from studio.evaluate import EvalItem
-from studio.ui import paths, plots, state
+from studio.ui import paths, plots
 
 __all__ = ["BenchPanel", "build_bench_panel", "wire_bench_panel", "run_benchmarks", "judge_answers", "bench_frame",
            "bench_chart"]
@@ -102,7 +103,7 @@ def run_benchmarks(tasks: list[str] | None, more: str | None, limit: float | Non
     empty = pd.DataFrame(columns=["task", "metric"]), plots.empty("scores ± stderr")
     if not run_dir:
         return *empty, "Pick a tuned run above to benchmark it against its base."
-    busy = state.core("chat").training_busy_message()
+    busy = chat.training_busy_message()
     if busy:
         return *empty, busy
     try:
@@ -131,7 +132,7 @@ def judge_answers(prompts: str | None, judge_model: str | None, template: str | 
     empty = pd.DataFrame(columns=_JUDGE_COLUMNS)
     if not run_dir:
         return empty, "Pick a tuned run above to judge it."
-    busy = state.core("chat").training_busy_message()
+    busy = chat.training_busy_message()
     if busy:
         return empty, busy
     try:

@@ -10,12 +10,13 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
+from studio import data
 from studio import models
 from studio.config import ConfigError, DataSpec, RunConfig
 from studio.data import preference
 from studio.data.formats import FORMATS, detect
 from studio.data.sources import read_records
-from studio.ui import paths, plots, state
+from studio.ui import paths, plots
 from studio.ui.form import Form, field_widget
 from studio.ui.pair_view import pair_summary
 
@@ -161,9 +162,6 @@ _PREVIEW_CSS = ("<style>.example{white-space:pre-wrap;font-size:12px;border:1px 
 
 def preview_view(cfg: RunConfig, n: int = 3) -> tuple[str, str, go.Figure]:
     """Summary, rendered examples and length histogram for the config's data (ConfigError -> message)."""
-    data = state.core("data")
-    if data is None:
-        return state.missing("Data preview"), "", plots.empty("Tokens per example")
     tokenizer = None
     try:
         tokenizer = models.load_tokenizer(paths.check_config(cfg).model)

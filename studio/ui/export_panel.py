@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from studio import export, gguf, hub
 from studio.config import ConfigError
 from studio.ui import state
 
@@ -58,9 +59,6 @@ def run_export(name: str | None, fmt: str, quants: list[str] | None, root: str |
     """Export the run ``name`` as ``fmt``; markdown with the folder and each file's size, or the one-line reason."""
     if not name:
         return "Pick a run first."
-    export, gguf = state.core("export"), state.core("gguf")
-    if export is None or gguf is None:
-        return state.missing("Export")
     run, out = _run_dir(name, root), export_folder(name, fmt, root)
     say = lambda line: progress(0.0, line)  # noqa: E731 (the one-line build notice shows on the bar)
     try:
@@ -80,9 +78,6 @@ def run_export(name: str | None, fmt: str, quants: list[str] | None, root: str |
 
 def token_note() -> str:
     """Whether a hub token is found (never the token itself)."""
-    hub = state.core("hub")
-    if hub is None:
-        return state.missing("Push to the hub")
     if hub.find_token():
         return "A hub token is found (HF_TOKEN or a saved login); it is used for the upload and never stored."
     return "No hub token: set HF_TOKEN or run `hf auth login` before starting the studio."
@@ -93,9 +88,6 @@ def run_push(name: str | None, repo: str, private: bool, fmt: str, quants: list[
     """Push the run ``name`` to ``repo``; markdown with the repository's URL or the one-line reason."""
     if not name:
         return "Pick a run first."
-    hub = state.core("hub")
-    if hub is None:
-        return state.missing("Push to the hub")
     try:
         url = hub.push_run(_run_dir(name, root), (repo or "").strip(), private=bool(private), fmt=fmt,
                            quants=quants or ["q8_0"], progress=progress)

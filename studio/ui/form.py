@@ -7,7 +7,6 @@ field's own help text: the config and the method registry are the one source of 
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from dataclasses import dataclass, field
 from typing import Any

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from studio import models
+from studio import distributed, hardware, memory, models
+from studio import fit as advisor
 from studio.config import ConfigError, DistributedSpec, RunConfig
-from studio.ui import state
 from studio.ui.form import Form, field_widget
 from studio.ui.model_tab import HERE
 
@@ -26,9 +26,6 @@ class GpusPanel:
 
 
 def _per_gpu_md(cfg: RunConfig, gpus: int, gpu: str) -> str:
-    memory, hardware, advisor = state.core("memory"), state.core("hardware"), state.core("fit")
-    if memory is None or hardware is None:
-        return state.missing("The per-GPU estimate")
     arch = models.read_arch(cfg.model)
     device = hardware.find(None if gpu in (None, "", HERE) else gpu)
     if device.kind == "cpu":
@@ -41,9 +38,6 @@ def _per_gpu_md(cfg: RunConfig, gpus: int, gpu: str) -> str:
 
 def launch_view(cfg: RunConfig, gpus: int, gpu: str = HERE) -> tuple[str, str, str]:
     """(per-GPU estimate, accelerate config YAML, shell commands) for ``cfg`` on ``gpus`` GPUs."""
-    distributed = state.core("distributed")
-    if distributed is None:
-        return state.missing("Multi-GPU launch"), "", ""
     gpus = int(gpus)
     try:
         plan = distributed.plan_launch(cfg, gpus)

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from studio import lr_finder, training
 from studio import faults
 from studio.config import ConfigError, RunConfig
-from studio.ui import plots, state
+from studio.ui import plots
 from studio.ui.form import Form
 
 __all__ = ["LrPanel", "build_lr_panel", "wire_lr_panel", "find_learning_rate"]
@@ -27,14 +28,11 @@ class LrPanel:
 
 def find_learning_rate(cfg: RunConfig, steps: int = 40) -> tuple:
     """(figure, message, suggestion or None) for the range test on ``cfg``; refused while a run trains."""
-    finder, training = state.core("lr_finder"), state.core("training")
-    if finder is None:
-        return plots.empty("Learning-rate range test"), state.missing("The learning-rate finder"), None
-    job = training.current_job() if training else None
+    job = training.current_job()
     if job is not None and job.running:
         return plots.empty("Learning-rate range test"), f"**Wait:** {job.name} is training.", None
     try:
-        found = finder.find_lr(cfg, steps=int(steps))
+        found = lr_finder.find_lr(cfg, steps=int(steps))
     except ConfigError as err:
         return plots.empty("Learning-rate range test"), "**Cannot run:** " + "; ".join(err.problems), None
     except Exception as err:  # noqa: BLE001 - one line on the page, not a traceback

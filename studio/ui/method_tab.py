@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import gradio as gr
 import plotly.graph_objects as go
 
-from studio import memory, meta_model, methods, models, preflight, targets
+from studio import fit as advisor
+from studio import hardware, memory, meta_model, methods, models, preflight, targets
 from studio.config import ConfigError, RunConfig, TrainSpec
-from studio.ui import paths, plots, state
+from studio.ui import paths, plots
 from studio.ui.form import LAYERS, Form, field_widget, layer_widgets, setting_widget
 from studio.ui.model_tab import HERE
 
@@ -101,9 +102,6 @@ def estimate_view(cfg: RunConfig, gpu: str = HERE) -> tuple[str, go.Figure, str]
         arch, source = memory.resolve_arch(cfg.model)
     except ConfigError as err:
         return "**Cannot read the model:** " + "; ".join(err.problems), plots.empty("VRAM estimate"), ""
-    hardware, advisor = state.core("hardware"), state.core("fit")
-    if advisor is None or hardware is None:
-        return trainable, plots.empty("VRAM estimate"), state.missing("The VRAM estimate")
     try:
         device = _device(hardware, gpu)
         breakdown = memory.estimate(arch, cfg, device="cpu" if device.kind == "cpu" else "cuda")

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from studio import hardware
 from studio import memory, models
 from studio.config import ConfigError, ModelSpec
-from studio.ui import paths, state
+from studio.ui import paths
 from studio.ui.form import Form, field_widget
 
 __all__ = ["ModelTab", "build_model_tab", "arch_card", "hardware_card", "gpu_choices", "HERE"]
@@ -61,9 +62,6 @@ def arch_card(model_id: str, trust_remote_code: bool = False) -> str:
 
 def hardware_card() -> str:
     """What is here: GPUs with total/free memory, or the CPU and RAM."""
-    hardware = state.core("hardware")
-    if hardware is None:
-        return state.missing("Hardware detection")
     lines = []
     for d in hardware.detect():
         free = f", {d.free_bytes / 1e9:.1f} GB free" if d.free_bytes is not None else ""
@@ -75,8 +73,7 @@ def hardware_card() -> str:
 
 def gpu_choices() -> list[str]:
     """The planning choices: this machine, then the catalog's devices."""
-    hardware = state.core("hardware")
-    return [HERE] + (list(hardware.CATALOG) if hardware else [])
+    return [HERE] + list(hardware.CATALOG)
 
 
 def build_model_tab(form: Form, default_model: str) -> ModelTab:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from studio import run_queue
 from studio.config import ConfigError, RunConfig
 from studio.ui import paths, state
 from studio.ui.form import Form
@@ -21,14 +22,12 @@ _runner: list = []  # the process's one QueueRunner, started with the studio
 
 
 def _queue():
-    run_queue = state.core("run_queue")
-    return run_queue.RunQueue(state.get().runs_root) if run_queue else None
+    return run_queue.RunQueue(state.get().runs_root)
 
 
 def start_runner():
     """Start the process's QueueRunner for the studio's runs folder (once); it picks up a queue left on disk."""
-    run_queue = state.core("run_queue")
-    if run_queue is not None and not _runner:
+    if not _runner:
         _runner.append(run_queue.QueueRunner(_queue()).start())
     elif _runner:
         _runner[0].queue = _queue()  # the studio was built again for another runs folder: follow that one
@@ -38,8 +37,6 @@ def start_runner():
 def queue_run(cfg: RunConfig) -> str:
     """Queue ``cfg`` in the studio's runs folder; the message says its place."""
     queue = _queue()
-    if queue is None:
-        return state.missing("The run queue")
     cfg.train.output_dir = str(state.get().runs_root)
     try:
         entry = queue.add(paths.check_config(cfg))

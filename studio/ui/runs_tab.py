@@ -10,6 +10,7 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
+from studio import compare, hw_sampler, runs
 from studio import forgetting
 from studio.config import ConfigError, RunConfig
 from studio.ui import export_panel, plots, state
@@ -69,19 +70,16 @@ def _row(run) -> list:
 
 def runs_table(root: str | None = None) -> list[list]:
     """One row per run folder, newest first (columns: COLUMNS)."""
-    runs = state.core("runs")
-    return [_row(r) for r in runs.list_runs(_root(root))] if runs else []
+    return [_row(r) for r in runs.list_runs(_root(root))]
 
 
 def run_names(root: str | None = None) -> list[str]:
-    runs = state.core("runs")
-    return [r.name for r in runs.list_runs(_root(root))] if runs else []
+    return [r.name for r in runs.list_runs(_root(root))]
 
 
 def overlay(names: list[str] | None, root: str | None = None, series: str = "loss") -> go.Figure:
     """One series (plots.OVERLAY_SERIES) of the chosen runs in one chart; loss shows eval loss too."""
-    runs = state.core("runs")
-    if runs is None or not names:
+    if not names:
         return plots.overlay_chart({})
     # a name is a folder in the runs folder, never a path elsewhere
     folders = {n: Path(_root(root)) / Path(n).name for n in names}
@@ -94,10 +92,9 @@ def overlay(names: list[str] | None, root: str | None = None, series: str = "los
             have = [r for r in runs.read_metrics(f) if isinstance(r.get(key), (int, float))]
             lines[n] = ([r["step"] for r in have], [r[key] for r in have])
         return plots.series_overlay(lines, series, "step")
-    sampler = state.core("hw_sampler")
     lines = {}
     for n, f in folders.items():
-        for name, xy in plots.hardware_series(sampler.read_hardware(f) if sampler else []).items():
+        for name, xy in plots.hardware_series(hw_sampler.read_hardware(f)).items():
             if name.endswith(series):
                 lines[f"{n} · {name}" if name != series else n] = xy
     return plots.series_overlay(lines, series, "seconds")
@@ -105,8 +102,7 @@ def overlay(names: list[str] | None, root: str | None = None, series: str = "los
 
 def compare_table(names: list[str] | None, root: str | None = None) -> dict:
     """The chosen runs side by side: only the settings that differ, final losses, eval scores, time."""
-    compare = state.core("compare")
-    if compare is None or not names:
+    if not names:
         return {"headers": ["run"], "data": []}
     headers, rows = compare.compare_runs([Path(_root(root)) / Path(n).name for n in names])
     shown = [[round(v, 4) if isinstance(v, float) else ("–" if v is None else v) for v in row] for row in rows]

@@ -6,14 +6,12 @@ running job must be one shared object that every browser tab sees (a page reload
 
 from __future__ import annotations
 
-import importlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-__all__ = ["AppState", "get", "configure", "core", "missing"]
+__all__ = ["AppState", "get", "configure"]
 
 
 @dataclass
@@ -50,18 +48,3 @@ def configure(default_model: str | None = None, runs_root: str | Path | None = N
     if runs_root:
         _STATE.runs_root = Path(runs_root)
     return _STATE
-
-
-def core(name: str) -> ModuleType | None:
-    """``studio.<name>`` if that part of the core is installed, else None (the tab says so)."""
-    try:
-        return importlib.import_module(f"studio.{name}")
-    except ModuleNotFoundError as err:
-        if err.name and err.name.startswith(f"studio.{name}"):
-            return None
-        raise
-
-
-def missing(what: str) -> str:
-    """The one message a tab shows while a piece of the core is not there."""
-    return f"_{what} is not available yet in this build._"

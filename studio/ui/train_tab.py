@@ -19,7 +19,7 @@ import gradio as gr
 import plotly.graph_objects as go
 from gradio.components.plot import PlotData
 
-from studio import validation
+from studio import runs, training, validation
 from studio.config import ConfigError, RunConfig, TrainSpec
 from studio.status import RunStatus
 from studio.ui import paths, plots, rewards_panel, state
@@ -76,9 +76,8 @@ class TrainView:
 
 def current():
     """The job this process runs (started here or elsewhere in the process), or None."""
-    training = state.core("training")
     app = state.get()
-    job = training.current_job() if training else None
+    job = training.current_job()
     return job or app.job
 
 
@@ -89,9 +88,6 @@ def cannot_start(problems: list[str]) -> str:
 
 def start_training(cfg: RunConfig) -> str:
     """Start a TrainingJob for ``cfg``; the message says where it writes or why it cannot start."""
-    training = state.core("training")
-    if training is None:
-        return state.missing("Training")
     # runs go to the studio's runs folder only, whatever the config (or an API caller) says
     cfg.train.output_dir = str(state.get().runs_root)
     try:
@@ -116,8 +112,7 @@ def start_from_yaml(config_yaml: str) -> str:
 
 def ran_out_of_memory(job) -> bool:
     """Whether ``job`` has ended failed with out-of-memory (the core wraps it as OutOfMemory)."""
-    training = state.core("training")
-    return (training is not None and job is not None and not job.running
+    return (job is not None and not job.running
             and isinstance(getattr(job, "error", None), training.OutOfMemory))
 
 
@@ -147,9 +142,6 @@ def stop_training() -> str:
 
 def resumable_runs(root: str | None = None) -> list[str]:
     """Run folders that ended early (stopped, interrupted, failed) and have a checkpoint."""
-    runs = state.core("runs")
-    if runs is None:
-        return []
     root = root or str(state.get().runs_root)
     return [str(r.path) for r in runs.list_runs(root)
             if r.status.resumable and runs.last_checkpoint(r.path) is not None]
@@ -157,9 +149,6 @@ def resumable_runs(root: str | None = None) -> list[str]:
 
 def resume_training(run_dir: str | None) -> str:
     """Continue ``run_dir`` from its last checkpoint."""
-    training = state.core("training")
-    if training is None:
-        return state.missing("Training")
     if not run_dir:
         return "Pick a run to resume."
     try:
@@ -238,8 +227,7 @@ def _result_md(job, snap: dict) -> str:
 
 
 def _adapter_bytes(job) -> int:
-    runs = state.core("runs")
-    if runs is None or job.run_dir is None:
+    if job.run_dir is None:
         return 0
     return int(runs.read_state(job.run_dir).get("adapter_bytes") or 0)
 
