@@ -127,9 +127,13 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """``python -m studio eval RUN_DIR --prompts FILE``: print the side-by-side table."""
     from studio import evaluate
 
-    return evaluate.cli_eval(args.run_dir, args.prompts, max_new_tokens=args.max_new_tokens)
+    report = evaluate.evaluate_run(args.run_dir, prompts_file=args.prompts, max_new_tokens=args.max_new_tokens)
+    print(report.table())
+    print(f"saved {evaluate.eval_path(args.run_dir)}")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -180,9 +184,19 @@ def launch(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from studio import recommend
+    """``python -m studio recommend``: a method for the model on the GPU here or ``--gpu``."""
+    from studio import hardware, memory, recommend
 
-    return recommend.cli_recommend(load_run_config(args).model, gpu=args.gpu, goal=args.goal)
+    model = load_run_config(args).model
+    arch, source = memory.resolve_arch(model)
+    device = hardware.find(args.gpu)
+    params = memory.parameters(arch)
+    rec = recommend.recommend(params, device.total_bytes, args.goal, recommend.experts_of(arch))
+    print(f"{model.id}: {params / 1e9:.2f}B parameters (architecture from {source}); "
+          f"{device.name}, {device.total_bytes / 2**30:.0f} GB; goal {args.goal}: {recommend.GOALS[args.goal]}")
+    print(f"try {rec.method}: {rec.reason}")
+    print("  --set " + " --set ".join(rec.overrides()))
+    return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

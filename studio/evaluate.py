@@ -23,7 +23,7 @@ from studio import checkpoints, data, metrics
 from studio.config import ConfigError, DataSpec, RunConfig
 
 __all__ = ["EvalItem", "EvalReport", "load_prompts", "prompts_from_column", "items_from_rows", "heldout_rows",
-           "parse_prompts", "REFERENCE_ARROW", "mean_loss", "evaluate", "evaluate_run", "cli_eval", "EVAL_FILE"]
+           "parse_prompts", "REFERENCE_ARROW", "mean_loss", "evaluate", "evaluate_run", "EVAL_FILE"]
 
 EVAL_FILE = "eval.jsonl"
 _REFERENCE_KEYS = ("reference", "response", "answer", "completion", "output")
@@ -269,11 +269,3 @@ def eval_path(target: str | Path) -> Path:
     """Where a run's report goes: RUN/eval.jsonl, or RUN/eval@N.jsonl for the result at checkpoint N."""
     run_dir, step = checkpoints.split(target)
     return run_dir / (EVAL_FILE if step is None else f"{Path(EVAL_FILE).stem}@{step}{Path(EVAL_FILE).suffix}")
-
-
-def cli_eval(run_dir: str, prompts: str | None, max_new_tokens: int = 96) -> int:
-    """``python -m studio eval RUN_DIR --prompts FILE``: print the side-by-side table; exit code."""
-    report = evaluate_run(run_dir, prompts_file=prompts, max_new_tokens=max_new_tokens)
-    print(report.table())
-    print(f"saved {eval_path(run_dir)}")
-    return 0

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from studio import hardware, memory
+from studio import memory
 from studio.config import ConfigError, MethodSpec
 
-__all__ = ["GOALS", "Recommendation", "Experts", "experts_of", "recommend", "cli_recommend", "BYTES_PER_PARAM"]
+__all__ = ["GOALS", "Recommendation", "Experts", "experts_of", "recommend", "BYTES_PER_PARAM"]
 
 GOALS = {
     "style": "a quick change of tone, format or persona",
@@ -150,16 +150,3 @@ def _recommend(params: float, memory_bytes: float, goal: str, experts: Experts |
                               {"num_virtual_tokens": 20})
     return Recommendation("ia3", "on models below ~1B prompt tuning is weak; (IA)\u00b3's result is nearly as "
                                  "small (tens of KB) and trains reliably")
-
-
-def cli_recommend(model, gpu: str | None, goal: str) -> int:
-    """``python -m studio recommend``: a method for ``model`` (a ModelSpec) on the GPU here or ``gpu``."""
-    arch, source = memory.resolve_arch(model)
-    device = hardware.find(gpu)
-    params = memory.parameters(arch)
-    rec = recommend(params, device.total_bytes, goal, experts_of(arch))
-    print(f"{model.id}: {params / 1e9:.2f}B parameters (architecture from {source}); "
-          f"{device.name}, {device.total_bytes / 2**30:.0f} GB; goal {goal}: {GOALS[goal]}")
-    print(f"try {rec.method}: {rec.reason}")
-    print("  --set " + " --set ".join(rec.overrides()))
-    return 0
