@@ -7,6 +7,7 @@ package from its ground floor up (docs/architecture.md) and never meets a module
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,26 @@ def test_no_private_name_crosses_a_module():
             if private_module or private_names:
                 crossing.append(f"{name}:{line} imports {base} {private_names}")
     assert crossing == []
+
+
+def _documented_order() -> list[str]:
+    """Module names in the order docs/architecture.md lists them (one table row each)."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    names = []
+    for path in re.findall(r"^\| `(studio/[\w/]+\.py)` \|", text, flags=re.M):
+        parts = Path(path).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def test_every_module_is_on_the_floor_plan_once():
+    order = _documented_order()
+    assert sorted(order) == sorted(MODULES), (set(MODULES) - set(order), set(order) - set(MODULES))
+
+
+def test_each_module_imports_only_what_the_floor_plan_lists_above_it():
+    order = _documented_order()
+    place = {name: i for i, name in enumerate(order)}
+    edges = _edges()
+    upward = [f"{name} imports {dep}" for name in order for dep in sorted(edges[name]) if place[dep] > place[name]]
+    assert upward == []
