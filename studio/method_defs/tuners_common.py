@@ -15,6 +15,7 @@ import functools
 import math
 from typing import Any, Callable
 
+from studio import meta_model
 from studio import targets as tg
 from studio.config import ConfigError
 from studio.method_defs.peft_common import MERGEABLE, PEFT_STORAGE, prepare, wrap
@@ -105,7 +106,7 @@ def _meta_count(name: str, arch, frozen: tuple) -> int:
     # PEFT's own layers on a meta-device copy: exactly what apply makes trainable, without weights or memory
     import peft
 
-    model = tg.meta_model(arch)
+    model = meta_model.for_arch(arch)
     if model is None:
         raise ConfigError(f"{name}: {arch.model_type} cannot be built without its weights here, so its trainable "
                           "count is known only after loading")
