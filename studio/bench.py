@@ -13,16 +13,14 @@ fetches from the dataset hub (one line says so when the hub cannot be reached).
 from __future__ import annotations
 
 import json
-import os
-import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
 import yaml
 
 from studio.chat import ChatEngine
+from studio.data import sources
 from studio.config import ConfigError, RunConfig
 
 __all__ = ["PRESET_TASKS", "BENCH_FILE", "Score", "BenchReport", "local_tasks", "task_config", "resolve_tasks",
@@ -138,18 +136,6 @@ def _beside(yaml_path: Path, files):
     return str(p)
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe, so an offline machine gets its answer at once instead of after the harness's retries."""
-    if any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
-        return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def resolve_tasks(names: list[str], folder: str | Path = PRESET_TASKS) -> list[dict | str]:
     """Task names or YAML paths -> what the harness takes: config dicts for local tasks, names for the rest.
 
@@ -163,7 +149,7 @@ def resolve_tasks(names: list[str], folder: str | Path = PRESET_TASKS) -> list[d
                 out.append(task_config(name))
             elif name in shipped:
                 out.append(task_config(shipped[name]))
-            elif not _hub_reachable():
+            elif not sources.hub_reachable():
                 problems.append(f"{name}: not a local task, and the harness fetches its data from the dataset hub, "
                                 f"which is not reachable from here (local tasks: {', '.join(shipped) or 'none'}, "
                                 "or a task .yaml whose data are local files)")

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio import models
 from studio.config import ConfigError
 
-__all__ = ["DataError", "Record", "Skips", "MAX_BYTES", "SUFFIXES", "read_records"]
+__all__ = ["DataError", "Record", "Skips", "MAX_BYTES", "SUFFIXES", "read_records", "hub_reachable"]
 
 def _limit_from_env(default: int = 1 << 30) -> int:
     try:
@@ -214,20 +215,12 @@ _OFFLINE_WORDS = ("offline", "connection", "network", "max retries", "couldn't r
                   "timed out", "temporary failure", "couldn't find", "cannot find", "not find")
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe, so an offline machine gets its answer in seconds, not after minutes of retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or \
-            os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes"):
+def hub_reachable() -> bool:
+    """Whether the dataset hub can be reached: not when HF_DATASETS_OFFLINE / HF_HUB_OFFLINE says so, else the
+    model hub's quick probe (``models.hub_reachable``: the same host), so an offline machine answers in seconds."""
+    if os.environ.get("HF_DATASETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    return models.hub_reachable()
 
 
 _UNREACHABLE = ("the dataset hub is not reachable from here; download the data on a machine with internet "
@@ -235,7 +228,7 @@ _UNREACHABLE = ("the dataset hub is not reachable from here; download the data o
 
 
 def _read_hub(name: str, config: str | None, split: str) -> list[Record]:
-    if not _hub_reachable():
+    if not hub_reachable():
         raise DataError(f"{name}: {_UNREACHABLE}")
     try:
         import datasets

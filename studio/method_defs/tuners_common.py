@@ -16,7 +16,6 @@ import math
 from typing import Any, Callable
 
 from studio import meta_model
-from studio import targets as tg
 from studio.config import ConfigError
 from studio.method_defs.peft_common import MERGEABLE, PEFT_STORAGE, prepare, wrap
 from studio.method_defs.lora import resolve_targets
