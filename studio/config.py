@@ -29,6 +29,8 @@ __all__ = [
     "ConfigError",
     "Setting",
     "setting",
+    "find_setting",
+    "knob_problems",
     "ModelSpec",
     "MethodSpec",
     "ObjectiveSpec",
@@ -108,6 +110,29 @@ class Setting:
         return {"name": self.name, "type": _type_name(self.type), "default": self.default, "help": self.help,
                 "choices": list(self.choices) if self.choices else None, "min": self.min, "max": self.max,
                 "step": self.step, "picks": self.picks or None}
+
+
+def find_setting(settings: tuple[Setting, ...], name: str, prefix: str, owner: str) -> Setting:
+    """The setting called ``name`` among ``owner``'s (a method's or an objective's knobs), or a ConfigError."""
+    for item in settings:
+        if item.name == name:
+            return item
+    allowed = ", ".join(item.name for item in settings) or "none"
+    raise ConfigError(f"{prefix}.{name}: unknown setting for {owner} (allowed: {allowed})")
+
+
+def knob_problems(settings: tuple[Setting, ...], values: dict, prefix: str, owner: str) -> list[str]:
+    """One line per value in ``values`` that ``owner``'s settings do not know or do not allow."""
+    out = []
+    for key, value in values.items():
+        try:
+            problem = find_setting(settings, key, prefix, owner).problem(value, f"{prefix}.{key}")
+        except ConfigError as err:
+            out += err.problems
+            continue
+        if problem:
+            out.append(problem)
+    return out
 
 
 def setting(section: type, name: str) -> Setting:

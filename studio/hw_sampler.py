@@ -26,6 +26,8 @@ from typing import Any
 
 import psutil
 
+from studio import runs
+
 __all__ = ["HardwareSampler", "read_hardware", "gpu_reader", "MIN_INTERVAL", "FILE_NAME"]
 
 MIN_INTERVAL = 1.0
@@ -162,15 +164,4 @@ class HardwareSampler:
 
 def read_hardware(run_dir: str | Path) -> list[dict]:
     """Every sample in the run folder's hardware.jsonl ([] when none); a line cut short is skipped."""
-    path = Path(run_dir) / FILE_NAME
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    return runs.read_jsonl(Path(run_dir) / FILE_NAME)

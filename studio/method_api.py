@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager
 
-from studio.config import ConfigError, MethodSpec, ModelSpec, Setting
+from studio.config import ConfigError, MethodSpec, ModelSpec, Setting, find_setting, knob_problems
 
 __all__ = ["Knob", "Method", "MemoryFacts", "Context", "MergeRefused", "register", "get", "names", "all_methods",
            "check_spec", "model_spec_for", "quantised_refusal", "tag", "method_of"]
@@ -115,11 +115,8 @@ class Method:
     reference_refusal: str = ""
 
     def knob(self, name: str, prefix: str = "method") -> Knob:
-        for k in self.knobs:
-            if k.name == name:
-                return k
-        allowed = ", ".join(k.name for k in self.knobs) or "none"
-        raise ConfigError(f"{prefix}.{name}: unknown setting for {self.name} (allowed: {allowed})")
+        """The knob called ``name`` (ConfigError naming the allowed ones)."""
+        return find_setting(self.knobs, name, prefix, self.name)
 
     def defaults(self) -> dict:
         return {k.name: k.default for k in self.knobs}
@@ -212,16 +209,7 @@ def check_spec(spec: MethodSpec, prefix: str = "method") -> list[str]:
         method = get(spec.name)
     except ConfigError as err:
         return err.problems
-    out = []
-    for key, value in spec.knobs.items():
-        try:
-            knob = method.knob(key, prefix)
-        except ConfigError as err:
-            out += err.problems
-            continue
-        problem = knob.problem(value, f"{prefix}.{key}")
-        if problem:
-            out.append(problem)
+    out = knob_problems(method.knobs, spec.knobs, prefix, method.name)
     if not out and method.checks is not None:
         out += [f"{prefix}.{line}" for line in method.checks(method.values(spec))]
     return out

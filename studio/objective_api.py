@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from studio.config import ConfigError, ObjectiveSpec, Setting
+from studio.config import ConfigError, ObjectiveSpec, Setting, find_setting, knob_problems
 
 __all__ = ["Objective", "register", "get", "names", "all_objectives", "check_spec"]
 
@@ -65,11 +65,8 @@ class Objective:
         return self.trainer is not None and not self.online
 
     def knob(self, name: str, prefix: str = "train.objective") -> Setting:
-        for k in self.knobs:
-            if k.name == name:
-                return k
-        allowed = ", ".join(k.name for k in self.knobs) or "none"
-        raise ConfigError(f"{prefix}.{name}: unknown setting for {self.name} (allowed: {allowed})")
+        """The knob called ``name`` (ConfigError naming the allowed ones)."""
+        return find_setting(self.knobs, name, prefix, self.name)
 
     def defaults(self) -> dict:
         return {k.name: k.default for k in self.knobs}
@@ -135,15 +132,7 @@ def check_spec(spec: ObjectiveSpec, prefix: str = "train.objective") -> list[str
         objective = get(spec.name)
     except ConfigError as err:
         return err.problems
-    out = []
-    for key, value in spec.knobs.items():
-        try:
-            problem = objective.knob(key, prefix).problem(value, f"{prefix}.{key}")
-        except ConfigError as err:
-            out += err.problems
-            continue
-        if problem:
-            out.append(problem)
+    out = knob_problems(objective.knobs, spec.knobs, prefix, objective.name)
     if not out and objective.checks is not None:
         out += [f"{prefix}.{line}" for line in objective.checks(objective.values(spec))]
     return out

@@ -35,7 +35,7 @@ __all__ = [
     "write_state",
     "read_state",
     "append_metrics",
-    "read_metrics",
+    "read_metrics", "read_jsonl",
     "list_runs",
     "load_run",
     "loss_curve",
@@ -113,7 +113,12 @@ def append_metrics(run_dir: str | Path, row: dict) -> None:
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """Every row of metrics.jsonl; a line cut short by a crash is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every JSON object line of a run-folder log ([] when there is no file); a line cut short is skipped."""
+    path = Path(path)
     if not path.is_file():
         return []
     rows = []
