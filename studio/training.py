@@ -238,7 +238,7 @@ class TrainingJob:
         ctx = methods.Context(tokenizer=tokenizer, total_steps=total, model_spec=model_spec,
                               gradient_checkpointing=t.gradient_checkpointing,
                               batches=lambda: train_batches(prepared.train, t.micro_batch_size, tokenizer.pad_token_id),
-                              progress=lambda text: self._set_state("loading", text))
+                              progress=lambda text: self.log.set_state(RunStatus.LOADING, text))
         # the adapter's random init follows train.seed, not whatever ran before in this process; under
         # torchrun / accelerate every rank then starts from the same weights as a 1-process run would
         set_seed(t.seed)

@@ -81,7 +81,7 @@ def test_quantised_base_refuses_merge_and_says_how(run, tmp_path, tiny_dirs):
         export_run(run, tmp_path / "q", merge=True)
     out = export_run(run, tmp_path / "deq", merge=True, dequantize=True)
     torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(out).eval()(IDS).logits.detach(),
-                               _adapter_logits(tiny_dirs["llama"], run), atol=1e-5, rtol=1e-5)
+                               _adapter_logits(tiny_dirs["llama"], run), atol=1e-4, rtol=1e-4)  # fp32 sum order
 
 
 def test_bad_requests(run, tmp_path):

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from studio import grpo_train, hardware, memory, methods, models, objectives, runs, validation
+from studio import fit, grpo_train, hardware, memory, methods, models, objectives, runs, validation
 from studio.config import ConfigError, ModelSpec, RunConfig
 from studio.data import DataError, prompts
 from tests.test_training import At, run_job
@@ -132,7 +132,7 @@ def test_the_estimate_counts_generation_and_the_verdict_names_the_knob(tiny_dirs
     per_token = 2 * arch.num_layers * arch.num_kv_heads * arch.head_dim * 2
     assert b.generation_kv >= per_token * 16 * (64 + 2048)
     device = hardware.Device("tiny", int(b.peak_bytes * 0.7))
-    verdict = hardware.fit(b, device, arch, big)
+    verdict = fit.fit(b, device, arch, big)
     texts = " | ".join(c.text for c in verdict.changes)
     assert verdict.verdict == "does not fit" and ("answers per prompt" in texts or "answers of at most" in texts)
 
