@@ -308,6 +308,12 @@ class DataSpec(_Section):
     packing: bool = _f(True, "pack several examples per row (no attention across them): no padding, faster")
     system_prompt: str | None = _f(None, "system message added to rows that have none")
     max_rows: int | None = _f(None, "use only the first N rows", min=1)
+    dedup: str = _f("none", "drop duplicate rows before training: exact (same text) or near (MinHash similarity)",
+                    choices=("none", "exact", "near"))
+    near_threshold: float = _f(0.8, "near duplicates: estimated Jaccard similarity of character 5-grams at "
+                               "which a row counts as a copy of an earlier one", min=0.1, max=1.0)
+    min_tokens: int | None = _f(None, "drop rows whose text has fewer tokens than this", min=1)
+    max_tokens: int | None = _f(None, "drop rows whose text has more tokens than this", min=1)
 
 
 @dataclass

@@ -223,6 +223,8 @@ class TrainingJob:
         tokenizer = models.load_tokenizer(model_spec)
         prepared = data.build(cfg, tokenizer)
         total = total_steps(cfg, len(prepared.train))
+        if prepared.stats.quality:  # the data quality filters' counts and examples, kept in the run folder
+            self.log.write_state(data_quality=prepared.stats.quality)
         self.log.update(total=total)
         self.log.write_state(total_steps=total)
         model, tokenizer = models.load(model_spec)
