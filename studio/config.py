@@ -352,6 +352,9 @@ class TrainSpec(_Section):
     logging_steps: int = _f(1, "log every N steps", min=1)
     eval_steps: int | None = _f(None, "evaluate every N steps (needs a validation split)", min=1)
     save_steps: int | None = _f(None, "checkpoint every N steps (for resume)", min=1)
+    kl_to_base: float = _f(0.0, "strength of a loss term keeping the tuned next-token distribution near the base's "
+                           "(KL to the adapter-off model on the same batch; 0: off; adapter methods only)", min=0.0,
+                           max=100.0)
     early_stopping_patience: int = _f(0, "stop after N evaluations without a better eval loss (0: off)", min=0)
     output_dir: str = _f("runs", "folder that holds the run folders")
     run_name: str | None = _f(None, "name of the run folder; none picks one from the method and the time")

@@ -32,7 +32,7 @@ import torch
 from transformers import PrinterCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
-from studio import data, faults, forgetting, methods, models, preflight, process, runs, validation
+from studio import base_guard, data, faults, forgetting, methods, models, preflight, process, runs, validation
 from studio.config import ConfigError, RunConfig
 from studio.faults import OutOfMemory, TrainingError
 from studio import run_log
@@ -241,7 +241,10 @@ class TrainingJob:
         has_eval = bool(prepared.eval)
         args = build_args(cfg, self.run_dir / "checkpoints", lr=lr, total_steps=total, has_eval=has_eval)
         progress = Progress(self.log, self._stop, self._trainer_tokens)
-        callbacks = [progress, *methods.trainer_callbacks(method), *self._callbacks]
+        # stay close to the base: its KL term joins the loss; its callback, first, puts it into the logged row
+        guard = base_guard.BaseGuard(model, t.kl_to_base) if t.kl_to_base > 0 else None
+        callbacks = [*([guard.callback()] if guard else []), progress, *methods.trainer_callbacks(method),
+                     *self._callbacks]
         if has_eval and t.early_stopping_patience:
             callbacks.append(EarlyStop(t.early_stopping_patience, self.log))
         trainer = StudioTrainer(model=model, args=args, train_dataset=prepared.train,
@@ -249,6 +252,7 @@ class TrainingJob:
                                 data_collator=TokenCountingCollator(data.Collator(tokenizer.pad_token_id)),
                                 processing_class=tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # progress goes out as events, not printed dicts
+        trainer.base_guard = guard
         self._trainer = trainer
         self.log.event("setup", rows=len(prepared.train), eval_rows=len(prepared.eval), total_steps=total,
                        learning_rate=lr, stats=_stats_dict(prepared))
