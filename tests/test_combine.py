@@ -109,3 +109,13 @@ def test_runs_that_cannot_combine(two_runs, tiny_dirs, tmp_path):
     runs.write_state(ia3, status="training", pid=None)
     with pytest.raises(ConfigError, match="not done"):
         combine.check_runs([a, ia3])
+
+
+def test_runs_tab_panel_combines_and_says_why_not(two_runs, tiny_dirs):
+    from studio.ui import combine_panel
+
+    root, a, b = two_runs
+    said = combine_panel.combine_runs([a.name, b.name], "cat", "1,1", 0.5, "from-ui", str(root))
+    assert "into **from-ui**" in said and runs.load_run(root / "from-ui").status == "done"
+    said = combine_panel.combine_runs([a.name], "ties", "", 0.5, "", str(root))
+    assert said == "**Cannot combine:** combine: name at least two runs"
