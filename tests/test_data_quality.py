@@ -81,3 +81,13 @@ def test_settings_are_checked():
     cfg.data.dedup, cfg.data.near_threshold = "fuzzy", 1.5
     found = cfg.problems()
     assert any("data.dedup" in p for p in found) and any("data.near_threshold" in p for p in found)
+
+
+def test_preview_shows_what_the_filters_drop(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": "q", "completion": t}) for t in (A, A, B, C)))
+    cfg = RunConfig()
+    cfg.data.path, cfg.data.dedup, cfg.data.near_threshold = str(path), "near", 0.7
+    view = data.preview(cfg, tiny_tokenizer(), n=2)
+    assert view.rows == 2 and view.quality[0].startswith("exact_duplicates: dropped 1 (e.g. row 2 repeats row 1")
+    assert view.quality[1].startswith("near_duplicates: dropped 1")

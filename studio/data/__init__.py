@@ -205,6 +205,7 @@ class Preview:
     rows: int
     skipped: int
     skipped_examples: list[str]
+    quality: list[str] = field(default_factory=list)  # one line per quality filter: its drops, a first example
 
 
 def _runs(tokenizer, example: dict) -> list[tuple[str, bool]]:
@@ -225,8 +226,12 @@ def preview(cfg: RunConfig, tokenizer, n: int = 5, *, max_bytes: int = MAX_BYTES
         DataError: the data cannot be read.
     """
     loaded = load_rows(cfg.data, max_bytes=max_bytes)
+    report = None
+    if quality.wanted(cfg.data):  # the preview shows the rows training will get, and what the filters drop
+        loaded.rows, report = quality.apply(loaded.rows, cfg.data, tokenizer, cfg.data.path)
     tok = tokenize_rows(loaded.rows, tokenizer, max_len=cfg.train.max_seq_len, train_on=cfg.data.train_on)
     shown = [_runs(tokenizer, e) for e in tok.examples[:n]]
     reasons = list(loaded.skipped_examples) + [f"row {i + 1}: {r}" for i, r in tok.skipped]
     return Preview(shown, tok.lengths, cfg.train.max_seq_len, sum(x > cfg.train.max_seq_len for x in tok.lengths),
-                   loaded.format, len(tok.examples), loaded.skipped + len(tok.skipped), reasons[:5])
+                   loaded.format, len(tok.examples), loaded.skipped + len(tok.skipped), reasons[:5],
+                   report.lines() if report else [])
