@@ -242,6 +242,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_combine(args: argparse.Namespace) -> int:
+    from studio import combine
+
+    print(combine.combine_runs(args.runs, args.weights, args.method, args.out, args.root, args.density, args.svd_rank))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m studio", description="PEFT Studio, headless.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -350,6 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="runs folder (default: train.output_dir)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("combine", help="combine finished LoRA runs of one base into a new run (PEFT's weighted merge)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--method", default="linear", help="linear, cat, svd, ties, dare_linear, dare_ties, magnitude_prune")
+    p.add_argument("--weights", default="", help="one per run, e.g. 0.6,0.4 (default: equal)")
+    p.add_argument("--out", default="", metavar="NAME", help="the new run's folder name")
+    p.add_argument("--root", help="folder for the new run (default: the first run's)")
+    p.add_argument("--density", type=float, default=0.5, help="share of each update kept by ties, dare_*, magnitude_prune")
+    p.add_argument("--svd-rank", type=int, help="rank of an svd combination (default: the largest)")
+    p.set_defaults(func=cmd_combine)
 
     p = sub.add_parser("runs", help="list run folders")
     p.add_argument("--root", default="runs")

@@ -337,6 +337,12 @@ class DataSpec(_Section):
     packing: bool = _f(True, "pack several examples per row (no attention across them): no padding, faster")
     system_prompt: str | None = _f(None, "system message added to rows that have none")
     max_rows: int | None = _f(None, "use only the first N rows", min=1)
+    dedup: str = _f("none", "drop duplicate rows before training: exact (same text) or near (MinHash similarity)",
+                    choices=("none", "exact", "near"))
+    near_threshold: float = _f(0.8, "near duplicates: estimated Jaccard similarity of character 5-grams at "
+                               "which a row counts as a copy of an earlier one", min=0.1, max=1.0)
+    min_tokens: int | None = _f(None, "drop rows whose text has fewer tokens than this", min=1)
+    max_tokens: int | None = _f(None, "drop rows whose text has more tokens than this", min=1)
 
 
 class ObjectiveSpec(_Section):
@@ -432,6 +438,9 @@ class TrainSpec(_Section):
     logging_steps: int = _f(1, "log every N steps", min=1)
     eval_steps: int | None = _f(None, "evaluate every N steps (needs a validation split)", min=1)
     save_steps: int | None = _f(None, "checkpoint every N steps (for resume)", min=1)
+    kl_to_base: float = _f(0.0, "strength of a loss term keeping the tuned next-token distribution near the base's "
+                           "(KL to the adapter-off model on the same batch; 0: off; adapter methods only)", min=0.0,
+                           max=100.0)
     early_stopping_patience: int = _f(0, "stop after N evaluations without a better eval loss (0: off)", min=0)
     report_to: str = _f("none", "also log to this tracker, inside the run folder (its package is an optional extra)",
                         choices=("none", "tensorboard", "mlflow", "trackio", "wandb"))

@@ -32,8 +32,8 @@ import torch
 from transformers import PrinterCallback, TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput
 
-from studio import (checkpoints, data, faults, forgetting, grpo_train, methods, models, objectives, preference_train,
-                    preflight, process, run_log, runs, start_from, trackers, validation)
+from studio import (base_guard, checkpoints, data, faults, forgetting, grpo_train, methods, models, objectives,
+                    preference_train, preflight, process, run_log, runs, start_from, trackers, validation)
 from studio.config import ConfigError, RunConfig
 from studio.faults import OutOfMemory, TrainingError
 from studio.hw_sampler import HardwareSampler
@@ -232,6 +232,9 @@ class TrainingJob:
         trl_side = grpo_train if objective.online else preference_train  # the objective's TRL trainer, if any
         prepared = trl_side.build_data(cfg, tokenizer, objective) if objective.trainer else data.build(cfg, tokenizer)
         total = total_steps(cfg, len(prepared.train) * objective.answers_per_row(t.objective))
+        quality = getattr(getattr(prepared, "stats", None), "quality", None)
+        if quality:  # the data quality filters' counts and examples, kept in the run folder
+            self.log.write_state(data_quality=quality)
         self.log.update(total=total)
         self.log.write_state(total_steps=total)
         model, tokenizer = models.load(model_spec)
@@ -252,8 +255,10 @@ class TrainingJob:
         has_eval = bool(prepared.eval)
         args = build_args(cfg, self.run_dir / "checkpoints", lr=lr, total_steps=total, has_eval=has_eval)
         progress = Progress(self.log, self._stop, self._trainer_tokens)
-        callbacks = [progress, checkpoints.CheckpointResults(cfg.method), *methods.trainer_callbacks(method),
-                     *trackers.callbacks(t.report_to, self.run_dir),
+        # stay close to the base: its KL term joins the loss; its callback, first, puts it into the logged row
+        guard = base_guard.BaseGuard(model, t.kl_to_base) if t.kl_to_base > 0 else None
+        callbacks = [*([guard.callback()] if guard else []), progress, checkpoints.CheckpointResults(cfg.method),
+                     *methods.trainer_callbacks(method), *trackers.callbacks(t.report_to, self.run_dir),
                      *self._callbacks]
         if has_eval and t.early_stopping_patience:
             callbacks.append(EarlyStop(t.early_stopping_patience, self.log))
@@ -269,6 +274,7 @@ class TrainingJob:
                                     processing_class=tokenizer, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # progress goes out as events, not printed dicts
         trainer.loraplus_ratio = t.loraplus_ratio
+        trainer.base_guard = guard
         self._trainer = trainer
         self.log.event("setup", rows=len(prepared.train), eval_rows=len(prepared.eval), total_steps=total,
                        learning_rate=lr, stats=_stats_dict(prepared))

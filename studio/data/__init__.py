@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from studio.config import DataSpec, RunConfig
 from studio.data.formats import FORMATS, ROLES, detect, normalise
+from studio.data import quality
 from studio.data.pack import Collator, pack
 from studio.data.sources import MAX_BYTES, DataError, Skips, read_records
 from studio.data.tokenize import FALLBACK_TEMPLATE, IGNORE, Tokenized, chat_template, tokenize_rows
@@ -73,6 +74,7 @@ class DataStats:
     packing: bool = False
     packed_rows: int = 0
     notes: list[str] = field(default_factory=list)
+    quality: dict = field(default_factory=dict)  # quality.QualityReport.to_dict() when data asks for filters
 
     def __getitem__(self, key: str):
         return getattr(self, key)
@@ -130,6 +132,9 @@ def build(cfg: RunConfig, tokenizer, *, model=None, max_bytes: int = MAX_BYTES) 
     loaded = load_rows(spec, max_bytes=max_bytes)
     stats = DataStats(format=loaded.format, skipped=loaded.skipped, skipped_examples=list(loaded.skipped_examples),
                       max_seq_len=cfg.train.max_seq_len)
+    if quality.wanted(spec):  # before the split, so a copy of a training row cannot land in the held-out rows
+        loaded.rows, report = quality.apply(loaded.rows, spec, tokenizer, spec.path)
+        stats.quality = report.to_dict()
     train_rows, eval_rows = split_rows(loaded.rows, spec.val_fraction, seed)
     if spec.val_path:
         extra = load_rows(spec, path=spec.val_path, max_bytes=max_bytes)
@@ -200,6 +205,7 @@ class Preview:
     rows: int
     skipped: int
     skipped_examples: list[str]
+    quality: list[str] = field(default_factory=list)  # one line per quality filter: its drops, a first example
 
 
 def _runs(tokenizer, example: dict) -> list[tuple[str, bool]]:
@@ -220,8 +226,12 @@ def preview(cfg: RunConfig, tokenizer, n: int = 5, *, max_bytes: int = MAX_BYTES
         DataError: the data cannot be read.
     """
     loaded = load_rows(cfg.data, max_bytes=max_bytes)
+    report = None
+    if quality.wanted(cfg.data):  # the preview shows the rows training will get, and what the filters drop
+        loaded.rows, report = quality.apply(loaded.rows, cfg.data, tokenizer, cfg.data.path)
     tok = tokenize_rows(loaded.rows, tokenizer, max_len=cfg.train.max_seq_len, train_on=cfg.data.train_on)
     shown = [_runs(tokenizer, e) for e in tok.examples[:n]]
     reasons = list(loaded.skipped_examples) + [f"row {i + 1}: {r}" for i, r in tok.skipped]
     return Preview(shown, tok.lengths, cfg.train.max_seq_len, sum(x > cfg.train.max_seq_len for x in tok.lengths),
-                   loaded.format, len(tok.examples), loaded.skipped + len(tok.skipped), reasons[:5])
+                   loaded.format, len(tok.examples), loaded.skipped + len(tok.skipped), reasons[:5],
+                   report.lines() if report else [])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.ui import (chat_tab, data_tab, gpus_panel, lr_panel, method_tab, model_tab, queue_panel, runs_tab,
-                       state, train_tab)
+from studio.ui import (chat_tab, combine_panel, data_tab, gpus_panel, lr_panel, method_tab, model_tab, queue_panel,
+                       runs_tab, state, train_tab)
 from studio.ui.form import Form
 
 __all__ = ["build_app", "CSS"]
@@ -50,6 +50,7 @@ def build_app(default_model: str | None = None, runs_root: str | None = None) ->
                 chat = chat_tab.build_chat_tab()
             with _tab("6 · Runs", "tab-runs") as runs_item:
                 runs = runs_tab.build_runs_tab()
+                combine = combine_panel.build_combine_panel(runs_tab.run_names())
         model_tab.wire_model_tab(model)
         method_tab.wire_method_tab(method, form, model.model_id, model.gpu, demo)
         data_tab.wire_data_tab(data, form, demo)
@@ -59,4 +60,5 @@ def build_app(default_model: str | None = None, runs_root: str | None = None) ->
         gpus_panel.wire_gpus_panel(gpus, form, model.gpu)
         chat_tab.wire_chat_tab(chat, model.model_id)
         runs_tab.wire_runs_tab(runs, form, runs_item)
+        combine_panel.wire_combine_panel(combine, [runs.refresh.click, runs_item.select], runs_tab.run_names)
     return demo
