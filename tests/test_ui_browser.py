@@ -116,3 +116,17 @@ def test_studio_end_to_end(studio_url, page):
     _tab(page, "6 · Runs")
     page.wait_for_function("document.querySelector('#runs-table').innerText.includes('done')")
     _shot(page, "06-runs")
+
+    # planning before a download: a well-known hub id with no hub gives the published config's card and estimate
+    _tab(page, "1 · Model")
+    box = page.locator("#model-id input").first
+    box.fill("Qwen/Qwen3-30B-A3B")
+    box.press("Enter")
+    page.wait_for_function("document.querySelector('#arch-card').innerText.includes('published config.json')",
+                           timeout=120_000)
+    assert "128 routed, top-8" in page.locator("#arch-card").inner_text()
+    _tab(page, "2 · Method")
+    page.wait_for_function(
+        "document.querySelector('#estimate-text').innerText.includes('published config.json of qwen3-30b-a3b')",
+        timeout=120_000)
+    _shot(page, "07-planned-offline")
