@@ -11,6 +11,7 @@ micro-batch x accumulation answers at once), then trains on prompt + answer.
 from __future__ import annotations
 
 from studio import hardware, known_models, memory, validation
+from studio import fit as advisor
 from studio.config import RunConfig
 
 COMMON = ["method.name=lora", "method.r=16", "method.alpha=32", "method.targets=[all-linear]", "model.dtype=bf16",
@@ -41,7 +42,7 @@ def main() -> None:
         for label, extra in ROWS:
             cfg = validation.with_overrides(RunConfig(), [f"model.id={model_id}", *COMMON, *extra])
             bd = memory.estimate(arch, cfg, device="cuda")
-            fit = hardware.fit(bd, device, arch, cfg)
+            fit = advisor.fit(bd, device, arch, cfg)
             change = fit.changes[0].text if fit.changes else ""
             print(f"| {label} | {bd.peak_bytes / 1e9:.1f} | {bd.generation_kv / 1e9:.2f} | "
                   f"{bd.activations / 1e9:.2f} | {fit.verdict} | {change} |")
