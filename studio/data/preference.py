@@ -26,7 +26,7 @@ from studio.data.formats import ROLES, Format
 from studio.data.sources import MAX_BYTES, DataError, Record, Skips, read_records
 from studio.data.tokenize import chat_template
 
-__all__ = ["PREFERENCE_FORMATS", "PairStats", "Pairs", "detect", "load", "build", "preview"]
+__all__ = ["PREFERENCE_FORMATS", "BadRow", "normalise_records", "PairStats", "Pairs", "detect", "load", "build", "preview"]
 
 PREFERENCE_FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("preference", ("chosen", "rejected"), ("prompt", "system"),
@@ -36,8 +36,21 @@ PREFERENCE_FORMATS: dict[str, Format] = {f.name: f for f in (
 )}
 
 
-class _BadRow(Exception):
+class BadRow(Exception):
     """A row that cannot train; the message says why."""
+
+
+def normalise_records(records: list[Record], to_row, skips: Skips, max_rows: int | None) -> list[dict]:
+    """``to_row(data)`` for every record, skipping (and counting in ``skips``) those that raise BadRow."""
+    rows = []
+    for rec in records:
+        try:
+            if not isinstance(rec.data, dict):
+                raise BadRow(f"expected an object with columns, got {type(rec.data).__name__}")
+            rows.append(to_row(rec.data))
+        except BadRow as err:
+            skips.add(f"{rec.where}: {err}")
+    return rows[:max_rows] if max_rows else rows
 
 
 @dataclass
@@ -85,27 +98,27 @@ def detect(records: list[Record], columns: dict, wanted: str = "auto") -> Format
 
 def _text(value, what: str) -> str:
     if value is None:
-        raise _BadRow(f"{what} is missing")
+        raise BadRow(f"{what} is missing")
     if not isinstance(value, str):
-        raise _BadRow(f"{what} is {type(value).__name__}, expected text or messages")
+        raise BadRow(f"{what} is {type(value).__name__}, expected text or messages")
     if not value.strip():
-        raise _BadRow(f"{what} is empty")
+        raise BadRow(f"{what} is empty")
     return value
 
 
 def _messages(value, what: str) -> list[dict]:
     """Text becomes one message; a list of {role, content} is checked message by message."""
     if value is None:
-        raise _BadRow(f"{what} is missing")
+        raise BadRow(f"{what} is missing")
     if not isinstance(value, list):
         return [{"role": "user", "content": _text(value, what)}]
     if not value:
-        raise _BadRow(f"{what} is empty")
+        raise BadRow(f"{what} is empty")
     out = []
     for i, item in enumerate(value, 1):
         role = item.get("role") if isinstance(item, dict) else None
         if role not in ROLES:
-            raise _BadRow(f"{what} item {i} has no role among {', '.join(ROLES)}")
+            raise BadRow(f"{what} item {i} has no role among {', '.join(ROLES)}")
         out.append({"role": role, "content": _text(item.get("content"), f"{what} item {i} content")})
     return out
 
@@ -124,7 +137,7 @@ def _split_transcripts(chosen, rejected) -> dict:
         while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
             n += 1
         if n == 0:
-            raise _BadRow("chosen and rejected share no prompt (no common first message)")
+            raise BadRow("chosen and rejected share no prompt (no common first message)")
         return {"prompt": chosen[:n], "chosen": chosen[n:], "rejected": rejected[n:]}
     chosen, rejected = _text(chosen, "chosen"), _text(rejected, "rejected")
     n = 0
@@ -133,7 +146,7 @@ def _split_transcripts(chosen, rejected) -> dict:
     while n > 0 and not chosen[n - 1].isspace():  # cut back to a word boundary
         n -= 1
     if n == 0:
-        raise _BadRow("chosen and rejected share no prompt (no common prefix)")
+        raise BadRow("chosen and rejected share no prompt (no common prefix)")
     return {"prompt": chosen[:n], "chosen": chosen[n:], "rejected": rejected[n:]}
 
 
@@ -147,7 +160,7 @@ def _paired(data: dict, columns: dict, system: str | None) -> dict:
     chosen, rejected = data.get(_col("chosen", columns)), data.get(_col("rejected", columns))
     for side, value in (("chosen", chosen), ("rejected", rejected)):
         if value is None or (isinstance(value, (str, list)) and not value):
-            raise _BadRow(f"{_col(side, columns)} is {'missing' if value is None else 'empty'}")
+            raise BadRow(f"{_col(side, columns)} is {'missing' if value is None else 'empty'}")
     prompt = data.get(_col("prompt", columns))
     if prompt is None:
         row = _split_transcripts(chosen, rejected)
@@ -155,10 +168,10 @@ def _paired(data: dict, columns: dict, system: str | None) -> dict:
         row = {"prompt": _messages(prompt, _col("prompt", columns)), "chosen": _answer(chosen, "chosen"),
                "rejected": _answer(rejected, "rejected")}
     if not row["chosen"] or not row["rejected"]:
-        raise _BadRow("chosen and rejected are the same" if row["chosen"] == row["rejected"] else
+        raise BadRow("chosen and rejected are the same" if row["chosen"] == row["rejected"] else
                       f"{'chosen' if not row['chosen'] else 'rejected'} is empty after the shared prompt")
     if row["chosen"] == row["rejected"]:
-        raise _BadRow("chosen and rejected are the same")
+        raise BadRow("chosen and rejected are the same")
     own = data.get(_col("system", columns))
     row["prompt"] = _system(row["prompt"], own if isinstance(own, str) and own.strip() else system)
     return row
@@ -171,7 +184,7 @@ def _label(value) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "good", "bad", "1", "0"):
         return value.strip().lower() in ("true", "good", "1")
-    raise _BadRow(f"label is {value!r}, expected true or false")
+    raise BadRow(f"label is {value!r}, expected true or false")
 
 
 def _unpaired(data: dict, columns: dict, system: str | None) -> dict:
@@ -200,16 +213,9 @@ def load(spec: DataSpec, *, path: str | None = None, max_bytes: int = MAX_BYTES)
         expected = "; ".join(f"{f.name}: {f.about}" for f in PREFERENCE_FORMATS.values())
         raise DataError(f"{source}: a preference objective needs preference rows; the data has columns "
                         f"{', '.join(have[:20]) or 'none'} (expected {expected}; map yours with data.columns)")
-    rows = []
-    for rec in records:
-        try:
-            if not isinstance(rec.data, dict):
-                raise _BadRow(f"expected an object with columns, got {type(rec.data).__name__}")
-            rows.append(_NORMALISERS[fmt.name](rec.data, spec.columns or {}, spec.system_prompt))
-        except _BadRow as err:
-            skips.add(f"{rec.where}: {err}")
-    if spec.max_rows:
-        rows = rows[: spec.max_rows]
+    normalise = _NORMALISERS[fmt.name]
+    rows = normalise_records(records, lambda data: normalise(data, spec.columns or {}, spec.system_prompt), skips,
+                             spec.max_rows)
     return fmt.name, rows, skips
 
 
@@ -223,15 +229,15 @@ def _ids(tokenizer, template: str, prompt, answer=None) -> list[int]:
 
 
 def _token_check(row: dict, tokenizer, template: str, max_len: int) -> int:
-    """The longer side's token count (prompt included); _BadRow when a side has no tokens within ``max_len``."""
+    """The longer side's token count (prompt included); BadRow when a side has no tokens within ``max_len``."""
     prompt = _ids(tokenizer, template, row["prompt"])
     longest = 0
     for side in [k for k in ("chosen", "rejected", "completion") if k in row]:
         full = len(_ids(tokenizer, template, row["prompt"], row[side]))
         if full <= len(prompt):
-            raise _BadRow(f"{side} has no tokens")
+            raise BadRow(f"{side} has no tokens")
         if len(prompt) >= max_len:
-            raise _BadRow(f"the prompt takes {len(prompt)} tokens, all of train.max_seq_len={max_len}: "
+            raise BadRow(f"the prompt takes {len(prompt)} tokens, all of train.max_seq_len={max_len}: "
                           f"no {side} tokens left")
         longest = max(longest, full)
     return longest
@@ -244,11 +250,11 @@ def _checked(rows: list[dict], tokenizer, max_len: int, label: str, stats: PairS
         try:
             if kept and isinstance(row["prompt"], str) != isinstance(kept[0]["prompt"], str):
                 # one dataset is either text or messages throughout (the trainer's table holds one kind)
-                raise _BadRow("a text transcript among message rows" if isinstance(row["prompt"], str) else
+                raise BadRow("a text transcript among message rows" if isinstance(row["prompt"], str) else
                               "a message row among text transcripts")
             stats.lengths.append(_token_check(row, tokenizer, template, max_len))
             kept.append(row)
-        except _BadRow as err:
+        except BadRow as err:
             stats.skipped += 1
             if len(stats.skipped_examples) < 5:
                 stats.skipped_examples.append(f"{label} row {i}: {err}")

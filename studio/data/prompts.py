@@ -19,7 +19,7 @@ from __future__ import annotations
 from studio.config import DataSpec, RunConfig
 from studio.data import split_rows
 from studio.data.formats import ROLES, Format
-from studio.data.preference import PairStats, Pairs
+from studio.data.preference import BadRow, PairStats, Pairs, normalise_records
 from studio.data.sources import MAX_BYTES, DataError, Record, Skips, read_records
 from studio.data.tokenize import chat_template
 
@@ -28,10 +28,6 @@ __all__ = ["PROMPT_FORMAT", "detect", "load", "build", "preview"]
 PROMPT_FORMAT = Format("prompts", ("prompt",), ("messages", "system"),
                        "prompt (text or messages ending with a user turn) or messages ending with a user turn, "
                        "plus the columns the rewards read")
-
-
-class _BadRow(Exception):
-    """A row that cannot train; the message says why."""
 
 
 def _col(name: str, columns: dict) -> str:
@@ -50,19 +46,19 @@ def detect(records: list[Record], columns: dict) -> str | None:
 def _messages(value, what: str) -> list[dict]:
     if isinstance(value, str):
         if not value.strip():
-            raise _BadRow(f"{what} is empty")
+            raise BadRow(f"{what} is empty")
         return [{"role": "user", "content": value}]
     if not isinstance(value, list) or not value:
-        raise _BadRow(f"{what} is {'missing' if value is None else 'empty' if value == [] else type(value).__name__}")
+        raise BadRow(f"{what} is {'missing' if value is None else 'empty' if value == [] else type(value).__name__}")
     out = []
     for i, item in enumerate(value, 1):
         role = item.get("role") if isinstance(item, dict) else None
         content = item.get("content") if isinstance(item, dict) else None
         if role not in ROLES or not isinstance(content, str):
-            raise _BadRow(f"{what} item {i} is not a {{role, content}} message")
+            raise BadRow(f"{what} item {i} is not a {{role, content}} message")
         out.append({"role": role, "content": content})
     if out[-1]["role"] != "user":
-        raise _BadRow(f"{what} ends with a {out[-1]['role']} turn; a prompt ends with the user's turn")
+        raise BadRow(f"{what} ends with a {out[-1]['role']} turn; a prompt ends with the user's turn")
     return out
 
 
@@ -76,7 +72,7 @@ def _row(data: dict, key: str, columns: dict, needs: list[str], system: str | No
     for name in needs:
         value = data.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
-            raise _BadRow(f"{name} is {'missing' if value is None else 'empty'}")
+            raise BadRow(f"{name} is {'missing' if value is None else 'empty'}")
     for k, v in data.items():  # the other columns go to the rewards as text (one type per column for the table)
         if k not in (_col(key, columns), _col("system", columns), "prompt"):
             row[str(k)] = v if isinstance(v, str) else str(v)
@@ -103,16 +99,8 @@ def load(spec: DataSpec, needs: list[str] = (), *, path: str | None = None,
     if missing:
         raise DataError(f"{source}: train.rewards read the column {missing[0]!r}, which the data lacks "
                         f"(it has {', '.join(have[:20])})")
-    rows = []
-    for rec in records:
-        try:
-            if not isinstance(rec.data, dict):
-                raise _BadRow(f"expected an object with columns, got {type(rec.data).__name__}")
-            rows.append(_row(rec.data, key, columns, list(needs), spec.system_prompt))
-        except _BadRow as err:
-            skips.add(f"{rec.where}: {err}")
-    if spec.max_rows:
-        rows = rows[: spec.max_rows]
+    rows = normalise_records(records, lambda data: _row(data, key, columns, list(needs), spec.system_prompt), skips,
+                             spec.max_rows)
     return rows, skips
 
 
