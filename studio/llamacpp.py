@@ -102,7 +102,8 @@ def ensure(say: Callable[[str], None] = lambda line: None) -> Path:
         if missing:
             wanted = [str(src) if d == "llama_cpp_python" else f"{d}=={v}" for d, v in missing.items()]
             # a parent make's variables (under `make test`) leak into the build's own make and linker runs
-            env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
             env.update(CMAKE_ARGS=_CMAKE_ARGS, CMAKE_BUILD_PARALLEL_LEVEL="2")
             _run([*pip, "install", *wanted], "building llama.cpp (needs cmake and a C++ compiler)" if build else
                  "installing the converters' dependencies", env=env)
