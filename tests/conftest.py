@@ -116,3 +116,23 @@ def studio_url(tiny_dirs, tmp_path):
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+@pytest.fixture
+def page():
+    """A headless Chromium page (Debian's, through Playwright); browser tests only."""
+    from tests.browser import ARGS, ARTIFACTS, CHROMIUM
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (make browser)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        pg.set_default_timeout(60_000)
+        try:
+            yield pg
+        finally:
+            browser.close()

@@ -2,81 +2,38 @@
 
 Picks a method, moves the rank slider and sees the estimate change, trains a few steps and sees the loss
 chart gain points and the run finish, then chats and sees both panes answer, and evaluates a prompt.
-Screenshots of every step go to test-artifacts/. Waits are on elements, never on network idle (the page keeps connections open).
+Screenshots of every step go to test-artifacts/browser/ (helpers in tests/browser.py).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
+from tests.browser import pick, set_number, shot, tab
+
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
-
-
-@pytest.fixture
-def page():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium (make browser)")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 900})
-        pg.set_default_timeout(60_000)
-        try:
-            yield pg
-        finally:
-            browser.close()
-
-
-def _shot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def _tab(page, label: str) -> None:
-    page.get_by_role("tab", name=label).click()
-
-
-def _pick(page, elem_id: str, option: str) -> None:
-    """Choose ``option`` in the Gradio dropdown ``#elem_id``."""
-    page.locator(f"#{elem_id} input").first.click()
-    page.get_by_role("option", name=option).first.click()
-
-
-def _set_number(page, selector: str, value) -> None:
-    box = page.locator(selector).first
-    box.fill(str(value))
-    box.press("Enter")
 
 
 def test_studio_end_to_end(studio_url, page):
     page.goto(studio_url)
     page.wait_for_selector("#arch-card table")
-    _shot(page, "01-model")
+    shot(page, "01-model")
 
-    _tab(page, "2 · Method")
-    _pick(page, "method", "LoRA: low-rank updates")
+    tab(page, "2 · Method")
+    pick(page, "method", "LoRA: low-rank updates")
     trainable = page.locator("#trainable")
     page.wait_for_function("document.querySelector('#trainable').innerText.includes('trainable')")
     before = trainable.inner_text()
     estimate_before = page.locator("#estimate-text").inner_text()
-    _set_number(page, "#knob-lora-r input[type=number]", 16)  # at most the tiny model's k_proj width (32)
+    set_number(page, "#knob-lora-r input[type=number]", 16)  # at most the tiny model's k_proj width (32)
     page.wait_for_function("t => document.querySelector('#trainable').innerText !== t", arg=before)
     assert trainable.inner_text() != before
     page.wait_for_function("t => document.querySelector('#estimate-text').innerText !== t", arg=estimate_before)
-    _shot(page, "02-method-rank-16")
+    shot(page, "02-method-rank-16")
 
-    _tab(page, "4 · Train")
-    _set_number(page, "#train-max_steps input", 8)
-    _set_number(page, "#train-logging_steps input", 1)
+    tab(page, "4 · Train")
+    set_number(page, "#train-max_steps input", 8)
+    set_number(page, "#train-logging_steps input", 1)
     page.locator("#run-name textarea, #run-name input").first.fill("browser-run")
     page.locator("#start-btn").click()
     page.wait_for_selector("#train-message :text('Started')")
@@ -85,14 +42,14 @@ def test_studio_end_to_end(studio_url, page):
         "(document.querySelector('#loss-plot .gtitle') || {}).textContent?.includes('browser-run')")
     page.wait_for_function(
         "document.querySelectorAll('#loss-plot .scatterlayer .trace:first-child .point').length >= 2")
-    _shot(page, "03-training")
+    shot(page, "03-training")
     page.wait_for_selector("#train-progress-label:has-text('done')", timeout=180_000)
     page.wait_for_selector("#train-result :text('Finished')")
     points = page.locator("#loss-plot .scatterlayer .trace:first-child .point").count()
     assert points >= 8
-    _shot(page, "04-trained")
+    shot(page, "04-trained")
 
-    _tab(page, "5 · Chat")
+    tab(page, "5 · Chat")
     page.locator("#chat-run input").first.click()
     page.get_by_role("option").first.click()
     page.locator("#chat-input textarea").fill("Who are you?")
@@ -101,7 +58,7 @@ def test_studio_end_to_end(studio_url, page):
         page.wait_for_function(
             f"[...document.querySelectorAll('#{pane} .bot-row')].some(e => e.innerText.trim().length > 0)",
             timeout=120_000)
-    _shot(page, "05-chat")
+    shot(page, "05-chat")
     assert page.locator("#chat-input textarea").input_value() == ""  # sent: the box is empty for the next one
     assert not page.locator("#chat-extra-1").is_visible()  # no run picked to compare
 
@@ -111,22 +68,22 @@ def test_studio_end_to_end(studio_url, page):
     page.wait_for_selector("#eval-summary :text('eval.jsonl')", timeout=120_000)
     table = page.locator("#eval-table").inner_text()
     assert "Who are you?" in table and "ROUGE-L tuned" in table and "I am Quill." in table
-    _shot(page, "05-evaluate")
+    shot(page, "05-evaluate")
 
-    _tab(page, "6 · Runs")
+    tab(page, "6 · Runs")
     page.wait_for_function("document.querySelector('#runs-table').innerText.includes('done')")
-    _shot(page, "06-runs")
+    shot(page, "06-runs")
 
     # planning before a download: a well-known hub id with no hub gives the published config's card and estimate
-    _tab(page, "1 · Model")
+    tab(page, "1 · Model")
     box = page.locator("#model-id input").first
     box.fill("Qwen/Qwen3-30B-A3B")
     box.press("Enter")
     page.wait_for_function("document.querySelector('#arch-card').innerText.includes('published config.json')",
                            timeout=120_000)
     assert "128 routed, top-8" in page.locator("#arch-card").inner_text()
-    _tab(page, "2 · Method")
+    tab(page, "2 · Method")
     page.wait_for_function(
         "document.querySelector('#estimate-text').innerText.includes('published config.json of qwen3-30b-a3b')",
         timeout=120_000)
-    _shot(page, "07-planned-offline")
+    shot(page, "07-planned-offline")
