@@ -64,6 +64,15 @@ def ready() -> bool:
     return (tools_dir() / "convert_hf_to_gguf.py").is_file() and not _missing()
 
 
+def _load_problem() -> str | None:
+    """Why the built library does not load in a fresh process (None when it loads)."""
+    done = subprocess.run([sys.executable, "-c", "import llama_cpp"], capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()] or ["no output"]
+    return lines[-1][:300]
+
+
 def _run(cmd: list[str], what: str, env: dict | None = None, cwd: Path | None = None) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     if done.returncode != 0:
@@ -101,14 +110,30 @@ def ensure(say: Callable[[str], None] = lambda line: None) -> Path:
         src = tmp / sdist.name.removesuffix(".tar.gz")
         if missing:
             wanted = [str(src) if d == "llama_cpp_python" else f"{d}=={v}" for d, v in missing.items()]
-            # a parent make's variables (under `make test`) leak into the build's own make and linker runs
-            env = {k: v for k, v in os.environ.items()
-                   if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
-            env.update(CMAKE_ARGS=_CMAKE_ARGS, CMAKE_BUILD_PARALLEL_LEVEL="2")
+            env = _build_env()
             _run([*pip, "install", *wanted], "building llama.cpp (needs cmake and a C++ compiler)" if build else
                  "installing the converters' dependencies", env=env)
+            problem = _load_problem() if build else None
+            if problem:  # a library that cannot load must not pass for a finished build: the next export rebuilds
+                _run([*pip, "uninstall", "-y", "llama_cpp_python"], "removing the broken llama.cpp build")
+                raise ConfigError(f"the llama.cpp build does not load: {problem}")
         _keep_converters(src / "vendor" / "llama.cpp")
     return tools_dir()
+
+
+def _build_env() -> dict[str, str]:
+    """This process's environment for the build, less what would break it.
+
+    A parent make's variables (under `make test`) would reach the build's own make. And PEFT's BOFT leaves
+    ``CC=gcc CXX=gcc`` in ``os.environ`` once its CUDA extension fails to build (its environment patch has no
+    ``finally``): a C++ library linked by the C driver misses the C++ runtime and fails to load.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    if env.get("CXX") in ("gcc", "cc"):
+        env.pop("CXX")
+        env.pop("CC", None)
+    env.update(CMAKE_ARGS=_CMAKE_ARGS, CMAKE_BUILD_PARALLEL_LEVEL="2")
+    return env
 
 
 def _keep_converters(tree: Path) -> None:

@@ -4,6 +4,7 @@ converter and quantiser, answered by llama.cpp and by transformers' GGUF reader 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -166,3 +167,16 @@ def test_gguf_lora_on_the_base_gguf_answers_like_the_merged_model(embedded_run, 
     assert _llama_answer(base, lora=lora) == want
     assert f"ADAPTER ./{lora.name}" in (tmp_path / "lora" / "Modelfile").read_text()
     assert llamacpp.ready()
+
+
+def test_build_environment_drops_what_breaks_the_build(monkeypatch):
+    # PEFT's BOFT leaves these behind in os.environ; a parent make leaves its own variables
+    monkeypatch.setenv("CC", "gcc")
+    monkeypatch.setenv("CXX", "gcc")
+    monkeypatch.setenv("MAKEFLAGS", "-j8")
+    monkeypatch.setenv("MAKELEVEL", "1")
+    env = llamacpp._build_env()
+    assert not {"CC", "CXX", "MAKEFLAGS", "MAKELEVEL"} & set(env)
+    assert "-mno-amx-int8" in env["CMAKE_ARGS"] and env["PATH"] == os.environ["PATH"]
+    monkeypatch.setenv("CXX", "clang++")  # a compiler the person chose is kept
+    assert llamacpp._build_env()["CXX"] == "clang++"
