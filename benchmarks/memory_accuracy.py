@@ -9,6 +9,7 @@ compared with ``Breakdown.allocated_peak_bytes`` (the allocator's view: no CUDA 
     PYTHONPATH=. python benchmarks/memory_accuracy.py --quick    # a handful of rows
     PYTHONPATH=. python benchmarks/memory_accuracy.py --list     # the rows, numbered
     PYTHONPATH=. python benchmarks/memory_accuracy.py --rows 11,12   # only those rows
+    PYTHONPATH=. python benchmarks/memory_accuracy.py --grpo     # GRPO: whole TRL steps (answers, then training)
 """
 
 from __future__ import annotations
@@ -284,12 +285,89 @@ def run(rows) -> list[dict]:
     return out
 
 
+# --- GRPO: one whole TRL GRPOTrainer step (writing the answers, then training on them) -------------------
+# (shape, micro-batch = answers a step, answers per prompt, answer tokens); the embedded model's tokenizer
+# writes the prompts, so the shapes take its vocabulary; every answer runs to its full length (random weights
+# rarely sample the end token), so the estimate's prompt + max_completion_length is what is measured
+GRPO_ROWS = [("llama-gqa", 8, 4, 16), ("llama-gqa", 8, 4, 64)]
+
+
+class _PeakAt(LiveStorage):
+    """LiveStorage that also remembers the op at which the peak was reached."""
+
+    at = ""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        before = self.peak
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        if self.peak > before:
+            self.at = str(func)
+        return out
+
+
+def run_grpo(rows) -> list[dict]:
+    """Peak live storage of the second GRPO step against the estimate's, through the studio's own trainer."""
+    import tempfile
+
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from studio import grpo_train, objectives
+    from studio.config import ObjectiveSpec
+    from studio.data.preference import Pairs
+    from studio.models import embedded_dir
+
+    tok = AutoTokenizer.from_pretrained(embedded_dir())
+    prompt = [{"role": "user", "content": "What is 3 + 4? Reply with only the number."}]
+    p_len = len(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
+                ["input_ids"])
+    out = []
+    for shape, batch, group, answer in rows:
+        config = _shapes()[shape]
+        config.vocab_size, config.bos_token_id, config.eos_token_id = len(tok), tok.bos_token_id, tok.eos_token_id
+        cfg = _cfg("lora", False, batch, p_len, "fp32", "sdpa", {})
+        cfg.train.objective = ObjectiveSpec("grpo", {"num_generations": group, "max_completion_length": answer})
+        cfg.train.rewards = [{"kind": "length", "min_tokens": 1, "max_tokens": answer}]
+        cfg.train.max_steps, cfg.train.save_steps = 2, 1000
+        est = memory.estimate(ArchSpec.from_config(config), cfg, device="cpu")
+        model = _build(config, cfg)
+        holder: dict = {}
+
+        class Measure(TrainerCallback):  # the second step, after the optimizer state exists
+            def on_step_begin(self, args, state, control, **kw):
+                if state.global_step == 1:
+                    holder["t"] = _PeakAt(model, holder["trainer"].optimizer).__enter__()
+
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == 2:
+                    holder["t"].__exit__(None, None, None)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            holder["trainer"] = grpo_train.build_trainer(
+                cfg, objectives.get("grpo"), model, tok, Pairs([{"prompt": prompt}] * (2 * batch), [], None),
+                output_dir=tmp, lr=1e-4, total_steps=2, callbacks=[Measure()])
+            holder["trainer"].train()
+        measured, err = holder["t"].peak, est.allocated_peak_bytes / holder["t"].peak - 1
+        out.append(dict(shape=shape, batch=batch, group=group, answer=answer, measured=measured, error=err,
+                        estimate=est.allocated_peak_bytes, phase=est.peak_phase, at=holder["t"].at))
+        print(f"| {shape} (vocab {len(tok)}) | GRPO {batch // group}x{group} answers of {answer} | {p_len} | "
+              f"{measured / 1e6:.1f} | {est.allocated_peak_bytes / 1e6:.1f} ({est.peak_phase}) | {err * 100:+.1f}% "
+              f"| {holder['t'].at} |", flush=True)
+        gc.collect()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only a handful of rows")
     ap.add_argument("--rows", help="comma-separated row numbers (see --list) to run instead of the matrix")
     ap.add_argument("--list", action="store_true", help="print the rows with their numbers and exit")
+    ap.add_argument("--grpo", action="store_true", help="only the GRPO rows (a whole TRL step each)")
     args = ap.parse_args()
+    if args.grpo:
+        print("| shape | run | prompt tokens | measured MB | estimate MB (phase) | error | op at the measured peak |")
+        print("|---|---|---:|---:|---:|---:|---|")
+        run_grpo(GRPO_ROWS)
+        return 0
     if args.list:
         for i, row in enumerate(MATRIX):
             print(i, *row)

@@ -1,8 +1,11 @@
 """The Train tab's rewards panel without a browser: building the reward list (add with its kind's settings,
 refuse a bad one in one line, remove by number), the list going into the RunConfig through the form, and
-the live view (reward curves, latest answers) read from a GRPO run's events."""
+the live view (reward curves, latest answers) read from a GRPO run's events; and the Data tab's preview of
+prompt-only rows (counts, the column the rewards check, the loader's reason when they cannot be read)."""
 
 from __future__ import annotations
+
+import json
 
 import gradio as gr
 
@@ -67,3 +70,21 @@ def test_live_view_reads_reward_rows_and_samples():
     assert names == ["total", "format", "match", "KL"]
     assert list(fig.data[0].y) == [0.5, 0.75] and list(fig.data[3].y) == [0.01, 0.02]
     assert headers == ["prompt", "answer", "total", "match", "format"] and rows == [["q", "7", 2.0, 1.0, 1.0]]
+
+
+def test_data_tab_previews_prompt_rows_with_counts(tiny_dirs, tmp_path):
+    from studio.config import ObjectiveSpec, RunConfig
+    from studio.ui import data_tab
+
+    path = tmp_path / "p.jsonl"
+    rows = [{"prompt": "What is 1 + 1?", "answer": "2"}, {"prompt": "What is 2 + 2?", "answer": "4"},
+            {"prompt": "", "answer": "0"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])}, "data": {"path": str(path)},
+                               "train": {"rewards": [{"kind": "match", "column": "answer"}]}})
+    summary, body, _ = data_tab.preview_view(cfg, 2)
+    assert summary.startswith("**Format:** prompts") and "**rows:** 2" in summary and "**skipped:** 1" in summary
+    assert "What is 1 + 1?" in body and "What is 2 + 2?" in body and "(what the rewards check)" in body
+    cfg.train.objective, cfg.train.rewards = ObjectiveSpec("grpo"), [{"kind": "match", "column": "solution"}]
+    summary, body, _ = data_tab.preview_view(cfg, 2)
+    assert summary.count("\n") == 0 and "read the column 'solution', which the data lacks" in summary and body == ""

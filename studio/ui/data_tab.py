@@ -11,14 +11,14 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from studio import data
-from studio import models
+from studio import models, objectives
 from studio.config import ConfigError, DataSpec, RunConfig
 from studio.data import preference
 from studio.data.formats import FORMATS, detect
 from studio.data.sources import read_records
 from studio.ui import paths, plots
 from studio.ui.form import Form, field_widget
-from studio.ui.pair_view import pair_summary
+from studio.ui.pair_view import pair_summary, prompt_summary
 
 __all__ = ["DataTab", "build_data_tab", "preset_files", "use_upload", "preview_view", "render_example",
            "inspect_source", "use_hub", "source_groups", "MAP_FIELDS"]
@@ -167,10 +167,16 @@ def preview_view(cfg: RunConfig, n: int = 3) -> tuple[str, str, go.Figure]:
         tokenizer = models.load_tokenizer(paths.check_config(cfg).model)
         view = data.preview(cfg, tokenizer, n=int(n))
     except ConfigError as err:
+        problems = err.problems
         pairs = _pairs_or_none(cfg, tokenizer, int(n))
-        if pairs:  # preference rows (prompt / chosen / rejected): shown as pairs
+        if pairs:  # preference rows (prompt / chosen / rejected): shown as pairs; prompt-only rows: the prompts
             return (*pairs, plots.empty("Tokens per example"))
-        return "**Cannot read the data:** " + "; ".join(err.problems), "", plots.empty("Tokens per example")
+        if tokenizer is not None and objectives.get(cfg.train.objective.name).online:
+            try:  # an objective that writes its own answers reads prompt rows: say why these are none
+                prompt_summary(cfg, tokenizer, int(n))
+            except ConfigError as own:
+                problems = own.problems
+        return "**Cannot read the data:** " + "; ".join(problems), "", plots.empty("Tokens per example")
     lines = [f"**Format:** {view.format} · **rows:** {view.rows} · **skipped:** {view.skipped} · "
              f"**longer than max_seq_len ({view.max_seq_len}):** {view.over_max}"]
     lines += [f"- {reason}" for reason in view.skipped_examples]
@@ -181,13 +187,16 @@ def preview_view(cfg: RunConfig, n: int = 3) -> tuple[str, str, go.Figure]:
 
 
 def _pairs_or_none(cfg: RunConfig, tokenizer, n: int) -> tuple[str, str] | None:
-    """The pair view when the data holds preference rows (and the tokenizer loaded), else None."""
+    """The pair view when the data holds preference rows, the prompt view when it holds prompt rows (and the
+    tokenizer loaded), else None."""
     if tokenizer is None:
         return None
-    try:
-        return pair_summary(cfg, tokenizer, n)
-    except ConfigError:
-        return None
+    for view in (pair_summary, prompt_summary):
+        try:
+            return view(cfg, tokenizer, n)
+        except ConfigError:
+            continue
+    return None
 
 
 def _mapping_widgets(form: Form) -> list:
