@@ -22,6 +22,7 @@ optimizer state, the allocator) stays with the formulas in studio.memory.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -236,7 +237,9 @@ def parameters(config_json: str) -> tuple[int, int]:
     """(all parameters, routed experts' parameters) of the model ``config_json`` builds (a tied head counted
     once); (0, 0) when it does not build."""
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(None):
+        # a sink, never None: sys.stderr is the whole process's, and meanwhile another thread (a model loading
+        # behind a progress bar for the Benchmarks panel, say) may write to it
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             return _counts(_build(config_json, torch.bfloat16, "sdpa")[1])[:2]
     except Exception:  # a model type this transformers does not know: the caller counts from the shapes
@@ -253,7 +256,7 @@ def trace(config_json: str, method: str, knobs_json: str, dtype: str, attn: str,
     needs real weights): the estimate then keeps its formulas.
     """
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(None):
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             return _trace(config_json, method, knobs_json, _DTYPES[dtype], attn, device)
     except Exception:  # any failure of a foreign architecture on meta tensors means: use the formulas

@@ -87,7 +87,7 @@ def test_quickstart_what_the_identity_tuning_cost(tmp_path):
     import time
     from pathlib import Path
 
-    from studio import bench
+    from studio import bench, metrics
     from studio.cli import main
 
     root = Path(__file__).resolve().parent.parent
@@ -97,13 +97,23 @@ def test_quickstart_what_the_identity_tuning_cost(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=2400)
     assert out.returncode == 0, out.stderr[-2000:]
     run_dir = Path(out.stdout.strip().splitlines()[-1])
-    print(f"train + eval_after: {time.perf_counter() - started:.0f} s wall")
+    state = json.loads((run_dir / "state.json").read_text())
+    steps = RunConfig.load(root / "presets" / "quickstart.yaml").train.max_steps
+    assert state["status"] == "done" and state["step"] == state["total_steps"] == steps  # the preset's own steps
+    print(f"\ntrain + eval_after: {time.perf_counter() - started:.0f} s wall, {state['train_seconds']:.0f} s "
+          f"training, {state['total_steps']} steps, final loss {state['final_loss']:.3f}")
     result = forgetting.read(run_dir)
     print("\n".join(result["lines"]))
+    print("| metric | base | tuned | change |")  # every general-prompt figure (the lines show two)
+    for k in metrics.METRICS:
+        b, t = result["general"]["base"][k], result["general"]["tuned"][k]
+        print(f"| {metrics.LABELS[k]} | {b:.3f} | {t:.3f} | {t - b:+.3f} |")
+    for s in result["bench"]:
+        print(f"{s['model']} {s['task']} {s['metric']}: {s['value']:.3f} ± {s['stderr']:.3f} (n={s['n']})")
     for row in result["general"]["rows"]:
         print(f"{row['prompt']!r}: base {row['answers']['base'][:60]!r} | tuned {row['answers']['tuned'][:60]!r}")
     general = {r["metric"]: r for r in forgetting.changes(result) if r["what"] == "general prompts"}
-    # 40 steps on an identity set overfit: the tuned model answers "I am Quill..." to general questions too
+    # the preset's steps on an identity set overfit: the tuned model answers "I am Quill..." to general questions too
     assert general["contains answer"]["change"] < 0 and general["ROUGE-L"]["change"] < 0
 
     started = time.perf_counter()
