@@ -105,9 +105,16 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def studio_url(tiny_dirs, tmp_path):
+def studio_url(tiny_dirs, tmp_path, monkeypatch):
     """The studio served on a free loopback port with the tiny Llama, its runs in tmp; yields the page URL."""
+    import httpx
+    from gradio import networking
+
     from studio.ui import launch
+
+    # Gradio's launch gives up when the first HEAD of the page takes over 3 s; on two busy shared cores building
+    # the page can take that long, so the check waits up to 60 s
+    monkeypatch.setattr(networking, "url_ok", lambda url: httpx.head(url, timeout=60).status_code == 200)
 
     port = free_port()
     demo = launch.main(["--port", str(port), "--model", str(tiny_dirs["llama"]), "--runs", str(tmp_path / "runs")],

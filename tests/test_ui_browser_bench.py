@@ -16,16 +16,6 @@ from tests.runfolders import make_run
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(autouse=True)
-def _patient_start(monkeypatch):
-    """Gradio's launch gives up on the first HEAD of the page that takes over 3 s; on two busy shared cores
-    building the studio's page can take that long, so the check waits up to 60 s (set up before studio_url)."""
-    import httpx
-    from gradio import networking
-
-    monkeypatch.setattr(networking, "url_ok", lambda url: httpx.head(url, timeout=60).status_code == 200)
-
-
 def test_benchmarks_panel_shows_table_and_chart(studio_url, page, tiny_dirs, tmp_path):
     run = make_run(tmp_path / "runs", tiny_dirs["llama"], "bench-run", scale=0.5)  # the studio's runs folder
     page.goto(studio_url)
