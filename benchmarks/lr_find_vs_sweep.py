@@ -7,6 +7,10 @@ suggestion. "Agrees" means the suggestion lies within a factor of ~3 (one grid s
 
     python benchmarks/lr_find_vs_sweep.py                        # finder 40 steps, sweep 1e-4..1e-2 at 30 steps
     python benchmarks/lr_find_vs_sweep.py --steps 20 --grid 3e-4,1e-3,3e-3
+    python benchmarks/lr_find_vs_sweep.py --finder-steps 20 --steps 12 --grid 1e-3,3e-3,1e-2 --batch 2 --seq-len 128
+
+``--batch`` and ``--seq-len`` shrink every step (finder and sweep alike) for a machine loaded by other work;
+``--threads`` sets torch's threads. Each sweep point is evaluated once, at its end.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
+import torch
+
 from studio import headless, lr_finder, runs
 from studio.config import RunConfig
 
@@ -30,10 +36,19 @@ def main() -> None:
     ap.add_argument("--finder-steps", type=int, default=40)
     ap.add_argument("--steps", type=int, default=30, help="training steps per sweep point")
     ap.add_argument("--grid", default="1e-4,3e-4,1e-3,3e-3,1e-2")
+    ap.add_argument("--batch", type=int, help="train.micro_batch_size (default: the preset's)")
+    ap.add_argument("--seq-len", type=int, help="train.max_seq_len (default: the preset's)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = RunConfig.load(args.preset)
     cfg.data.path = str(ROOT / cfg.data.path) if not Path(cfg.data.path).is_absolute() else cfg.data.path
     cfg.data.val_fraction = 0.2
+    cfg.train.micro_batch_size = args.batch or cfg.train.micro_batch_size
+    cfg.train.max_seq_len = args.seq_len or cfg.train.max_seq_len
+    print(f"{Path(args.preset).name}: {cfg.model.id} model, {cfg.method.name} r {cfg.method.knobs.get('r')}, micro-batch "
+          f"{cfg.train.micro_batch_size} x {cfg.train.max_seq_len} tokens, {torch.get_num_threads()} torch thread(s)")
     t0 = time.perf_counter()
     found = lr_finder.find_lr(cfg, steps=args.finder_steps, start=1e-6, end=1e-1)
     finder_s = time.perf_counter() - t0
@@ -42,6 +57,7 @@ def main() -> None:
         for lr in [float(x) for x in args.grid.split(",")]:
             point = RunConfig.from_dict(cfg.to_dict())
             point.train.learning_rate, point.train.max_steps = lr, args.steps
+            point.train.eval_steps, point.train.save_steps = args.steps + 1, args.steps  # one evaluation: the final one
             point.train.output_dir, point.train.run_name = tmp, f"lr-{lr:g}"
             point.train.sample_hardware = False
             t1 = time.perf_counter()
