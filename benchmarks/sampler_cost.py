@@ -8,6 +8,10 @@ real tokens per second (from the run's own token count) over the counted steps o
 
     python benchmarks/sampler_cost.py                 # 42 steps, blocks of 6
     python benchmarks/sampler_cost.py --steps 60 --block 5
+    python benchmarks/sampler_cost.py --steps 50 --block 5 --batch 2 --seq-len 64 --threads 1   # short steps
+
+Shorter steps (``--batch``, ``--seq-len``) make the sampler's share of each step larger, so they bound its cost
+from above; ``--threads`` sets torch's threads (one wastes less on a machine loaded by other work).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,13 +66,39 @@ class Alternate(TrainerCallback):
             self.sampler.stop()
 
 
+def sample_cost(n: int = 200) -> tuple[float, float]:
+    """(wall ms, CPU ms of the calling thread) of one HardwareSampler.sample(), the mean over ``n`` calls.
+
+    The sampler thread does this once a second, so CPU ms / 10 is the most it can take of one core, in percent:
+    a bound that does not drift with the machine's load as throughput does.
+    """
+    sampler = HardwareSampler(None)  # not started: no thread, no file; the sampling itself only
+    wall, cpu = time.perf_counter(), time.thread_time()
+    for _ in range(n):
+        sampler.sample()
+    return 1000 * (time.perf_counter() - wall) / n, 1000 * (time.thread_time() - cpu) / n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=42)
     ap.add_argument("--block", type=int, default=6)
+    ap.add_argument("--batch", type=int, help="train.micro_batch_size (default: the preset's)")
+    ap.add_argument("--seq-len", type=int, help="train.max_seq_len (default: the preset's)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    ap.add_argument("--only-samples", action="store_true", help="time one sample only (no training)")
     args = ap.parse_args()
+    wall_ms, cpu_ms = sample_cost()
+    print(f"one sample: {wall_ms:.2f} ms wall, {cpu_ms:.2f} ms CPU; once a second that is at most "
+          f"{cpu_ms / 10:.3f}% of one core")
+    if args.only_samples:
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = RunConfig.load(ROOT / "presets" / "quickstart.yaml")
     cfg.data.path = str(ROOT / cfg.data.path)
+    cfg.train.micro_batch_size = args.batch or cfg.train.micro_batch_size
+    cfg.train.max_seq_len = args.seq_len or cfg.train.max_seq_len
     alt = Alternate(args.block)
     with tempfile.TemporaryDirectory() as tmp:
         cfg.train.output_dir, cfg.train.max_steps, cfg.train.sample_hardware = tmp, args.steps, False
@@ -77,6 +108,9 @@ def main() -> None:
     on = [s for s in counted if s[1]]
     off = [s for s in counted if not s[1]]
     rate = {k: sum(s[3] for s in v) / sum(s[2] for s in v) for k, v in (("on", on), ("off", off))}
+    t = cfg.train
+    print(f"quickstart preset, micro-batch {t.micro_batch_size} x {t.max_seq_len} tokens, "
+          f"{torch.get_num_threads()} torch thread(s), {args.steps} steps")
     print(f"steps counted: {len(on)} with the sampler, {len(off)} without (blocks of {args.block})")
     print(f"tokens/s  sampler off {rate['off']:8.1f}   sampler on {rate['on']:8.1f}   "
           f"change {100 * (rate['on'] / rate['off'] - 1):+.1f}%")

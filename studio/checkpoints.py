@@ -82,7 +82,8 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
             losses = [r["loss"] for r in rows if r.get("loss") is not None and r["step"] <= c.step]
             evals = [r["eval_loss"] for r in rows if r.get("eval_loss") is not None and r["step"] == c.step]
             c.loss = losses[-1] if losses else None
-            c.eval_loss = evals[-1] if evals else None
+            # the first: under train.keep_best the final evaluation of the kept weights is logged at the last step too
+            c.eval_loss = evals[0] if evals else None
     return found
 
 

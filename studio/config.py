@@ -442,6 +442,8 @@ class TrainSpec(_Section):
                            "(KL to the adapter-off model on the same batch; 0: off; adapter methods only)", min=0.0,
                            max=100.0)
     early_stopping_patience: int = _f(0, "stop after N evaluations without a better eval loss (0: off)", min=0)
+    keep_best: bool = _f(False, "keep the checkpoint with the lowest eval loss as the run's result instead of the "
+                         "last step (needs held-out rows; a checkpoint is then saved at every evaluation)")
     report_to: str = _f("none", "also log to this tracker, inside the run folder (its package is an optional extra)",
                         choices=("none", "tensorboard", "mlflow", "trackio", "wandb"))
     sample_hardware: bool = _f(True, "sample GPU (or CPU and RAM) use at most once a second into hardware.jsonl")

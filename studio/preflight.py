@@ -77,6 +77,7 @@ def _settings(cfg: RunConfig, machine: bool) -> list[str]:
         out.append(f"train.loraplus_ratio: LoRA+ sets the learning rate of LoRA's B matrices; {cfg.method.name} has "
                    "none (set it to 0 or pick a LoRA-family method)")
     out += trackers.problems(t.report_to)
+    out += _keep_best_problems(cfg)
     refusal = methods.get(cfg.method.name).checkpointing_refusal
     if refusal and t.gradient_checkpointing:
         out.append(f"train.gradient_checkpointing: {refusal}")
@@ -91,6 +92,20 @@ def _settings(cfg: RunConfig, machine: bool) -> list[str]:
     if objective.reference and reference_refusal:
         out.append(f"train.objective: {objective.name} compares against a reference model; {reference_refusal}")
     return out + start_from.check(cfg)
+
+
+def _keep_best_problems(cfg: RunConfig) -> list[str]:
+    """train.keep_best picks among evaluated checkpoints: it needs held-out rows and a checkpoint at evaluations."""
+    t = cfg.train
+    if not t.keep_best:
+        return []
+    if not (cfg.data.val_fraction or cfg.data.val_path):
+        return ["train.keep_best: the best checkpoint is chosen by eval loss; hold rows out (data.val_fraction or "
+                "data.val_path) or set keep_best to false"]
+    if t.save_steps and (not t.eval_steps or t.save_steps % t.eval_steps):
+        return [f"train.save_steps: with train.keep_best every checkpoint must fall on an evaluation; leave "
+                f"save_steps unset or make it a multiple of train.eval_steps (now {t.eval_steps or 'unset'})"]
+    return []
 
 
 def _device() -> str:

@@ -52,6 +52,12 @@ def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int,
     # Periodic checkpoints make resume (and recovery from a crash) possible; two are kept so a
     # save cut short leaves the one before intact.
     save_steps = t.save_steps or max(10, math.ceil(total_steps / 4))
+    if t.keep_best and has_eval:
+        # Trainer tracks the lowest eval loss, keeps that checkpoint through the rotation and loads it back when
+        # training ends, so the final save writes the best step's result; it needs a checkpoint at each evaluation
+        save_steps = t.save_steps or eval_steps
+        extra = {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False,
+                 **extra}
     if issubclass(args_class, StudioArguments):  # the studio's own trainer reads its levers from here
         extra = {"loss_chunk_tokens": t.loss_chunk_tokens, **extra}
     return args_class(

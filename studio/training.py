@@ -327,6 +327,10 @@ class TrainingJob:
             runs.replace_folder(adapter, lambda tmp: methods.finish_result(gathered.rename(tmp), self.cfg.method))
         runs.replace_folder(self.run_dir / "tokenizer", lambda tmp: self.tokenizer.save_pretrained(tmp))
         size = runs.folder_bytes(adapter)
+        best = trainer.state.best_model_checkpoint if self.cfg.train.keep_best else None
+        if best:  # train.keep_best: Trainer loaded the lowest eval loss's checkpoint back, so that is what was saved
+            self.log.write_state(kept_step=_step_of(Path(best)))
+            self.log.event("message", text=f"kept the best checkpoint by eval loss: {Path(best).name}")
         self.log.write_state(step=out.global_step, final_loss=snap.get("loss"), final_eval_loss=final_eval,
                              train_seconds=snap.get("train_seconds"), adapter_bytes=size,
                              peak_memory_bytes=snap.get("peak_memory_bytes"), training_loss=out.training_loss)

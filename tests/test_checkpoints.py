@@ -96,3 +96,44 @@ def test_chat_export_and_eval_take_run_at_n(run_with_checkpoints, tmp_path, caps
     prompts.write_text("question 2?\n")
     assert cli.main(["eval", target, "--prompts", str(prompts), "--max-new-tokens", "4"]) == 0
     assert (run_with_checkpoints / "eval@4.jsonl").is_file()
+
+
+def test_keep_best_keeps_the_lowest_eval_loss_checkpoint(tiny_dirs, tmp_path):
+    # held-out answers in letters the training answers never use: eval loss rises as the run learns its own
+    # answers, so the best checkpoint is an early one and the last step is not it
+    def write(name, answer):
+        path = tmp_path / name
+        path.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"question {i}?"},
+                                                           {"role": "assistant", "content": answer(i)}]})
+                                  for i in range(16)))
+        return path
+
+    train = write("train.jsonl", lambda i: f"answer number {i}.")
+    val = write("val.jsonl", lambda i: "ZQX VKJ WYZ" * (1 + i % 3))
+    cfg = make_cfg(tiny_dirs, train, tmp_path, max_steps=6, eval_steps=2, learning_rate=3e-2, keep_best=True,
+                   data={"val_path": str(val)})
+    job = run_job(cfg)
+    assert job.state.value == "done", job.error
+    evals = {}
+    for r in runs.read_metrics(job.run_dir):  # the first at a step: the last one also logs the final evaluation
+        if "eval_loss" in r:
+            evals.setdefault(r["step"], r["eval_loss"])
+    best = min(evals, key=evals.get)
+    assert best < 6 and evals[best] < evals[6]  # the setup does what it claims: the last step is not the best
+    assert runs.read_state(job.run_dir)["kept_step"] == best
+    kept = job.run_dir / "checkpoints" / f"checkpoint-{best}" / checkpoints.RESULT_DIR / "adapter_model.safetensors"
+    assert (job.run_dir / "adapter" / "adapter_model.safetensors").read_bytes() == kept.read_bytes()
+    assert job.result["final_eval_loss"] == pytest.approx(evals[best], rel=1e-5)  # evaluated after loading it
+
+
+def test_keep_best_without_held_out_rows_is_one_line(tiny_dirs, tmp_path):
+    from studio import preflight
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"messages": [{"role": "user", "content": "a?"}, {"role": "assistant", "content": "b"}]}))
+    found = preflight.problems(make_cfg(tiny_dirs, rows, tmp_path, keep_best=True))
+    assert found == ["train.keep_best: the best checkpoint is chosen by eval loss; hold rows out (data.val_fraction "
+                     "or data.val_path) or set keep_best to false"]
+    found = preflight.problems(make_cfg(tiny_dirs, rows, tmp_path, keep_best=True, save_steps=3, eval_steps=2,
+                                        data={"val_fraction": 0.25}))
+    assert len(found) == 1 and found[0].startswith("train.save_steps: with train.keep_best")

@@ -35,7 +35,7 @@ _SLOWEST_TICK = 5.0
 RETRY_LABEL = "Retry smaller: half the micro-batch, twice the accumulation"
 SCHEDULE_FIELDS = ("epochs", "max_steps", "learning_rate", "scheduler", "warmup_ratio", "weight_decay",
                    "max_grad_norm", "eval_steps", "save_steps", "logging_steps", "early_stopping_patience", "seed",
-                   "loraplus_ratio", "neftune_alpha", "report_to", "sample_hardware")
+                   "loraplus_ratio", "neftune_alpha", "report_to", "sample_hardware", "keep_best")
 _LOG_LINES = 14
 _CHART_POINTS = 1000
 
@@ -370,9 +370,9 @@ def build_train_tab(form: Form, runs_root: str) -> TrainTab:
             build_objective_panel(form)
             form.add("train.output_dir", gr.Textbox(runs_root, label="runs folder", interactive=False,
                                                     info="where run folders are written (set when the studio starts)"))
-            for pair in zip(SCHEDULE_FIELDS[::2], SCHEDULE_FIELDS[1::2]):
+            for i in range(0, len(SCHEDULE_FIELDS), 2):
                 with gr.Row():
-                    for name in pair:
+                    for name in SCHEDULE_FIELDS[i:i + 2]:
                         form.add(f"train.{name}", field_widget(TrainSpec, name, elem_id=f"train-{name}"))
         with gr.Column(scale=3):
             with gr.Row():
