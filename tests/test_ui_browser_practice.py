@@ -24,22 +24,6 @@ _POINTS = """([plot, name]) => {
 }"""
 
 
-@pytest.fixture(autouse=True)
-def _patient_launch(monkeypatch):
-    # Gradio checks its own page once with a 3 s timeout before it serves; on a machine loaded by other work the
-    # first page can take longer than that, which is no fault of the studio: give it up to a minute
-    import gradio.networking
-    import httpx
-
-    def url_ok(url: str) -> bool:
-        try:
-            return httpx.head(url, timeout=60, verify=False).status_code in (200, 401, 301, 302, 303, 307, 308)
-        except (ConnectionError, httpx.HTTPError):
-            return False
-
-    monkeypatch.setattr(gradio.networking, "url_ok", url_ok)
-
-
 def _points(page, plot: str, name: str) -> int:
     return page.evaluate(_POINTS, [plot, name])
 
