@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -113,12 +114,16 @@ def token_lengths(path: Path, model_dir: Path, max_len: int) -> list[int]:
     return [min(max_len, len(tok(tok.apply_chat_template(r["messages"], tokenize=False))["input_ids"])) for r in rows]
 
 
-def run(kind: str, settings: dict, work: Path) -> dict:
-    path = work / f"{settings.get('name', kind)}.json"
+def run(kind: str, settings: dict, work: Path, timeout: float | None = None) -> dict:
+    """One contender in its own process; its JSON line, or {"error": ...} when it failed or ran out of time."""
+    path = work / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', settings.get('name', kind))}.json"
     path.write_text(json.dumps(settings))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    out = subprocess.run([sys.executable, str(RUNNER), kind, str(path)], capture_output=True, text=True, cwd=ROOT,
-                         env=env)
+    try:
+        out = subprocess.run([sys.executable, str(RUNNER), kind, str(path)], capture_output=True, text=True,
+                             cwd=ROOT, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"contender": settings.get("name", kind), "error": f"stopped after {timeout:.0f} s (--timeout)"}
     if out.returncode:
         tail = out.stderr.strip().splitlines()[-3:]
         return {"contender": settings.get("name", kind), "error": " | ".join(tail)}
@@ -176,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="lora", choices=("lora", "qlora"), help="TRL's and the studio's (QLoRA: NF4)")
     p.add_argument("--only", default="recipe,trl," + ",".join(STUDIO_VARIANTS), help="contenders, comma separated")
     p.add_argument("--ablation", action="store_true", help="also each lever against the studio's default")
+    p.add_argument("--timeout", type=float, help="seconds a contender may take before it is stopped")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if "recipe" in args.only.split(",") and not args.baseline.is_file():
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             if kind == "recipe":
                 own = {"recipe": str(args.baseline), "recipe_batch": args.recipe_batch,
                        "recipe_epochs": args.recipe_epochs}
-            res = run(kind, {**common, "name": name, **own}, Path(tmp))
+            res = run(kind, {**common, "name": name, **own}, Path(tmp), args.timeout)
             res["contender"], res["precision"] = res.get("contender", name), "fp32" if kind == "recipe" else args.precision
             if "error" not in res:
                 res["mfu"] = round(res["real_tokens_per_second"] * fpt / peaks[res["precision"]], 4)
