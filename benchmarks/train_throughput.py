@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     peaks = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
     report = {"rows": len(lengths), "tokens": sum(lengths), "median_tokens": statistics.median(lengths),
               "max_tokens": max(lengths), "max_seq_len": args.max_seq_len, "flops_per_token": fpt,
-              "layers": config.num_hidden_layers, "matmul_peak_tflops": {k: round(v / 1e12, 3) for k, v in peaks.items()},
+              "layers": config.num_hidden_layers, "matmul_peak_tflops": {k: round(v / 1e12, 5) for k, v in peaks.items()},
               "threads": torch.get_num_threads(), "load_before": os.getloadavg()[0], "results": []}
     with tempfile.TemporaryDirectory(prefix="studio-bench-") as tmp:
         common = {"data": str(args.data), "model_dir": str(model_dir), "max_seq_len": args.max_seq_len,
@@ -245,8 +245,8 @@ def _print(report: dict, as_json: bool) -> None:
     peaks = report["matmul_peak_tflops"]
     print(f"data: {report['rows']} rows, {report['tokens']} tokens, median {report['median_tokens']}, max "
           f"{report['max_tokens']} (max_seq_len {report['max_seq_len']}); {report['layers']} decoder blocks; "
-          f"{report['flops_per_token'] / 1e6:.1f} MFLOP/token; matmul peak bf16 {peaks['bf16']} TFLOP/s, fp32 "
-          f"{peaks['fp32']} TFLOP/s; {report['threads']} threads; load {report['load_before']:.2f} -> "
+          f"{report['flops_per_token'] / 1e6:.1f} MFLOP/token; matmul peak bf16 {peaks['bf16'] * 1e3:.1f} GFLOP/s, fp32 "
+          f"{peaks['fp32'] * 1e3:.1f} GFLOP/s; {report['threads']} threads; load {report['load_before']:.2f} -> "
           f"{report['load_after']:.2f}")
     memory = "peak CUDA MiB" if any(r.get("peak_cuda_mib") for r in ok) else "peak RSS MiB (growth)"
     print(f"{'contender':<34} {'steps':>5} {'real tok/s':>10} {'seconds':>8} {'mean loss':>9} {memory:>22} "
