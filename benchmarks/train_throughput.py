@@ -69,10 +69,12 @@ def matmul_peak(dtype: torch.dtype, seconds: float = 2.0) -> float:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     n = 8192 if device == "cuda" else 2048  # large enough that launch overhead is noise
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    best, end = float("inf"), time.perf_counter() + seconds
+    best = float("inf")
     for _ in range(2):
         a @ b  # warm-up: kernels picked, caches filled
-    while time.perf_counter() < end:
+    end, tries = time.perf_counter() + seconds, 0
+    while time.perf_counter() < end or tries < 3:  # at least 3 timed products, however slow the machine is
+        tries += 1
         if device == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
