@@ -5,7 +5,7 @@ versions) and no network: what else the studio needs is installed from a folder 
 this script (see docs/benchmarks.md, "GPU suite", for the `pip download` line that prepares it).
 
     python benchmarks/gpu_suite.py --wheels benchmarks/wheels      # on the GPU machine (about 6-8 min)
-    python benchmarks/gpu_suite.py --cpu                            # tiny shapes on the CPU (under 2 min)
+    python benchmarks/gpu_suite.py --cpu                            # tiny shapes on the CPU (~70 s of CPU time)
 
 It prints three tables:
   (a) memory: torch.cuda.max_memory_allocated of the second training step against

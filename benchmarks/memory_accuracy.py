@@ -28,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from studio import memory, methods  # noqa: E402
+from studio import losses, memory, methods  # noqa: E402
 from studio.config import MethodSpec, RunConfig  # noqa: E402
 from studio.methods import Context  # noqa: E402
 from studio.models import ArchSpec  # noqa: E402
@@ -129,6 +129,17 @@ METHOD_ROWS = [
 ]
 MATRIX += METHOD_ROWS
 
+# --- the training levers kept as options (a 10th element: train.* settings beyond the row's) ------------------
+LEVER_ROWS = [
+    ("llama-gqa", "lora", False, 2, 256, "fp32", "sdpa", {}, "adamw", {"loss_chunk_tokens": 64}),
+    ("llama-gqa", "lora", True, 2, 256, "fp32", "sdpa", {}, "adamw", {"loss_chunk_tokens": 64}),
+    ("llama-gqa", "lora", False, 2, 256, "bf16", "sdpa", {}, "adamw", {"loss_chunk_tokens": 64}),
+    ("smollm2-135m", "lora", False, 1, 512, "fp32", "sdpa", {}, "adamw", {"loss_chunk_tokens": 256}),
+    ("llama-gqa", "lora", False, 2, 256, "fp32", "sdpa", {}, "adamw_fused"),
+    ("llama-gqa", "full", False, 2, 128, "fp32", "sdpa", {}, "adamw_fused"),
+]
+MATRIX += LEVER_ROWS
+
 
 def _optimizer(name: str, params):
     """The optimizer the Trainer builds for ``train.optimizer`` ``name`` (its own class and arguments)."""
@@ -181,30 +192,38 @@ def _quantise(model, config, spec, dtype):
                                                     attn_implementation=config._attn_implementation)
 
 
-def _step(model, opt, batch):
-    loss = model(**batch).loss  # the outputs (logits) go out of scope here, as in Trainer.compute_loss
+def _step(model, opt, batch, chunk: int = 0):
+    if chunk:  # as StudioTrainer with train.loss_chunk_tokens: hidden states only, the loss in chunks
+        labels = batch["labels"]
+        out = model(input_ids=batch["input_ids"], output_hidden_states=True,
+                    logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
+        head = losses.head_for_chunked_loss(model)
+        loss = losses.chunked_lm_loss(out.hidden_states[-1], head.weight, labels, chunk) / labels[:, 1:].numel()
+        del out
+    else:
+        loss = model(**batch).loss  # the outputs (logits) go out of scope here, as in Trainer.compute_loss
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
 
 
-def measure(model, batch_size: int, seq: int, vocab: int, optimizer: str = "adamw") -> tuple[int, str]:
-    """Peak bytes of the second training step and the measure used."""
+def measure(model, batch_size: int, seq: int, vocab: int, optimizer: str = "adamw", chunk: int = 0) -> tuple[int, str]:
+    """Peak bytes of the second training step and the measure used (``chunk``: train.loss_chunk_tokens)."""
     ids = torch.randint(0, vocab, (batch_size, seq), generator=torch.Generator().manual_seed(0))
     batch = {"input_ids": ids, "labels": ids.clone()}  # no padding: causal sdpa, as with packing
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4) if optimizer == "adamw" else _optimizer(optimizer, params)
     if torch.cuda.is_available():
         batch = {k: v.cuda() for k, v in batch.items()}
-        _step(model, opt, batch)
+        _step(model, opt, batch, chunk)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        _step(model, opt, batch)
+        _step(model, opt, batch, chunk)
         return torch.cuda.max_memory_allocated(), "cuda max_memory_allocated"
-    _step(model, opt, batch)
+    _step(model, opt, batch, chunk)
     tracker = LiveStorage(model, opt)
     with tracker:
-        _step(model, opt, batch)
+        _step(model, opt, batch, chunk)
     return tracker.peak, "cpu live storage"
 
 
@@ -255,9 +274,13 @@ def run(rows) -> list[dict]:
             continue
         knobs = more[0] if more else {}
         optimizer = more[1] if len(more) > 1 else "adamw"
+        train = more[2] if len(more) > 2 else {}
         cfg = _cfg(method, gc_on, b, s, dtype, attn, knobs)
         cfg.train.optimizer = optimizer
-        label = " ".join([method] + [f"{k}={v}" for k, v in knobs.items()] + ([optimizer] * (optimizer != "adamw")))
+        for key, value in train.items():
+            setattr(cfg.train, key, value)
+        label = " ".join([method] + [f"{k}={v}" for k, v in {**knobs, **train}.items()]
+                         + ([optimizer] * (optimizer != "adamw")))
         config = shapes[shape]
         arch = ArchSpec.from_config(config)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -267,7 +290,7 @@ def run(rows) -> list[dict]:
         t0 = time.time()
         try:
             model = _build(config, cfg)
-            measured, how = measure(model, b, s, arch.vocab_size, optimizer)
+            measured, how = measure(model, b, s, arch.vocab_size, optimizer, train.get("loss_chunk_tokens", 0))
         except Exception as err:  # report and go on: one broken method must not hide the rest
             print(f"{shape} {method}: skipped ({type(err).__name__}: {str(err).splitlines()[0][:120]})",
                   file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import runpy
 import sys
 import threading
@@ -143,11 +144,15 @@ def run_studio(s: dict) -> dict:
 
     train = {"epochs": float(s["epochs"]), "micro_batch_size": 1, "max_seq_len": s["max_seq_len"],
              "learning_rate": 3e-4, "scheduler": "linear", "warmup_ratio": 0.0, "precision": s["precision"], "seed": 0,
-             "output_dir": s["work"] + "/runs", "run_name": s["name"], "save_steps": 100_000, **s.get("train", {})}
+             "output_dir": s["work"] + "/runs", "run_name": re.sub(r"[^A-Za-z0-9._-]+", "-", s["name"]),
+             "save_steps": 100_000, "sample_hardware": False}
+    lever = s.get("sections", {})  # the contender's changes: a lever on, or off
     cfg = RunConfig.from_dict({
-        "model": {"id": s.get("model_id", "embedded")},
-        "method": {"name": s.get("method", "lora"), "r": 8, "alpha": 16.0, "dropout": 0.0, "targets": s.get("targets", ["q_proj", "v_proj"])},
-        "data": {"path": s["data"], "train_on": "all", "packing": True}, "train": train})
+        "model": {"id": s.get("model_id", "embedded"), **lever.get("model", {})},
+        "method": {"name": s.get("method", "lora"), "r": 8, "alpha": 16.0, "dropout": 0.0,
+                   "targets": s.get("targets", ["q_proj", "v_proj"])},
+        "data": {"path": s["data"], "train_on": "all", "packing": True, **lever.get("data", {})},
+        "train": {**train, **lever.get("train", {})}})
     meter = Meter()
     job = training.TrainingJob(cfg, callbacks=(meter,)).start()
     job.wait()
@@ -159,6 +164,8 @@ def run_studio(s: dict) -> dict:
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = json.loads(Path(sys.argv[2]).read_text())
+    if settings.get("threads"):
+        torch.set_num_threads(settings["threads"])
     torch.manual_seed(0)
     result = {"recipe": run_recipe, "trl": run_trl, "studio": run_studio}[sys.argv[1]](settings)
     print(json.dumps(result), flush=True)

@@ -429,6 +429,8 @@ class TrainSpec(_Section):
     neftune_alpha: float = _f(0.0, "NEFTune: uniform noise of this scale on the input embeddings while training "
                               "(Jain et al. 2023 use 5); 0: off", min=0.0, max=100.0)
     gradient_checkpointing: bool = _f(False, "recompute activations in backward: much less memory, ~30% slower")
+    compile: bool = _f(False, "torch.compile the model for training (inductor): fused kernels, the same loss; the "
+                       "first steps of each new row length wait for the compiler, so it pays on long runs only")
     loss_chunk_tokens: int = _f(0, "make the loss's logits this many loss tokens at a time, never the whole "
                                 "batch x seq x vocab in fp32: much less memory at long sequences, same loss "
                                 "(0: all at once)", min=0, max=65_536)

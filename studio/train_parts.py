@@ -76,6 +76,7 @@ def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int,
         neftune_noise_alpha=t.neftune_alpha or None,  # Trainer adds the noise in training forwards only
         activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        torch_compile=t.compile,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         seed=t.seed,

@@ -237,7 +237,9 @@ class TrainingJob:
             self.log.write_state(data_quality=quality)
         self.log.update(total=total)
         self.log.write_state(total_steps=total)
-        model, tokenizer = models.load(model_spec)
+        # a kept base is used when there is one (the UI's chat loaded it), but the run makes none: a run holds
+        # only the copy it trains
+        model, tokenizer = models.load(model_spec, keep=False)
         ctx = methods.Context(tokenizer=tokenizer, total_steps=total, model_spec=model_spec,
                               gradient_checkpointing=t.gradient_checkpointing,
                               batches=lambda: train_batches(prepared.train, t.micro_batch_size, tokenizer.pad_token_id),

@@ -99,9 +99,9 @@ def test_estimate_term_is_below_the_plain_logits_at_long_sequences():
     assert bwd < plain_bwd / 100 and fwd < plain_bwd / 4
 
 
-@pytest.fixture
-def chat_file(tmp_path):
-    path = tmp_path / "chat.jsonl"
+@pytest.fixture(scope="module")
+def chat_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("levers") / "chat.jsonl"
     rows = [{"messages": [{"role": "user", "content": f"question {i}?" + " more" * (i % 5)},
                           {"role": "assistant", "content": f"answer number {i}." + " yes" * (i % 7)}]}
             for i in range(16)]
@@ -109,25 +109,36 @@ def chat_file(tmp_path):
     return path
 
 
-def _curve(tiny_dirs, chat_file, tmp_path, name, train_on, **train):
+def _curve(tiny_dirs, chat_file, tmp_path, name, train_on, model=None, **train):
     cfg = RunConfig.from_dict({
-        "model": {"id": str(tiny_dirs["llama"])}, "method": {"name": "lora", "r": 4, "targets": ["all-linear"]},
+        "model": {"id": str(tiny_dirs["llama"]), **(model or {})},
+        "method": {"name": "lora", "r": 4, "targets": ["all-linear"]},
         "data": {"path": str(chat_file), "packing": True, "train_on": train_on},
         "train": {"max_steps": 4, "micro_batch_size": 1, "grad_accum": 2, "max_seq_len": 128,
                   "learning_rate": 1e-2, "precision": "fp32", "output_dir": str(tmp_path / "runs"),
-                  "run_name": name, **train}})
+                  "run_name": name, "sample_hardware": False, **train}})
     job = training.TrainingJob(cfg).start()
-    assert job.wait(120) and job.state == "done", job.snapshot().get("message")
+    assert job.wait(300) and job.state == "done", job.snapshot().get("message")
     return runs.loss_curve(job.run_dir)["loss"]
 
 
+@pytest.fixture(scope="module")
+def plain_curve(tiny_dirs, chat_file, tmp_path_factory):
+    """Every lever off (today's path), loss on every token: the curve each lever is held against."""
+    curve = _curve(tiny_dirs, chat_file, tmp_path_factory.mktemp("plain"), "plain", "all")
+    assert len(curve) == 4 and curve[-1] < curve[0]  # it learns, so an equal curve says something
+    return curve
+
+
 @pytest.mark.parametrize("train_on", ["assistant", "all"])
-def test_a_run_with_the_chunked_loss_has_the_same_curve(tiny_dirs, chat_file, tmp_path, monkeypatch, train_on):
+def test_a_run_with_the_chunked_loss_has_the_same_curve(tiny_dirs, chat_file, tmp_path, monkeypatch, train_on,
+                                                        plain_curve):
     calls = []
     real = losses.chunked_lm_loss
     monkeypatch.setattr(losses, "chunked_lm_loss", lambda *a: calls.append(a[3]) or real(*a))
-    off = _curve(tiny_dirs, chat_file, tmp_path, f"off-{train_on}", train_on)
-    assert calls == []  # 0 (the default) is today's path
+    off = plain_curve if train_on == "all" else _curve(tiny_dirs, chat_file, tmp_path, f"off-{train_on}", train_on)
+    if train_on != "all":
+        assert calls == []  # 0 (the default) is today's path
     on = _curve(tiny_dirs, chat_file, tmp_path, f"on-{train_on}", train_on, loss_chunk_tokens=16)
     assert calls and set(calls) == {16}
     assert on == pytest.approx(off, rel=1e-5, abs=1e-6)
@@ -155,9 +166,42 @@ def test_the_estimate_counts_the_chunked_loss_instead_of_whole_logits():
     assert b.logits == losses.chunked_loss_bytes(arch.vocab_size, arch.hidden_size, 2048, 128, 4)[1]
 
 
-def test_fused_adamw_gives_the_same_curve_and_reaches_the_trainer(tiny_dirs, chat_file, tmp_path):
-    plain = _curve(tiny_dirs, chat_file, tmp_path, "adamw", "all")
+def test_fused_adamw_gives_the_same_curve_and_reaches_the_trainer(tiny_dirs, chat_file, tmp_path, plain_curve):
     fused = _curve(tiny_dirs, chat_file, tmp_path, "fused", "all", optimizer="adamw_fused")
-    assert fused == pytest.approx(plain, rel=1e-4, abs=1e-5)
+    assert fused == pytest.approx(plain_curve, rel=1e-4, abs=1e-5)
     cfg = RunConfig.from_dict({"train": {"optimizer": "adamw_fused", "precision": "fp32"}})
     assert build_args(cfg, tmp_path, lr=1e-4, total_steps=10, has_eval=False).optim == "adamw_torch_fused"
+
+
+def test_gradient_checkpointing_gives_the_same_curve(tiny_dirs, chat_file, tmp_path, plain_curve, monkeypatch):
+    from transformers import modeling_utils
+
+    calls = []
+    real = modeling_utils.checkpoint  # what the model's blocks call when checkpointing is on
+    monkeypatch.setattr(modeling_utils, "checkpoint", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    on = _curve(tiny_dirs, chat_file, tmp_path, "checkpointing", "all", gradient_checkpointing=True)
+    assert calls  # the blocks were recomputed in backward
+    assert on == pytest.approx(plain_curve, rel=1e-5, abs=1e-6)
+
+
+def test_eager_attention_gives_the_same_curve_as_sdpa(tiny_dirs, chat_file, tmp_path, plain_curve):
+    eager = _curve(tiny_dirs, chat_file, tmp_path, "eager", "all", model={"attn_implementation": "eager"})
+    assert eager == pytest.approx(plain_curve, rel=1e-4, abs=1e-5)
+
+
+def test_compile_reaches_the_trainer_and_is_off_by_default(tmp_path):
+    args = build_args(RunConfig.from_dict({"train": {"compile": True, "precision": "fp32"}}), tmp_path, lr=1e-4,
+                      total_steps=10, has_eval=False)
+    assert args.torch_compile is True
+    assert build_args(RunConfig.from_dict({"train": {"precision": "fp32"}}), tmp_path, lr=1e-4, total_steps=10,
+                      has_eval=False).torch_compile is False
+
+
+@pytest.mark.slow
+def test_compiled_run_gives_the_same_curve(tiny_dirs, chat_file, tmp_path, plain_curve, monkeypatch):
+    calls = []
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    compiled = _curve(tiny_dirs, chat_file, tmp_path, "compiled", "all", compile=True)
+    assert calls  # the model went through torch.compile
+    assert compiled == pytest.approx(plain_curve, rel=1e-3, abs=1e-4)

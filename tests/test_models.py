@@ -185,3 +185,15 @@ def test_embedded_model_loads_trains_and_caches():
     arch = models.read_arch(ModelSpec())
     assert (arch.hidden_size, arch.num_layers, arch.vocab_size) == (576, 30, 49152)
     assert arch.num_parameters == sum(p.numel() for p in model.parameters())
+
+
+def test_a_load_that_does_not_keep_makes_no_second_copy(tiny_dirs):
+    spec = ModelSpec(id=str(tiny_dirs["qwen2"]), dtype="fp32")
+    models.forget_cache()
+    own, _ = models.load(spec, keep=False)
+    assert models.load(spec, fresh=False, keep=False)[0] is not own  # nothing was kept: each call loads its own
+    kept, _ = models.load(spec, fresh=False)  # now one is kept
+    copy_of_kept, _ = models.load(spec, keep=False)
+    assert copy_of_kept is not kept and models.load(spec, fresh=False)[0] is kept
+    assert all(torch.equal(a, b) for a, b in zip(copy_of_kept.parameters(), kept.parameters()))
+    models.forget_cache()
