@@ -175,6 +175,7 @@ def preview_view(cfg: RunConfig, n: int = 3) -> tuple[str, str, go.Figure]:
              f"**longer than max_seq_len ({view.max_seq_len}):** {view.over_max}"]
     lines += [f"- {reason}" for reason in view.skipped_examples]
     lines += [f"- quality filter {line}" for line in view.quality]
+    lines += [f"- mixture {line}" for line in view.mixture]
     body = _PREVIEW_CSS + "<p>Highlighted: the tokens the model learns to produce.</p>"
     body += "".join(render_example(e) for e in view.examples)
     return "\n".join(lines), body, plots.length_histogram(view.lengths, view.max_seq_len)
@@ -235,7 +236,11 @@ def build_data_tab(form: Form) -> DataTab:
                 form.add("data.system_prompt", field_widget(DataSpec, "system_prompt"))
                 form.add("data.max_rows", field_widget(DataSpec, "max_rows"))
             with gr.Accordion("quality filters (applied before training)", open=False, elem_id="data-quality"):
-                for name in ("dedup", "near_threshold", "min_tokens", "max_tokens"):
+                for name in ("dedup", "near_threshold", "min_tokens", "max_tokens", "language"):
+                    form.add(f"data.{name}", field_widget(DataSpec, name, elem_id=f"data-{name.replace('_', '-')}"))
+            with gr.Accordion("tasks and replay (mix general data in against forgetting)", open=False,
+                              elem_id="data-mix"):
+                for name in ("task", "replay_path", "replay_share"):
                     form.add(f"data.{name}", field_widget(DataSpec, name, elem_id=f"data-{name.replace('_', '-')}"))
         with gr.Column(scale=2):
             examples = gr.Slider(1, 20, value=3, step=1, precision=0, label="examples to show")
