@@ -20,11 +20,13 @@ from studio.config import DataSpec
 from studio.data.sources import DataError
 
 __all__ = ["SHINGLE", "NUM_PERM", "QualityReport", "Dropped", "row_text", "shingles", "exact_duplicates",
-           "near_duplicates", "length_filter", "language_filter", "language_of", "apply", "wanted"]
+           "near_duplicates", "length_filter", "language_filter", "language_of", "apply", "wanted",
+           "distinct_2", "STRICTNESS", "strictness_curve"]
 
 SHINGLE = 5  # characters per shingle: short chat rows have too few words for word n-grams to say much
 NUM_PERM = 128  # MinHash permutations: the Jaccard estimate's standard error is about 1/sqrt(128) = 0.09
 _EXAMPLES = 3
+STRICTNESS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)  # near-duplicate thresholds the strictness curve visits, loose first
 _SPACE = re.compile(r"\s+")
 
 
@@ -205,3 +207,27 @@ def apply(rows: list[dict], spec: DataSpec, tokenizer, label: str = "data") -> t
         raise DataError(f"{label}: the quality filters left no rows of {report.rows_in} ({counts}); loosen "
                         "data.dedup, data.near_threshold, data.min_tokens, data.max_tokens or data.language")
     return rows, report
+
+
+def distinct_2(rows: list[dict]) -> float:
+    """Diversity: distinct word 2-grams over all word 2-grams of the rows' text (1.0: nothing repeats)."""
+    grams = []
+    for row in rows:
+        words = row_text(row).lower().split()
+        grams += list(zip(words, words[1:]))
+    return len(set(grams)) / max(len(grams), 1)
+
+
+def strictness_curve(rows: list[dict], thresholds: tuple[float, ...] = STRICTNESS) -> list[dict]:
+    """Rows kept and their diversity as the near-duplicate filter gets stricter (after exact duplicates go).
+
+    Returns:
+        One {"filter", "threshold", "rows", "distinct_2"} per step: none, exact, then each threshold.
+    """
+    exact, _ = exact_duplicates(rows)
+    out = [{"filter": "none", "threshold": None, "rows": len(rows), "distinct_2": distinct_2(rows)},
+           {"filter": "exact", "threshold": None, "rows": len(exact), "distinct_2": distinct_2(exact)}]
+    for t in thresholds:
+        kept, _ = near_duplicates(exact, t)
+        out.append({"filter": f"near >= {t:g}", "threshold": t, "rows": len(kept), "distinct_2": distinct_2(kept)})
+    return out

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 __all__ = ["memory_bar", "loss_chart", "lr_finder_chart", "train_dashboard", "hardware_series", "overlay_chart",
-           "series_overlay", "OVERLAY_SERIES", "length_histogram", "GUARD_SERIES",
+           "series_overlay", "OVERLAY_SERIES", "length_histogram", "GUARD_SERIES", "strictness_chart",
            "empty", "SERIES"]
 
 _GB = 1000**3  # decimal GB, as the fit verdict speaks
@@ -215,4 +215,18 @@ def length_histogram(lengths: list[int], max_seq_len: int) -> go.Figure:
                   annotation_text=f"max_seq_len {max_seq_len}: {cut} row(s) cut", annotation_position="top right")
     fig.update_layout(title="Tokens per example", height=280, margin=_MARGIN, font=_FONT, uirevision="lengths",
                       xaxis_title="tokens", yaxis_title="rows", showlegend=False)
+    return fig
+
+
+def strictness_chart(points: list[dict]) -> go.Figure:
+    """Rows kept (bars) and diversity (distinct 2-grams, line on its own axis) as the filters get stricter."""
+    names = [p["filter"] for p in points]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=names, y=[p["rows"] for p in points], name="rows kept", opacity=0.6), secondary_y=False)
+    fig.add_trace(go.Scatter(x=names, y=[p["distinct_2"] for p in points], name="distinct 2-grams",
+                             mode="lines+markers"), secondary_y=True)
+    fig.update_yaxes(title_text="rows kept", secondary_y=False)
+    fig.update_yaxes(title_text="distinct 2-grams", range=[0, 1], secondary_y=True)
+    fig.update_layout(title="Size against diversity as filtering gets stricter", height=300, margin=_MARGIN,
+                      font=_FONT, legend=dict(orientation="h", y=-0.3), xaxis_title="filter")
     return fig
