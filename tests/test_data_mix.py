@@ -140,3 +140,17 @@ def test_language_filter_bad_code_and_empty_result_are_one_line(tmp_path):
     with pytest.raises(data.DataError) as err:
         data.build(_cfg(path, language="xx"), tiny_tokenizer())
     assert len(err.value.problems) == 1 and "data.language: 'xx' is not a language code" in err.value.problems[0]
+
+
+def test_the_browser_may_not_replay_or_mix_from_outside_the_allowed_folders(tmp_path, monkeypatch):
+    from studio.ui import paths
+
+    monkeypatch.delenv(paths.ENV, raising=False)
+    cfg = RunConfig()
+    cfg.data.replay_share, cfg.data.replay_path = 0.2, str(tmp_path / "secret.jsonl")
+    cfg.data.mix = [{"path": str(tmp_path / "other.jsonl"), "weight": 0.1}]
+    with pytest.raises(paths.PathRefused) as err:
+        paths.check_config(cfg)
+    assert [p.split(":")[0] for p in err.value.problems] == ["data.replay_path", "data.mix[1].path"]
+    cfg.data.replay_share, cfg.data.mix = 0.0, []  # replay off: its path is not read, so not refused
+    assert paths.check_config(cfg) is cfg
