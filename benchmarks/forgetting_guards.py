@@ -1,6 +1,6 @@
 """Forgetting against its cures on the embedded model: identity tuning plain, with replay, with the KL guard.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/forgetting_guards.py [--steps 12] [--replay 0.3] [--kl 0.2]
+    PYTHONPATH=. .venv/bin/python benchmarks/forgetting_guards.py [--steps 8] [--replay 0.3] [--kl 0.2]
 
 Trains presets/quickstart.yaml (LoRA r=16 on every linear layer, the identity set), shortened to ``--steps`` steps
 of ``--batch`` packed rows of ``--seq`` tokens at ``--lr`` so it fits a shared CPU, with the same seed: plain,
@@ -72,10 +72,10 @@ def measure(runs: dict[str, Path]) -> tuple[dict, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--seq", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--replay", type=float, default=0.3)
     parser.add_argument("--kl", type=float, default=0.2)
     parser.add_argument("--out", default="/tmp/forgetting-guards")
