@@ -15,15 +15,6 @@ from studio.config import DataSpec
 from studio.data import load_rows, quality
 
 
-def distinct_2(rows: list[dict]) -> float:
-    """Distinct word 2-grams / all word 2-grams of the rows' text."""
-    grams = []
-    for row in rows:
-        words = quality.row_text(row).lower().split()
-        grams += list(zip(words, words[1:]))
-    return len(set(grams)) / max(len(grams), 1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default="presets/data/identity.jsonl")
@@ -36,7 +27,7 @@ def main() -> None:
     for label, spec in settings:
         t0 = time.perf_counter()
         kept = quality.apply(rows, spec, None)[0] if quality.wanted(spec) else rows
-        print(f"{label:<18}{len(kept):>10}{distinct_2(kept):>12.3f}{time.perf_counter() - t0:>9.3f}")
+        print(f"{label:<18}{len(kept):>10}{quality.distinct_2(kept):>12.3f}{time.perf_counter() - t0:>9.3f}")
 
 
 if __name__ == "__main__":

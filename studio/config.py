@@ -39,6 +39,7 @@ __all__ = [
     "TrainSpec",
     "RunConfig",
     "NOTHING_TO_TRAIN",
+    "mix_problems",
     "parse_value",
 ]
 
@@ -343,6 +344,54 @@ class DataSpec(_Section):
                                "which a row counts as a copy of an earlier one", min=0.1, max=1.0)
     min_tokens: int | None = _f(None, "drop rows whose text has fewer tokens than this", min=1)
     max_tokens: int | None = _f(None, "drop rows whose text has more tokens than this", min=1)
+    language: str | None = _f(None, "keep only rows in this language (an ISO 639-1 code such as en, detected "
+                              "by py3langid); none: keep every language")
+    task: str | None = _f(None, "a task tag for this data's rows, put before each prompt as [tag] so one adapter "
+                          "can learn several tasks apart; none: no tag")
+    mix: list = _f(None, "more sources mixed in by share of training tokens: a list of {path, weight, task, "
+                   "format}; data.path gets what their weights (and replay_share) leave", factory=list)
+    replay_path: str = _f("presets/data/assistant_chat.jsonl", "general data replayed against forgetting "
+                          "(shipped: presets/data/assistant_chat.jsonl, general chat answers)")
+    replay_share: float = _f(0.0, "share of training tokens taken from data.replay_path (0: no replay)",
+                             min=0.0, max=0.9)
+
+    def problems(self, prefix: str = "data") -> list[str]:
+        return super().problems(prefix) + mix_problems(self, prefix)
+
+    def mix_weights(self) -> list[float]:
+        """The token shares of the mixed-in sources (mix entries, then replay when on)."""
+        shares = [float(m.get("weight", 0)) for m in self.mix if isinstance(m, dict)]
+        return shares + ([self.replay_share] if self.replay_share else [])
+
+
+_MIX_KEYS = ("path", "weight", "task", "format")
+
+
+def mix_problems(spec: DataSpec, prefix: str = "data") -> list[str]:
+    """One line per bad mix entry, and one when the shares leave data.path nothing (they must sum below 1)."""
+    if not isinstance(spec.mix, list):
+        return []  # the field's own type check already said so
+    out = []
+    for i, entry in enumerate(spec.mix, 1):
+        key = f"{prefix}.mix[{i}]"
+        if not isinstance(entry, dict):
+            out.append(f"{key}: expected a mapping {{path, weight, task}}, got {entry!r}")
+            continue
+        unknown = sorted(set(entry) - set(_MIX_KEYS))
+        if unknown:
+            out.append(f"{key}.{unknown[0]}: unknown key (allowed: {', '.join(_MIX_KEYS)})")
+        if not isinstance(entry.get("path"), str) or not entry.get("path", "").strip():
+            out.append(f"{key}.path: expected a file, folder or hub dataset name")
+        weight = entry.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < 1:
+            out.append(f"{key}.weight: expected a share of the training tokens between 0 and 1, got {weight!r}")
+    if not out:
+        taken = sum(spec.mix_weights())
+        if taken >= 0.999:
+            parts = " + ".join(f"{w:g}" for w in spec.mix_weights())
+            out.append(f"{prefix}.mix: the shares of the mixed-in sources sum to {taken:g} ({parts}), leaving "
+                       f"{prefix}.path no tokens; they must sum below 1 (e.g. 0.3 + 0.2 leaves 0.5)")
+    return out
 
 
 class ObjectiveSpec(_Section):
@@ -443,6 +492,10 @@ class TrainSpec(_Section):
     kl_to_base: float = _f(0.0, "strength of a loss term keeping the tuned next-token distribution near the base's "
                            "(KL to the adapter-off model on the same batch; 0: off; adapter methods only)", min=0.0,
                            max=100.0)
+    ewc: float = _f(0.0, "EWC strength: a loss term pulling the trained weights back to their start, each weight "
+                    "by its importance on general rows (data.replay_path; Kirkpatrick et al. 2017); any method, the "
+                    "one guard for methods that train the base weights (full, freeze, bitfit); 0: off", min=0.0,
+                    max=1e9)
     early_stopping_patience: int = _f(0, "stop after N evaluations without a better eval loss (0: off)", min=0)
     keep_best: bool = _f(False, "keep the checkpoint with the lowest eval loss as the run's result instead of the "
                          "last step (needs held-out rows; a checkpoint is then saved at every evaluation)")

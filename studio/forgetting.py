@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Callable
 
 from studio import bench, faults, metrics
-from studio.chat import ChatEngine
+from studio.chat import ChatEngine, GenSettings
 from studio.config import ConfigError, RunConfig
-from studio.evaluate import evaluate, load_prompts
+from studio.evaluate import evaluate, load_prompts, mean_loss
 
 __all__ = ["GENERAL", "GENERAL_PROMPTS", "AFTER_FILE", "SHOWN", "check", "changes", "summary_lines", "short",
-           "run_after", "after_training", "read"]
+           "run_after", "after_training", "read", "base_kept"]
 
 GENERAL = "general"
 GENERAL_PROMPTS = Path(__file__).resolve().parents[1] / "presets" / "data" / "general_prompts.jsonl"
@@ -132,3 +132,43 @@ def read(run_dir: str | Path) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def base_kept(engine, panes: dict, prompts: str | Path = GENERAL_PROMPTS, max_new_tokens: int = 24) -> dict:
+    """How much of the base's behaviour on general prompts each pane keeps (all greedy, one batch per prompt).
+
+    Args:
+        engine: a ChatEngine with the panes' adapters loaded.
+        panes: label -> engine pane (adapter name), e.g. {"plain": "plain", "replay": "replay"}.
+        prompts: a prompt file (default: the shipped general prompts).
+        max_new_tokens: longest answer.
+
+    Returns:
+        {"base": {...}, label: {...}} with, per model, ``same_answer`` (share of prompts answered word for word
+        as the base did), ``base_answer_loss`` (token-mean loss of the base's own answers: a held-out general
+        loss, 0-ish for the base when greedy), ``contains`` (share of answers containing the reference) and
+        ``answers``.
+    """
+    items = load_prompts(prompts)
+    keys = [None] + list(panes.values())
+    labels = ["base"] + list(panes)
+    answers: dict[str, list[str]] = {label: [] for label in labels}
+    gen = GenSettings(max_new_tokens=max_new_tokens, greedy=True)
+    for item in items:
+        final: dict = {}
+        for final in engine.stream(item.messages(), panes=keys, gen=gen):
+            pass
+        for label, key in zip(labels, keys):
+            answers[label].append(final.get(key, "").strip())
+    rows = [{"messages": item.messages() + [{"role": "assistant", "content": answer}]}
+            for item, answer in zip(items, answers["base"]) if answer]
+    out = {}
+    for label, key in zip(labels, keys):
+        with engine.using(key) as model:
+            loss = mean_loss(model, engine.tokenizer, rows)
+        same = sum(a == b for a, b in zip(answers[label], answers["base"])) / len(items)
+        refs = [(a, i.reference) for a, i in zip(answers[label], items) if i.reference]
+        contains = sum(r.lower() in a.lower() for a, r in refs) / len(refs) if refs else None
+        out[label] = {"same_answer": same, "base_answer_loss": loss, "contains": contains,
+                      "answers": answers[label]}
+    return out

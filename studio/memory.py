@@ -50,7 +50,7 @@ CUDA_CONTEXT_BYTES = 512 * 1024 ** 2
 _FRAMEWORK_FRACTION = 0.05
 
 PARTS = ("weights", "expert_weights", "quant_constants", "upcast_fp32", "trainable", "gradients", "optimizer",
-         "activations", "routed_activations", "logits", "step_transient", "framework", "cuda_context")
+         "activations", "routed_activations", "logits", "step_transient", "guard", "framework", "cuda_context")
 
 
 @dataclass
@@ -68,6 +68,7 @@ class Breakdown:
     routed_activations: int = 0  # what the routed tokens keep inside the expert modules
     logits: int = 0
     step_transient: int = 0
+    guard: int = 0  # the stay-close-to-base guards: EWC's anchor and Fisher, the KL's base logits (_guard)
     framework: int = 0
     cuda_context: int = 0
     generation_kv: int = 0  # GRPO: KV cache and sampling logits while answers are written (its own phase)
@@ -221,6 +222,15 @@ def _optimizer(r: Run) -> int:
     }[r.optimizer])
 
 
+def _guard(arch: ArchSpec, cfg: RunConfig, r: Run) -> tuple[int, int]:
+    """(EWC, KL) bytes of the stay-close-to-base guards (studio.base_guard). EWC keeps an fp32 anchor and an fp32
+    Fisher per trained parameter, resident all run. The KL guard holds the base's fp32 logits over the whole batch
+    and the tuned log-probabilities kept for backward: two batch x seq x vocab fp32 tensors through the loss."""
+    ewc = 8 * r.trainable if cfg.train.ewc > 0 else 0
+    kl = 2 * r.batch * r.seq * arch.vocab_size * 4 if cfg.train.kl_to_base > 0 else 0
+    return ewc, kl
+
+
 def _step_transient(arch: ArchSpec, r: Run, largest: int | None = None) -> int:
     """Temporaries of optimizer.step(). torch's foreach AdamW (default on CUDA) makes one sqrt(exp_avg_sq)
     buffer over all parameters; the single-tensor loop (CPU) one per parameter (torch/optim/adamw.py)."""
@@ -272,12 +282,13 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
             arch.vocab_size, arch.hidden_size, r.batch * r.seq, cfg.train.loss_chunk_tokens, r.c_bytes)
     gen_kv = _generation(arch, r)
     weights, consts, grads, optim, transient, extra_grads = _shard(r, weights, consts, grads, optim, transient)
-    static = weights + consts + upcast + trainable + optim
+    ewc, kl = _guard(arch, cfg, r)
+    static = weights + consts + upcast + trainable + optim + ewc
     grads_held = grads if r.grad_accum > 1 else 0  # accumulated gradients live through later forwards
     saved = terms["saved"]
     phases = {
-        "forward": static + grads_held + saved + terms["logits_forward"],
-        "backward_start": static + grads_held + saved + terms["logits_backward"],
+        "forward": static + grads_held + saved + terms["logits_forward"] + kl,
+        "backward_start": static + grads_held + saved + terms["logits_backward"] + kl,
         "backward_end": static + grads + extra_grads + terms["working"],
         "optimizer_step": static + grads + extra_grads + transient,
     }
@@ -294,7 +305,7 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
         weights=int(weights) - experts, expert_weights=experts, quant_constants=int(consts),
         upcast_fp32=int(upcast), trainable=int(trainable), gradients=int(grads + extra_grads), optimizer=int(optim),
         activations=int(saved - terms["routed"]), routed_activations=int(terms["routed"]),
-        logits=int(terms["logits_backward"]), step_transient=int(transient), framework=framework,
+        logits=int(terms["logits_backward"]), step_transient=int(transient), guard=int(ewc + kl), framework=framework,
         cuda_context=context, generation_kv=int(gen_kv), allocated_peak_bytes=allocated,
         peak_bytes=allocated + framework + context,
         peak_phase=phase, phases={k: int(v) for k, v in phases.items()}, trainable_params=r.trainable,

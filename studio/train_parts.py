@@ -153,7 +153,7 @@ class StudioTrainer(Trainer):
 
     studio_tokens: int = 0
     sparse_logits: bool = True
-    base_guard = None  # a base_guard.BaseGuard when train.kl_to_base > 0
+    base_guard = None  # base_guard.Guards when train.kl_to_base or train.ewc is above 0
     loraplus_ratio: float = 0.0  # LoRA+: B matrices in their own parameter group at this multiple of the lr
 
     def create_optimizer(self, model=None):
@@ -173,7 +173,7 @@ class StudioTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.base_guard is not None:  # KL to the base (studio.base_guard) needs every position's logits
+        if self.base_guard is not None:  # the guards (studio.base_guard): the KL needs every position's logits
             return self.base_guard.loss(super().compute_loss, model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.get("labels")
         if return_outputs or labels is None or not _takes_logits_to_keep(model):
@@ -290,8 +290,9 @@ class Progress(TrainerCallback):
             self.log.update(loss=logs["loss"], learning_rate=logs.get("learning_rate"),
                             tokens_per_second=round(rate, 2), memory_bytes=mem["memory_bytes"],
                             peak_memory_bytes=self.peak, **rewards)
-            if "kl_to_base" in logs:  # the stay-close-to-base term, put there by its own callback
-                row["kl_to_base"] = logs["kl_to_base"]
+            for guard in ("kl_to_base", "ewc"):  # the stay-close-to-base terms, put there by their callbacks
+                if guard in logs:
+                    row[guard] = logs[guard]
             self.log.event("log", total=state.max_steps, eta_seconds=snap.get("eta_seconds"), **row)
         if len(row) > 2 and state.is_world_process_zero:
             runs.append_metrics(self.log.run_dir, row)

@@ -235,6 +235,9 @@ class TrainingJob:
         quality = getattr(getattr(prepared, "stats", None), "quality", None)
         if quality:  # the data quality filters' counts and examples, kept in the run folder
             self.log.write_state(data_quality=quality)
+        mixed = getattr(getattr(prepared, "stats", None), "mixture", None)
+        if mixed:  # each source's rows, tokens and share of the tokens, kept in the run folder
+            self.log.write_state(data_mixture=mixed)
         self.log.update(total=total)
         self.log.write_state(total_steps=total)
         # a kept base is used when there is one (the UI's chat loaded it), but the run makes none: a run holds
@@ -257,9 +260,9 @@ class TrainingJob:
         has_eval = bool(prepared.eval)
         args = build_args(cfg, self.run_dir / "checkpoints", lr=lr, total_steps=total, has_eval=has_eval)
         progress = Progress(self.log, self._stop, self._trainer_tokens)
-        # stay close to the base: its KL term joins the loss; its callback, first, puts it into the logged row
-        guard = base_guard.BaseGuard(model, t.kl_to_base) if t.kl_to_base > 0 else None
-        callbacks = [*([guard.callback()] if guard else []), progress, checkpoints.CheckpointResults(cfg.method),
+        # stay close to the base: the KL and EWC terms join the loss; their callbacks, first, log each term
+        guard = base_guard.for_run(cfg, model, tokenizer)
+        callbacks = [*(guard.callbacks() if guard else []), progress, checkpoints.CheckpointResults(cfg.method),
                      *methods.trainer_callbacks(method), *trackers.callbacks(t.report_to, self.run_dir),
                      *self._callbacks]
         if has_eval and t.early_stopping_patience:

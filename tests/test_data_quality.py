@@ -91,3 +91,23 @@ def test_preview_shows_what_the_filters_drop(tmp_path):
     view = data.preview(cfg, tiny_tokenizer(), n=2)
     assert view.rows == 2 and view.quality[0].startswith("exact_duplicates: dropped 1 (e.g. row 2 repeats row 1")
     assert view.quality[1].startswith("near_duplicates: dropped 1")
+
+
+def test_strictness_curve_trades_rows_for_diversity():
+    rows = _rows(A, A_SPACED, B, C)
+    points = quality.strictness_curve(rows, thresholds=(0.99, 0.7))
+    assert [(p["filter"], p["rows"]) for p in points] == [("none", 4), ("exact", 3), ("near >= 0.99", 3),
+                                                          ("near >= 0.7", 2)]
+    assert points[0]["distinct_2"] < points[1]["distinct_2"] < points[3]["distinct_2"]  # copies repeat 2-grams
+    assert quality.distinct_2([{"text": "a b a b"}]) == pytest.approx(2 / 3)
+
+
+def test_the_data_tab_draws_the_strictness_chart():
+    from studio.ui import data_tab
+
+    cfg = RunConfig()  # the shipped identity set: 40 paraphrases of one answer
+    fig = data_tab.strictness_view(cfg)
+    bars, line = fig.data
+    assert bars.y[0] == 40 and list(bars.y) == sorted(bars.y, reverse=True) and len(line.y) == len(bars.y)
+    cfg.data.path = "/nonexistent/rows.jsonl"
+    assert "Cannot read the data" in data_tab.strictness_view(cfg).layout.title.text

@@ -10,12 +10,13 @@ Every problem with the data is a DataError (a ConfigError) with one readable lin
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import asdict, dataclass, field
 
 from studio.config import DataSpec, RunConfig
 from studio.data.formats import FORMATS, ROLES, detect, normalise
-from studio.data import quality
+from studio.data import mixture, quality
 from studio.data.pack import Collator, pack
 from studio.data.sources import MAX_BYTES, DataError, Skips, read_records
 from studio.data.tokenize import FALLBACK_TEMPLATE, IGNORE, Tokenized, chat_template, tokenize_rows
@@ -75,6 +76,7 @@ class DataStats:
     packed_rows: int = 0
     notes: list[str] = field(default_factory=list)
     quality: dict = field(default_factory=dict)  # quality.QualityReport.to_dict() when data asks for filters
+    mixture: list = field(default_factory=list)  # mixture.MixReport.to_dict() when data mixes sources in
 
     def __getitem__(self, key: str):
         return getattr(self, key)
@@ -135,14 +137,17 @@ def build(cfg: RunConfig, tokenizer, *, model=None, max_bytes: int = MAX_BYTES) 
     if quality.wanted(spec):  # before the split, so a copy of a training row cannot land in the held-out rows
         loaded.rows, report = quality.apply(loaded.rows, spec, tokenizer, spec.path)
         stats.quality = report.to_dict()
-    train_rows, eval_rows = split_rows(loaded.rows, spec.val_fraction, seed)
+    train_rows, eval_rows = split_rows(mixture.tag(loaded.rows, spec.task), spec.val_fraction, seed)
     if spec.val_path:
         extra = load_rows(spec, path=spec.val_path, max_bytes=max_bytes)
-        eval_rows = eval_rows + extra.rows
+        eval_rows = eval_rows + mixture.tag(extra.rows, spec.task)
     train = _tokenize(train_rows, tokenizer, cfg, stats, "train")
     if not train.examples:
         raise DataError(f"{spec.path}: no example has tokens to train on "
                         f"({'; '.join(stats.skipped_examples[:2]) or 'all rows were skipped'})")
+    if mixture.sources(spec):  # the held-out rows stay the main source's: they measure the task
+        train.examples, report = _mix(train.examples, cfg, tokenizer, max_bytes)
+        stats.mixture = report.to_dict()
     evals = _tokenize(eval_rows, tokenizer, cfg, stats, "eval") if eval_rows else Tokenized()
     stats.rows, stats.eval_rows = len(train.examples), len(evals.examples)
     stats.truncated, stats.lengths = train.truncated, train.lengths
@@ -162,6 +167,25 @@ def build(cfg: RunConfig, tokenizer, *, model=None, max_bytes: int = MAX_BYTES) 
         eval_out = pack(evals.examples, cfg.train.max_seq_len, seed) if evals.examples else []
         stats.packed_rows = len(train_out)
     return Prepared(train_out, eval_out, stats)
+
+
+def _mix(main: list[dict], cfg: RunConfig, tokenizer, max_bytes: int) -> tuple[list[dict], mixture.MixReport]:
+    """The main source's token examples with every mixed-in source's at its token share (mixture.combine)."""
+    spec, extra = cfg.data, []
+    wanted = mixture.sources(spec)
+    for src in wanted:
+        own = dataclasses.replace(spec, path=src.path, format=src.format, columns={}, max_rows=None, mix=[],
+                                  replay_share=0.0, task=src.task)
+        rows = load_rows(own, max_bytes=max_bytes).rows
+        if quality.wanted(own):
+            rows, _ = quality.apply(rows, own, tokenizer, src.path)
+        tok = tokenize_rows(mixture.tag(rows, src.task), tokenizer, max_len=cfg.train.max_seq_len,
+                            train_on=spec.train_on)
+        if not tok.examples:
+            raise DataError(f"{src.path}: no example of this mixed-in source has tokens to train on")
+        extra.append(tok.examples)
+    labels = [spec.task or spec.path] + [s.label for s in wanted]
+    return mixture.combine(main, extra, [s.weight for s in wanted], cfg.train.seed, labels)
 
 
 def check_packing(model) -> str | None:
@@ -206,6 +230,7 @@ class Preview:
     skipped: int
     skipped_examples: list[str]
     quality: list[str] = field(default_factory=list)  # one line per quality filter: its drops, a first example
+    mixture: list[str] = field(default_factory=list)  # one line per source: rows, tokens, share got and asked
 
 
 def _runs(tokenizer, example: dict) -> list[tuple[str, bool]]:
@@ -229,9 +254,14 @@ def preview(cfg: RunConfig, tokenizer, n: int = 5, *, max_bytes: int = MAX_BYTES
     report = None
     if quality.wanted(cfg.data):  # the preview shows the rows training will get, and what the filters drop
         loaded.rows, report = quality.apply(loaded.rows, cfg.data, tokenizer, cfg.data.path)
-    tok = tokenize_rows(loaded.rows, tokenizer, max_len=cfg.train.max_seq_len, train_on=cfg.data.train_on)
-    shown = [_runs(tokenizer, e) for e in tok.examples[:n]]
+    tok = tokenize_rows(mixture.tag(loaded.rows, cfg.data.task), tokenizer, max_len=cfg.train.max_seq_len,
+                        train_on=cfg.data.train_on)
+    examples, lengths, mixed = tok.examples, tok.lengths, None
+    if mixture.sources(cfg.data) and examples:  # the rows as training mixes them, in its shuffled order
+        examples, mixed = _mix(examples, cfg, tokenizer, max_bytes)
+        lengths = [len(e["input_ids"]) for e in examples]
+    shown = [_runs(tokenizer, e) for e in examples[:n]]
     reasons = list(loaded.skipped_examples) + [f"row {i + 1}: {r}" for i, r in tok.skipped]
-    return Preview(shown, tok.lengths, cfg.train.max_seq_len, sum(x > cfg.train.max_seq_len for x in tok.lengths),
-                   loaded.format, len(tok.examples), loaded.skipped + len(tok.skipped), reasons[:5],
-                   report.lines() if report else [])
+    return Preview(shown, lengths, cfg.train.max_seq_len, sum(x > cfg.train.max_seq_len for x in lengths),
+                   loaded.format, len(examples), loaded.skipped + len(tok.skipped), reasons[:5],
+                   report.lines() if report else [], mixed.lines() if mixed else [])

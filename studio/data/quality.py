@@ -1,4 +1,5 @@
-"""Data quality filters: exact duplicates, near duplicates (MinHash through datasketch) and length in tokens.
+"""Data quality filters: exact duplicates, near duplicates (MinHash through datasketch), length in tokens and
+language (py3langid).
 
 Each filter reports what it dropped (a count and a few examples), so a person sees what goes before training::
 
@@ -6,7 +7,7 @@ Each filter reports what it dropped (a count and a few examples), so a person se
     report.to_dict()   # {"rows_in": 120, "rows_kept": 97, "filters": [{"name": "exact_duplicates", ...}]}
 
 Rows are the normalised rows of ``studio.data`` ({"messages": [...]} or {"text": ...}). Filters run in the
-order exact duplicates, near duplicates, length; the first row of each duplicate group is kept.
+order exact duplicates, near duplicates, length, language; the first row of each duplicate group is kept.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from studio.config import DataSpec
 from studio.data.sources import DataError
 
 __all__ = ["SHINGLE", "NUM_PERM", "QualityReport", "Dropped", "row_text", "shingles", "exact_duplicates",
-           "near_duplicates", "length_filter", "apply", "wanted"]
+           "near_duplicates", "length_filter", "language_filter", "language_of", "apply", "wanted",
+           "distinct_2", "STRICTNESS", "strictness_curve"]
 
 SHINGLE = 5  # characters per shingle: short chat rows have too few words for word n-grams to say much
 NUM_PERM = 128  # MinHash permutations: the Jaccard estimate's standard error is about 1/sqrt(128) = 0.09
 _EXAMPLES = 3
+STRICTNESS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)  # near-duplicate thresholds the strictness curve visits, loose first
 _SPACE = re.compile(r"\s+")
 
 
@@ -144,13 +147,43 @@ def length_filter(rows: list[dict], tokenizer, min_tokens: int | None, max_token
     return kept, report
 
 
+def language_of(text: str) -> str:
+    """The ISO 639-1 code py3langid finds for ``text``."""
+    import py3langid
+
+    return py3langid.classify(text)[0]
+
+
+def language_filter(rows: list[dict], language: str) -> tuple[list[dict], Dropped]:
+    """Rows whose text py3langid does not find to be in ``language`` (an ISO 639-1 code such as en).
+
+    Raises:
+        DataError: ``language`` is not one py3langid knows (one line).
+    """
+    import py3langid
+
+    known = {code for code, _ in py3langid.rank("")}  # every language the detector's model scores
+    if language not in known:
+        raise DataError(f"data.language: {language!r} is not a language code the detector knows "
+                        f"(ISO 639-1, e.g. {', '.join(sorted(known)[:8])}, ...)")
+    kept, report = [], Dropped("language")
+    for i, row in enumerate(rows):
+        found = language_of(row_text(row))
+        if found == language:
+            kept.append(row)
+        else:
+            report.note(f"row {i + 1} reads as {found}, not {language}: {_short(row_text(row))}")
+    return kept, report
+
+
 def wanted(spec: DataSpec) -> bool:
     """Whether ``spec`` asks for any quality filter."""
-    return spec.dedup != "none" or bool(spec.min_tokens) or bool(spec.max_tokens)
+    return spec.dedup != "none" or bool(spec.min_tokens) or bool(spec.max_tokens) or bool(spec.language)
 
 
 def apply(rows: list[dict], spec: DataSpec, tokenizer, label: str = "data") -> tuple[list[dict], QualityReport]:
-    """Run the filters ``spec`` asks for (data.dedup, data.near_threshold, data.min_tokens, data.max_tokens).
+    """Run the filters ``spec`` asks for (data.dedup, data.near_threshold, data.min_tokens, data.max_tokens,
+    data.language).
 
     Raises:
         DataError: the filters leave no row (one line with what each dropped).
@@ -165,9 +198,36 @@ def apply(rows: list[dict], spec: DataSpec, tokenizer, label: str = "data") -> t
     if spec.min_tokens or spec.max_tokens:
         rows, dropped = length_filter(rows, tokenizer, spec.min_tokens, spec.max_tokens)
         report.filters.append(dropped)
+    if spec.language:
+        rows, dropped = language_filter(rows, spec.language)
+        report.filters.append(dropped)
     report.rows_kept = len(rows)
     if not rows:
         counts = ", ".join(f"{f.name} dropped {f.dropped}" for f in report.filters)
         raise DataError(f"{label}: the quality filters left no rows of {report.rows_in} ({counts}); loosen "
-                        "data.dedup, data.near_threshold, data.min_tokens or data.max_tokens")
+                        "data.dedup, data.near_threshold, data.min_tokens, data.max_tokens or data.language")
     return rows, report
+
+
+def distinct_2(rows: list[dict]) -> float:
+    """Diversity: distinct word 2-grams over all word 2-grams of the rows' text (1.0: nothing repeats)."""
+    grams = []
+    for row in rows:
+        words = row_text(row).lower().split()
+        grams += list(zip(words, words[1:]))
+    return len(set(grams)) / max(len(grams), 1)
+
+
+def strictness_curve(rows: list[dict], thresholds: tuple[float, ...] = STRICTNESS) -> list[dict]:
+    """Rows kept and their diversity as the near-duplicate filter gets stricter (after exact duplicates go).
+
+    Returns:
+        One {"filter", "threshold", "rows", "distinct_2"} per step: none, exact, then each threshold.
+    """
+    exact, _ = exact_duplicates(rows)
+    out = [{"filter": "none", "threshold": None, "rows": len(rows), "distinct_2": distinct_2(rows)},
+           {"filter": "exact", "threshold": None, "rows": len(exact), "distinct_2": distinct_2(exact)}]
+    for t in thresholds:
+        kept, _ = near_duplicates(exact, t)
+        out.append({"filter": f"near >= {t:g}", "threshold": t, "rows": len(kept), "distinct_2": distinct_2(kept)})
+    return out

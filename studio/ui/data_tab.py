@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from studio import data
 from studio import models, objectives
 from studio.config import ConfigError, DataSpec, RunConfig
-from studio.data import preference
+from studio.data import preference, quality
 from studio.data.formats import FORMATS, detect
 from studio.data.sources import read_records
 from studio.ui import paths, plots
@@ -21,7 +21,7 @@ from studio.ui.form import Form, field_widget
 from studio.ui.pair_view import pair_summary, prompt_summary
 
 __all__ = ["DataTab", "build_data_tab", "preset_files", "use_upload", "preview_view", "render_example",
-           "inspect_source", "use_hub", "source_groups", "MAP_FIELDS"]
+           "inspect_source", "use_hub", "source_groups", "MAP_FIELDS", "strictness_view"]
 
 UPLOAD_TYPES = [".json", ".jsonl", ".csv", ".parquet"]
 PRESET_DATA = Path("presets") / "data"
@@ -53,6 +53,8 @@ class DataTab:
     summary: gr.Markdown
     preview: gr.HTML
     lengths: gr.Plot
+    strictness_button: gr.Button | None = None
+    strictness: gr.Plot | None = None
 
 
 def preset_files() -> list[str]:
@@ -181,9 +183,20 @@ def preview_view(cfg: RunConfig, n: int = 3) -> tuple[str, str, go.Figure]:
              f"**longer than max_seq_len ({view.max_seq_len}):** {view.over_max}"]
     lines += [f"- {reason}" for reason in view.skipped_examples]
     lines += [f"- quality filter {line}" for line in view.quality]
+    lines += [f"- mixture {line}" for line in view.mixture]
     body = _PREVIEW_CSS + "<p>Highlighted: the tokens the model learns to produce.</p>"
     body += "".join(render_example(e) for e in view.examples)
     return "\n".join(lines), body, plots.length_histogram(view.lengths, view.max_seq_len)
+
+
+def strictness_view(cfg: RunConfig) -> go.Figure:
+    """Rows kept and diversity as the duplicate filters get stricter (data.quality.strictness_curve), for the
+    config's data; a titled empty chart saying why when the data cannot be read."""
+    try:
+        rows = data.load_rows(paths.check_config(cfg).data).rows
+    except ConfigError as err:
+        return plots.empty("Cannot read the data: " + "; ".join(err.problems)[:120])
+    return plots.strictness_chart(quality.strictness_curve(rows))
 
 
 def _pairs_or_none(cfg: RunConfig, tokenizer, n: int) -> tuple[str, str] | None:
@@ -244,7 +257,15 @@ def build_data_tab(form: Form) -> DataTab:
                 form.add("data.system_prompt", field_widget(DataSpec, "system_prompt"))
                 form.add("data.max_rows", field_widget(DataSpec, "max_rows"))
             with gr.Accordion("quality filters (applied before training)", open=False, elem_id="data-quality"):
-                for name in ("dedup", "near_threshold", "min_tokens", "max_tokens"):
+                for name in ("dedup", "near_threshold", "min_tokens", "max_tokens", "language"):
+                    form.add(f"data.{name}", field_widget(DataSpec, name, elem_id=f"data-{name.replace('_', '-')}"))
+                strictness_button = gr.Button("Size against diversity as filtering gets stricter", size="sm",
+                                              elem_id="data-strictness-btn")
+                strictness = gr.Plot(plots.empty("Size against diversity"), show_label=False,
+                                     elem_id="data-strictness")
+            with gr.Accordion("tasks and replay (mix general data in against forgetting)", open=False,
+                              elem_id="data-mix"):
+                for name in ("task", "replay_path", "replay_share"):
                     form.add(f"data.{name}", field_widget(DataSpec, name, elem_id=f"data-{name.replace('_', '-')}"))
         with gr.Column(scale=2):
             examples = gr.Slider(1, 20, value=3, step=1, precision=0, label="examples to show")
@@ -253,7 +274,8 @@ def build_data_tab(form: Form) -> DataTab:
             lengths = gr.Plot(plots.empty("Tokens per example"), show_label=False, elem_id="data-lengths")
     preview = gr.HTML(elem_id="data-preview")
     return DataTab(source, file_group, hub_group, path, upload, hub_name, hub_message, fmt, hub_config, split,
-                   columns, mapping, examples, preview_button, summary, preview, lengths)
+                   columns, mapping, examples, preview_button, summary, preview, lengths, strictness_button,
+                   strictness)
 
 
 def wire_data_tab(tab: DataTab, form: Form, demo: gr.Blocks | None = None) -> None:
@@ -284,3 +306,13 @@ def wire_data_tab(tab: DataTab, form: Form, demo: gr.Blocks | None = None) -> No
     tab.preview_button.click(_preview, inputs, outputs, concurrency_limit=2, api_name="preview_data")
     tab.path.change(_preview, inputs, outputs, concurrency_limit=2, trigger_mode="always_last",
                     api_visibility="private")
+
+    def _strictness(*values):
+        try:
+            return strictness_view(form.to_config(*values))
+        except ConfigError as err:
+            return plots.empty("Check the settings: " + "; ".join(err.problems)[:120])
+
+    if tab.strictness_button is not None:
+        tab.strictness_button.click(_strictness, form.components, tab.strictness, concurrency_limit=2,
+                                    api_visibility="private")

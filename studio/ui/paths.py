@@ -118,10 +118,16 @@ def check_model(model_id: str | None, field: str = "model.id") -> str:
 
 
 def check_config(cfg: RunConfig) -> RunConfig:
-    """``cfg`` when every path it reads (model, data, validation data) is allowed; else every refusal at once."""
+    """``cfg`` when every path it reads (model, data, validation data, replayed and mixed-in data) is allowed;
+    else every refusal at once."""
     problems = []
-    for field, value, checker in (("model.id", cfg.model.id, check_model), ("data.path", cfg.data.path, check),
-                                  ("data.val_path", cfg.data.val_path, check)):
+    reads = [("model.id", cfg.model.id, check_model), ("data.path", cfg.data.path, check),
+             ("data.val_path", cfg.data.val_path, check)]
+    if cfg.data.replay_share or cfg.train.ewc:  # replay and EWC's Fisher read the general rows
+        reads.append(("data.replay_path", cfg.data.replay_path, check))
+    reads += [(f"data.mix[{i}].path", m.get("path"), check) for i, m in enumerate(cfg.data.mix or [], 1)
+              if isinstance(m, dict) and isinstance(m.get("path"), str)]
+    for field, value, checker in reads:
         try:
             checker(value, field)
         except PathRefused as err:

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 __all__ = ["memory_bar", "loss_chart", "lr_finder_chart", "train_dashboard", "hardware_series", "overlay_chart",
-           "series_overlay", "OVERLAY_SERIES", "length_histogram",
+           "series_overlay", "OVERLAY_SERIES", "length_histogram", "GUARD_SERIES", "strictness_chart",
            "empty", "SERIES"]
 
 _GB = 1000**3  # decimal GB, as the fit verdict speaks
@@ -115,6 +115,10 @@ _HW_PANEL = {"util %": 5, "CPU %": 5, "memory GB": 6, "RAM GB": 6, "temperature 
 """a hardware line's suffix -> its panel in the dashboard (1-based, row-major over 4 x 2)"""
 
 
+GUARD_SERIES = {"kl_to_base": "KL to base", "ewc": "EWC penalty"}
+"""the guards' logged terms (studio.base_guard) and their names on the Train tab's loss panel"""
+
+
 def train_dashboard(rows: list[dict], hardware: list[dict] | None = None, title: str = "Loss") -> go.Figure:
     """The Train tab's live charts: loss (train and eval), grad norm, tokens/s, learning rate, hardware.
 
@@ -129,6 +133,11 @@ def train_dashboard(rows: list[dict], hardware: list[dict] | None = None, title:
                              mode="lines+markers", marker=dict(size=4)), row=1, col=1)
     fig.add_trace(go.Scatter(x=[r["step"] for r in evals], y=[r["eval_loss"] for r in evals], name="eval loss",
                              mode="lines+markers", marker=dict(size=7, symbol="diamond")), row=1, col=1)
+    for key, name in GUARD_SERIES.items():  # the stay-close-to-base terms, on the loss panel when logged
+        have = [r for r in train if r.get(key) is not None]
+        if have:
+            fig.add_trace(go.Scatter(x=[r["step"] for r in have], y=[r[key] for r in have], name=name,
+                                     mode="lines+markers", marker=dict(size=4), line=dict(dash="dot")), row=1, col=1)
     for panel, key in ((2, "grad_norm"), (3, "tokens_per_second"), (4, "learning_rate")):
         have = [r for r in train if r.get(key) is not None]
         fig.add_trace(go.Scatter(x=[r["step"] for r in have], y=[r[key] for r in have], name=SERIES[key],
@@ -206,4 +215,18 @@ def length_histogram(lengths: list[int], max_seq_len: int) -> go.Figure:
                   annotation_text=f"max_seq_len {max_seq_len}: {cut} row(s) cut", annotation_position="top right")
     fig.update_layout(title="Tokens per example", height=280, margin=_MARGIN, font=_FONT, uirevision="lengths",
                       xaxis_title="tokens", yaxis_title="rows", showlegend=False)
+    return fig
+
+
+def strictness_chart(points: list[dict]) -> go.Figure:
+    """Rows kept (bars) and diversity (distinct 2-grams, line on its own axis) as the filters get stricter."""
+    names = [p["filter"] for p in points]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=names, y=[p["rows"] for p in points], name="rows kept", opacity=0.6), secondary_y=False)
+    fig.add_trace(go.Scatter(x=names, y=[p["distinct_2"] for p in points], name="distinct 2-grams",
+                             mode="lines+markers"), secondary_y=True)
+    fig.update_yaxes(title_text="rows kept", secondary_y=False)
+    fig.update_yaxes(title_text="distinct 2-grams", range=[0, 1], secondary_y=True)
+    fig.update_layout(title="Size against diversity as filtering gets stricter", height=300, margin=_MARGIN,
+                      font=_FONT, legend=dict(orientation="h", y=-0.3), xaxis_title="filter")
     return fig

@@ -35,7 +35,8 @@ _SLOWEST_TICK = 5.0
 RETRY_LABEL = "Retry smaller: half the micro-batch, twice the accumulation"
 SCHEDULE_FIELDS = ("epochs", "max_steps", "learning_rate", "scheduler", "warmup_ratio", "weight_decay",
                    "max_grad_norm", "eval_steps", "save_steps", "logging_steps", "early_stopping_patience", "seed",
-                   "loraplus_ratio", "neftune_alpha", "report_to", "sample_hardware", "keep_best")
+                   "loraplus_ratio", "neftune_alpha", "kl_to_base", "ewc", "report_to", "sample_hardware",
+                   "keep_best")
 _LOG_LINES = 14
 _CHART_POINTS = 1000
 
