@@ -121,7 +121,8 @@ def check_config(cfg: RunConfig) -> RunConfig:
     """``cfg`` when every path it reads (model, data, validation data) is allowed; else every refusal at once."""
     problems = []
     for field, value, checker in (("model.id", cfg.model.id, check_model), ("data.path", cfg.data.path, check),
-                                  ("data.val_path", cfg.data.val_path, check)):
+                                  ("data.val_path", cfg.data.val_path, check),
+                                  ("model.adapter_from", cfg.model.adapter_from, check)):
         try:
             checker(value, field)
         except PathRefused as err:
