@@ -87,11 +87,13 @@ def test_preference_run_pair_margin_and_three_panes(sft_run, studio_url, page, t
     _option(page, "chat-compare", sft_run.name)
     page.keyboard.press("Escape")  # close the multiselect's list
     page.wait_for_selector("#chat-extra-1", state="visible")
-    page.locator("#chat-input textarea").fill("q1?")
+    page.locator("#chat-input textarea").fill("Who are you?")  # the tiny base answers it (q1? can end at once)
     page.locator("#chat-send").click()
-    for pane in ("chat-base", "chat-tuned", "chat-extra-1"):
-        page.wait_for_function(
-            f"[...document.querySelectorAll('#{pane} .bot-row')].some(e => e.innerText.trim().length > 0)",
-            timeout=120_000)
+    try:
+        for pane in ("chat-base", "chat-tuned", "chat-extra-1"):
+            page.wait_for_function(
+                f"[...document.querySelectorAll('#{pane} .bot-row')].some(e => e.innerText.trim().length > 0)",
+                timeout=120_000)
+    finally:
+        shot(page, "pref-03-chat-three-panes")
     assert sft_run.name in page.locator("#chat-extra-1").inner_text()  # the third pane is the SFT run
-    shot(page, "pref-03-chat-three-panes")
