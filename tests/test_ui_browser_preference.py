@@ -39,8 +39,11 @@ def sft_run(tiny_dirs, tmp_path):
 
 
 def _option(page, elem_id: str, name: str) -> None:
-    """Open the dropdown ``#elem_id`` and click the option named exactly ``name`` (runs have checkpoint rows)."""
-    page.locator(f"#{elem_id} input").first.click()
+    """Type ``name`` into the dropdown ``#elem_id`` (its list filters to it) and click the option named exactly
+    that (runs have checkpoint rows; an unfiltered list may re-render under the click)."""
+    box = page.locator(f"#{elem_id} input").first
+    box.click()
+    box.fill(name)
     page.get_by_role("option", name=name, exact=True).first.click()
 
 
