@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 from studio import losses, memory, methods  # noqa: E402
-from studio.config import MethodSpec, RunConfig  # noqa: E402
+from studio.config import MethodSpec, ObjectiveSpec, RunConfig  # noqa: E402
 from studio.methods import Context  # noqa: E402
 from studio.models import ArchSpec  # noqa: E402
 
@@ -140,6 +140,14 @@ LEVER_ROWS = [
 ]
 MATRIX += LEVER_ROWS
 
+# --- preference objectives through TRL's own trainer step (train.objective in the 10th element; default sft):
+# chosen and rejected through the model (2 x micro-batch sequences), the reference forward with the adapter off
+PREFERENCE_ROWS = [
+    ("llama-gqa", "lora", False, 2, 256, "fp32", "sdpa", {}, "adamw", {"objective": "dpo"}),
+    ("llama-gqa", "full", False, 2, 128, "fp32", "sdpa", {}, "adamw", {"objective": "dpo"}),
+]
+MATRIX += PREFERENCE_ROWS
+
 
 def _optimizer(name: str, params):
     """The optimizer the Trainer builds for ``train.optimizer`` ``name`` (its own class and arguments)."""
@@ -178,6 +186,26 @@ def _build(config, cfg: RunConfig):
         model_spec=spec, total_steps=2, gradient_checkpointing=cfg.train.gradient_checkpointing))
 
 
+def _build_with_reference(config, cfg: RunConfig):
+    """The method applied to a fresh model and, where the method has no adapter to switch off (full
+    fine-tuning), the frozen reference copy a run keeps (``preference_train.reference_copy``)."""
+    from studio import objectives, preference_train
+
+    objective, method = objectives.get(cfg.train.objective.name), methods.get(cfg.method.name)
+    if not preference_train.needs_reference_copy(objective, method):
+        return _build(config, cfg), None
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config._attn_implementation = cfg.model.attn_implementation
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg.model.dtype]
+    base = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    reference = preference_train.reference_copy(base)
+    base.train()
+    return method.apply(base, cfg.method, Context(model_spec=methods.model_spec_for(cfg.model, cfg.method),
+                                                  total_steps=2, gradient_checkpointing=False)), reference
+
+
 def _quantise(model, config, spec, dtype):
     """Save the random model and load it back 4-bit through transformers, as a real QLoRA run does."""
     import tempfile
@@ -205,6 +233,50 @@ def _step(model, opt, batch, chunk: int = 0):
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
+
+
+def _preference_trainer(model, cfg: RunConfig, reference):
+    """TRL's trainer for ``cfg``'s objective around ``model``, built as a run builds it (the embedded
+    tokenizer only prepares a one-row dataset; the measured batch is random ids of the shape's vocabulary)."""
+    import tempfile
+
+    from studio import models, objectives, preference_train
+    from studio.config import ModelSpec
+    from studio.data.preference import Pairs, PairStats
+
+    row = {"prompt": "Q?", "chosen": "yes", "rejected": "no"}
+    objective = objectives.get(cfg.train.objective.name)
+    cfg.train.val_fraction = 0.0
+    pairs = Pairs(train=[row, row], eval=[], stats=PairStats())
+    return preference_train.build_trainer(cfg, objective, model, models.load_tokenizer(ModelSpec(id="embedded")),
+                                          pairs, output_dir=tempfile.mkdtemp(), lr=1e-4, total_steps=2,
+                                          callbacks=[], reference=reference)
+
+
+def measure_preference(model, cfg: RunConfig, vocab: int, reference=None) -> tuple[int, str]:
+    """Peak live bytes of the second preference step: TRL's compute_loss on micro-batch pairs of ``seq``
+    tokens each (half prompt, half answer), backward, optimizer step."""
+    b, seq = cfg.train.micro_batch_size, cfg.train.max_seq_len
+    trainer = _preference_trainer(model, cfg, reference)
+    gen = torch.Generator().manual_seed(0)
+    half = seq // 2
+    rows = [{"prompt_ids": torch.randint(3, vocab, (half,), generator=gen).tolist(),
+             "chosen_ids": torch.randint(3, vocab, (seq - half,), generator=gen).tolist(),
+             "rejected_ids": torch.randint(3, vocab, (seq - half,), generator=gen).tolist()} for _ in range(b)]
+    batch = trainer.data_collator(rows)
+    model = trainer.model
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        trainer.compute_loss(model, batch).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    tracker = LiveStorage(model, opt)
+    with tracker:
+        step()
+    return tracker.peak, "cpu live storage, TRL step"
 
 
 def measure(model, batch_size: int, seq: int, vocab: int, optimizer: str = "adamw", chunk: int = 0) -> tuple[int, str]:
@@ -274,13 +346,15 @@ def run(rows) -> list[dict]:
             continue
         knobs = more[0] if more else {}
         optimizer = more[1] if len(more) > 1 else "adamw"
-        train = more[2] if len(more) > 2 else {}
+        train = dict(more[2]) if len(more) > 2 else {}
+        objective = train.pop("objective", "sft")
         cfg = _cfg(method, gc_on, b, s, dtype, attn, knobs)
         cfg.train.optimizer = optimizer
+        cfg.train.objective = ObjectiveSpec(objective)
         for key, value in train.items():
             setattr(cfg.train, key, value)
         label = " ".join([method] + [f"{k}={v}" for k, v in {**knobs, **train}.items()]
-                         + ([optimizer] * (optimizer != "adamw")))
+                         + ([optimizer] * (optimizer != "adamw")) + ([objective] * (objective != "sft")))
         config = shapes[shape]
         arch = ArchSpec.from_config(config)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -289,8 +363,12 @@ def run(rows) -> list[dict]:
         formulas = memory.estimate(dataclasses.replace(arch, config=""), cfg, device=device).allocated_peak_bytes
         t0 = time.time()
         try:
-            model = _build(config, cfg)
-            measured, how = measure(model, b, s, arch.vocab_size, optimizer, train.get("loss_chunk_tokens", 0))
+            if objective == "sft":
+                model = _build(config, cfg)
+                measured, how = measure(model, b, s, arch.vocab_size, optimizer, train.get("loss_chunk_tokens", 0))
+            else:
+                model, reference = _build_with_reference(config, cfg)
+                measured, how = measure_preference(model, cfg, arch.vocab_size, reference)
         except Exception as err:  # report and go on: one broken method must not hide the rest
             print(f"{shape} {method}: skipped ({type(err).__name__}: {str(err).splitlines()[0][:120]})",
                   file=sys.stderr)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["IGNORE", "chunked_lm_loss", "chunked_loss_bytes", "head_for_chunked_loss"]
+__all__ = ["IGNORE", "chunked_lm_loss", "chunked_loss_bytes", "head_for_chunked_loss", "trl_logprob_bytes"]
 
 IGNORE = -100
 """Label of positions that carry no loss (transformers' and PyTorch's convention)."""
@@ -109,4 +109,29 @@ def chunked_loss_bytes(vocab: int, hidden: int, loss_tokens: int, chunk: int, c_
     rows = min(chunk, loss_tokens)
     forward = rows * vocab * 8 + 2 * loss_tokens * hidden * c_bytes
     backward = 3 * loss_tokens * hidden * c_bytes
+    return float(forward), float(backward)
+
+
+# TRL's chunked log-prob head (trl/kernels/chunked_logprob.py, trl 1.16): tiles of this many tokens by this many
+# vocabulary columns; the tile buffer is allocated at full width even when the vocabulary is narrower
+TRL_TOKEN_TILE = 4096
+TRL_VOCAB_TILE = 32768
+
+
+def trl_logprob_bytes(vocab: int, hidden: int, tokens: int, c_bytes: int, device: str) -> tuple[float, float]:
+    """(forward, backward) bytes of the log-probabilities TRL's DPO and KTO trainers compute through its fused
+    LM head (never the whole logits): the counterpart of activations.logits for those objectives.
+
+    Both passes hold one [min(tokens, 4096), 32768] tile buffer in the compute dtype. On a GPU a Triton kernel
+    folds each tile in place; on a CPU the same fold is plain torch ops, whose temporaries over the tile's
+    real columns are counted from TRL's code: the forward's scaled tile, exp and product (3 fp32) and its
+    before-target mask (bool); the backward's scaled tile, z, log p, p, the gradient, the one-hot as float and
+    the difference (7 fp32) and the one-hot (bool). Backward also holds the fp32 gradient of the hidden states.
+    """
+    rows = min(tokens, TRL_TOKEN_TILE)
+    buffer = rows * TRL_VOCAB_TILE * c_bytes
+    cells = rows * min(vocab, TRL_VOCAB_TILE)
+    cpu = device != "cuda"
+    forward = buffer + (cells * (3 * 4 + 1) if cpu else 0)
+    backward = buffer + (cells * (7 * 4 + 1) if cpu else 0) + tokens * hidden * 4
     return float(forward), float(backward)

@@ -141,7 +141,7 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> Ru
     return Run(
         gen_batch=cfg.train.micro_batch_size * cfg.train.grad_accum if answer else 0,
         batch=cfg.train.micro_batch_size * terms["sequences_per_row"], virtual=virtual,
-        reference_weights=terms["reference_weights"],
+        reference_weights=terms["reference_weights"], fused_head=terms["fused_head"],
         grad_from=_grad_from(method, values, adapted, embed_trains, base_trains, virtual, at_input),
         seq=seq + (virtual if at_input else 0), kv_seq=seq + virtual,
         w_bytes=w_bytes, c_bytes=c_bytes, autocast=_DTYPE_BYTES[c_name] < w_bytes and quant is None,
@@ -280,6 +280,9 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
     if cfg.train.loss_chunk_tokens and not (r.embed_trains or r.virtual or r.kv_seq != r.seq):  # studio.losses
         terms["logits_forward"], terms["logits_backward"] = losses.chunked_loss_bytes(
             arch.vocab_size, arch.hidden_size, r.batch * r.seq, cfg.train.loss_chunk_tokens, r.c_bytes)
+    if r.fused_head:  # TRL's chunked log-prob head: one tile buffer and its temporaries, never the whole logits
+        terms["logits_forward"], terms["logits_backward"] = losses.trl_logprob_bytes(
+            arch.vocab_size, arch.hidden_size, r.batch * r.seq, r.c_bytes, r.device)
     gen_kv = _generation(arch, r)
     weights, consts, grads, optim, transient, extra_grads = _shard(r, weights, consts, grads, optim, transient)
     ewc, kl = _guard(arch, cfg, r)

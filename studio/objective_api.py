@@ -42,6 +42,8 @@ class Objective:
             the step count and the memory estimate of an online objective.
         memory_levers: knob values -> [(what to do, {setting: value})], single changes of its own knobs
             that lower memory, offered by the fit verdict.
+        fused_head: its TRL trainer computes log-probabilities through TRL's chunked LM head instead of
+            whole logits (DPO, KTO), which the memory estimate counts instead (losses.trl_logprob_bytes).
     """
 
     name: str
@@ -58,6 +60,7 @@ class Objective:
     online: bool = False
     generation: Callable[[dict], dict] | None = None
     memory_levers: Callable[[dict], list] | None = None
+    fused_head: bool = False
 
     @property
     def preference(self) -> bool:
@@ -87,11 +90,11 @@ class Objective:
                 its own copy of the weights.
 
         Returns:
-            {'sequences_per_row': n, 'reference_forward': bool, 'reference_weights': bool}, and for an online
-            objective 'answer_tokens' (each trained sequence is the prompt plus an answer this long).
+            {'sequences_per_row': n, 'reference_forward': bool, 'reference_weights': bool, 'fused_head': bool},
+            and for an online objective 'answer_tokens' (each trained sequence is the prompt plus an answer this long).
         """
         terms = {"sequences_per_row": self.sequences_per_row, "reference_forward": self.reference,
-                 "reference_weights": self.reference and full_copy}
+                 "reference_weights": self.reference and full_copy, "fused_head": self.fused_head}
         if self.generation is not None:
             terms["answer_tokens"] = int(self.generation(self.values(spec or ObjectiveSpec(self.name)))["answer_tokens"])
         return terms

@@ -61,7 +61,7 @@ DPO = register(Objective(
         Setting("label_smoothing", float, 0.0, "assumed share of flipped labels (conservative DPO); 0 trusts every "
                 "pair", min=0.0, max=0.5, step=0.01),
     ),
-    data="paired", sequences_per_row=2, reference=True, trainer=_dpo_trainer,
+    data="paired", sequences_per_row=2, reference=True, trainer=_dpo_trainer, fused_head=True,
     trainer_args=lambda v: {"beta": v["beta"], "loss_type": [v["loss_type"]], "label_smoothing": v["label_smoothing"]},
     checks=_dpo_checks,
 ))
@@ -85,7 +85,7 @@ KTO = register(Objective(
                 step=0.05),
         Setting("undesirable_weight", float, 1.0, "weight of the bad answers' loss", min=0.01, max=10.0, step=0.05),
     ),
-    data="unpaired", sequences_per_row=1, reference=True, trainer=_kto_trainer, min_micro_batch=2,
+    data="unpaired", sequences_per_row=1, reference=True, trainer=_kto_trainer, min_micro_batch=2, fused_head=True,
     trainer_args=lambda v: {"beta": v["beta"], "desirable_weight": v["desirable_weight"],
                             "undesirable_weight": v["undesirable_weight"]},
 ))

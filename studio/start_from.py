@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio import methods
+from studio import methods, runs
 from studio.config import ConfigError, RunConfig
 
-__all__ = ["result_folder", "check", "apply"]
+__all__ = ["result_folder", "finished_runs", "check", "apply"]
 
 
 def result_folder(path: str | Path) -> Path:
@@ -27,6 +27,18 @@ def result_folder(path: str | Path) -> Path:
             return folder
     raise ConfigError(f"model.adapter_from: {path} holds no finished run (no adapter/{methods.RESULT_FILE}); "
                       "pick a run folder whose training ended")
+
+
+def finished_runs(root: str | Path) -> list[tuple[str, str]]:
+    """(name, folder) of the runs under ``root`` a new run can start from (a saved result), newest first."""
+    out = []
+    for r in runs.list_runs(root):
+        try:
+            result_folder(r.path)
+        except ConfigError:
+            continue
+        out.append((r.name, str(r.path)))
+    return out
 
 
 def check(cfg: RunConfig) -> list[str]:

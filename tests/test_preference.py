@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from studio import headless, memory, methods, models, objectives, preference_train, runs, training, validation
+from studio import (headless, memory, methods, models, objectives, preference_train, runs, start_from, training,
+                    validation)
 from studio.config import ConfigError, ModelSpec, RunConfig
 from studio.data import DataError, preference
 from tests.test_training import At, run_job
@@ -110,6 +111,7 @@ def test_dpo_from_an_sft_run_starts_from_its_adapter(tiny_dirs, pair_file, tmp_p
         key = next(k for k in seen.weights if k.replace(".default", "").endswith(name.replace("base_model.model.", "")))
         assert torch.equal(seen.weights[key], tensor), name
     assert RunConfig.load(job.run_dir / "config.yaml").model.adapter_from == str(sft.run_dir)
+    assert (sft.run_dir.name, str(sft.run_dir)) in start_from.finished_runs(tmp_path / "runs")  # the UI's picker
     assert _margins(job.run_dir)[0] == 0.0  # the reference is the SFT run itself: no margin before a step
     bad = pref_cfg(tiny_dirs, pair_file, tmp_path, "dpo", method={"name": "ia3"})
     bad.model.adapter_from = str(sft.run_dir)
@@ -195,6 +197,9 @@ def test_ui_shows_pairs_side_by_side_and_the_form_keeps_the_chosen_objective(tin
     values[form.index("objknob:dpo:beta")] = 0.7  # another objective's knob stays out of the config
     assert form.to_config(*values).train.objective.to_dict() == {"name": "kto", "beta": 0.1,
                                                                  "desirable_weight": 1.5, "undesirable_weight": 1.0}
+    values[form.index("model.adapter_from")] = "/etc"  # the start-from run, typed in the browser: checked
+    with pytest.raises(ConfigError, match="model.adapter_from: /etc"):
+        form.to_config(*values)
 
 
 def test_objective_and_start_point_round_trip_through_yaml_and_set():

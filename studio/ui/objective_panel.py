@@ -1,4 +1,5 @@
-"""The Train tab's objective: a dropdown over the objective registry and the chosen objective's knobs.
+"""The Train tab's objective: a dropdown over the objective registry and the chosen objective's knobs, and
+the finished run a new run starts from (``model.adapter_from``: DPO on top of an SFT run).
 
 Widgets only: every knob widget comes from ``form.setting_widget`` over the objective's own Settings, and
 ``Form.to_config`` keeps the knobs of the chosen objective only (keys ``objknob:OBJECTIVE:NAME``).
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio import objectives
+from studio import objectives, start_from
+from studio.config import ModelSpec, setting
+from studio.ui import state
 from studio.ui.form import OBJECTIVE_KNOB, Form, setting_widget
 
-__all__ = ["build_objective_panel", "knob_visibility"]
+__all__ = ["build_objective_panel", "knob_visibility", "start_choices"]
 
 
 def knob_visibility(name: str) -> list[dict]:
@@ -35,4 +38,14 @@ def build_objective_panel(form: Form) -> gr.Dropdown:
                          setting_widget(knob, elem_id=f"objective-{obj.name}-{knob.name}"))
         groups.append(group)
     dropdown.change(knob_visibility, dropdown, groups)
+    start = form.add("model.adapter_from", gr.Dropdown(
+        start_choices(), value="", allow_custom_value=True, label="start from", elem_id="train-adapter-from",
+        info=setting(ModelSpec, "adapter_from").help + " (or a fresh adapter)"))
+    start.focus(lambda: gr.update(choices=start_choices()), None, start, api_visibility="private",
+                show_progress="hidden")
     return dropdown
+
+
+def start_choices() -> list[tuple[str, str]]:
+    """A fresh adapter ("") and the finished runs in the runs folder a new run can start from."""
+    return [("(a fresh adapter)", "")] + start_from.finished_runs(state.get().runs_root)

@@ -122,7 +122,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
     else every refusal at once."""
     problems = []
     reads = [("model.id", cfg.model.id, check_model), ("data.path", cfg.data.path, check),
-             ("data.val_path", cfg.data.val_path, check)]
+             ("data.val_path", cfg.data.val_path, check), ("model.adapter_from", cfg.model.adapter_from, check)]
     if cfg.data.replay_share or cfg.train.ewc:  # replay and EWC's Fisher read the general rows
         reads.append(("data.replay_path", cfg.data.replay_path, check))
     reads += [(f"data.mix[{i}].path", m.get("path"), check) for i, m in enumerate(cfg.data.mix or [], 1)

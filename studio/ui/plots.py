@@ -47,6 +47,19 @@ def memory_bar(parts: dict[str, float], capacity_bytes: float | None = None, tit
     return fig
 
 
+def _reward_traces(rows: list[dict]) -> list[go.Scatter]:
+    """Preference objectives: chosen-minus-rejected reward and the share of pairs ranked right (none for SFT),
+    drawn on the loss axis."""
+    traces = []
+    for key, name in (("reward_margin", "reward margin"), ("reward_accuracy", "reward accuracy")):
+        points = [r for r in rows if r.get(key) is not None]
+        if points:
+            traces.append(go.Scatter(x=[r["step"] for r in points], y=[r[key] for r in points], name=name,
+                                     mode="lines+markers", marker=dict(size=4),
+                                     line=dict(width=2, dash="dash" if "accuracy" in key else None)))
+    return traces
+
+
 def loss_chart(rows: list[dict], title: str = "Loss") -> go.Figure:
     """Training loss and eval loss against step (plus reward margin and accuracy for preference objectives),
     learning rate on a second y axis."""
@@ -59,12 +72,8 @@ def loss_chart(rows: list[dict], title: str = "Loss") -> go.Figure:
     if evals:
         fig.add_trace(go.Scatter(x=[r["step"] for r in evals], y=[r["eval_loss"] for r in evals], name="eval loss",
                                  mode="lines+markers", marker=dict(size=7, symbol="diamond")))
-    # preference objectives: chosen-minus-rejected reward and the share of pairs ranked right, on the loss axis
-    for key, name in (("reward_margin", "reward margin"), ("reward_accuracy", "reward accuracy")):
-        points = [r for r in rows if r.get(key) is not None]
-        if points:
-            fig.add_trace(go.Scatter(x=[r["step"] for r in points], y=[r[key] for r in points], name=name,
-                                     mode="lines", line=dict(width=2, dash="dash" if "accuracy" in key else None)))
+    for trace in _reward_traces(rows):
+        fig.add_trace(trace)
     if lr:
         fig.add_trace(go.Scatter(x=[r["step"] for r in lr], y=[r["learning_rate"] for r in lr], name="learning rate",
                                  yaxis="y2", mode="lines", line=dict(dash="dot", width=1)))
@@ -138,6 +147,8 @@ def train_dashboard(rows: list[dict], hardware: list[dict] | None = None, title:
         if have:
             fig.add_trace(go.Scatter(x=[r["step"] for r in have], y=[r[key] for r in have], name=name,
                                      mode="lines+markers", marker=dict(size=4), line=dict(dash="dot")), row=1, col=1)
+    for trace in _reward_traces(rows):  # preference objectives: beside the loss, as they stream
+        fig.add_trace(trace, row=1, col=1)
     for panel, key in ((2, "grad_norm"), (3, "tokens_per_second"), (4, "learning_rate")):
         have = [r for r in train if r.get(key) is not None]
         fig.add_trace(go.Scatter(x=[r["step"] for r in have], y=[r[key] for r in have], name=SERIES[key],
