@@ -83,6 +83,17 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
+def chat_file(tmp_path):
+    """24 short chat rows of varied length in tmp (the training tests' data)."""
+    path = tmp_path / "chat.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"question {i}?" + " more" * (i % 5)},
+                          {"role": "assistant", "content": f"answer number {i}." + " yes" * (i % 7)}]}
+            for i in range(24)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+@pytest.fixture
 def identity_rows() -> list[dict]:
     path = ROOT / "presets" / "data" / "identity.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -6,7 +6,7 @@ import json
 
 from studio import compare
 from studio.ui import runs_tab
-from tests.test_training import chat_file, make_cfg, run_job  # noqa: F401 - chat_file is a fixture
+from tests.test_training import make_cfg, run_job
 
 
 def test_only_differing_settings_and_the_results(tiny_dirs, chat_file, tmp_path):

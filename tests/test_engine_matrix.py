@@ -10,7 +10,7 @@ import torch
 from studio import methods, models, runs
 from studio.config import MethodSpec
 from studio.train_parts import OPTIMIZERS
-from test_training import chat_file, make_cfg, run_job  # noqa: F401 - chat_file is a fixture
+from test_training import make_cfg, run_job
 
 # Knobs that keep each method small enough for the tiny model (ranks within its 32-wide k/v projections).
 KNOBS = {

@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 
 from studio import method_api, methods, runs, training
 from studio.config import RunConfig
-from tests.test_training import At, chat_file, make_cfg, run_job  # noqa: F401 - chat_file is a fixture
+from tests.test_training import At, make_cfg, run_job
 
 ROOT = Path(__file__).resolve().parent.parent
 

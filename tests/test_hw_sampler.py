@@ -8,7 +8,7 @@ import pytest
 
 from studio import hw_sampler, preflight, runs, trackers
 from studio.config import ConfigError
-from tests.test_training import chat_file, make_cfg, run_job  # noqa: F401 - chat_file is a fixture
+from tests.test_training import make_cfg, run_job
 
 
 def _sampler_threads() -> list[threading.Thread]:

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from conftest import tiny_model
-from test_training import chat_file, make_cfg, run_job  # noqa: F401 - chat_file is a fixture
+from test_training import make_cfg, run_job
 from transformers import TrainerCallback, TrainingArguments
 
 from studio import memory, methods, models, preflight, runs

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from studio import cli, data, lr_finder, methods, models
-from tests.test_training import chat_file, make_cfg  # noqa: F401 - chat_file is a fixture
+from tests.test_training import make_cfg
 
 
 def test_range_test_restores_the_weights_exactly(tiny_dirs, chat_file, tmp_path):

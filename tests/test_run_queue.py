@@ -6,7 +6,7 @@ import time
 
 from studio import cli, run_queue, runs, training
 from studio.config import ConfigError, RunConfig
-from tests.test_training import chat_file, make_cfg  # noqa: F401 - chat_file is a fixture
+from tests.test_training import make_cfg
 
 import pytest
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import threading
 import weakref
 
@@ -15,16 +14,6 @@ from studio import headless, runs, training
 from studio.config import ConfigError, RunConfig
 from studio.hardware import cpu_has_bf16, resolve_precision
 from studio.train_parts import EarlyStop, build_args, memory_now
-
-
-@pytest.fixture
-def chat_file(tmp_path):
-    path = tmp_path / "chat.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"question {i}?" + " more" * (i % 5)},
-                          {"role": "assistant", "content": f"answer number {i}." + " yes" * (i % 7)}]}
-            for i in range(24)]
-    path.write_text("\n".join(json.dumps(r) for r in rows))
-    return path
 
 
 def make_cfg(tiny_dirs, chat_file, tmp_path, **train) -> RunConfig:

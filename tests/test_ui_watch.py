@@ -5,7 +5,7 @@ from __future__ import annotations
 from studio import chat_session
 from studio.config import RunConfig
 from studio.ui import lr_panel, plots, state, train_tab
-from tests.test_training import chat_file, make_cfg, run_job  # noqa: F401 - chat_file is a fixture
+from tests.test_training import make_cfg, run_job
 
 
 def _trace(figure, name):
