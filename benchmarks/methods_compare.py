@@ -12,6 +12,7 @@ what the process held when the row began. A row that cannot train here is a row 
 from __future__ import annotations
 
 import argparse
+import ast
 import concurrent.futures
 import gc
 import json
@@ -158,6 +159,18 @@ def table(results: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _logged(paths: list[str]) -> dict[str, dict]:
+    """Rows from the progress lines runs wrote to stderr ("row: {...}"); the first file that has a row wins."""
+    found: dict[str, dict] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            _, sep, rest = line.partition(": ")
+            if sep and rest.startswith("{'row'"):
+                result = ast.literal_eval(rest)
+                found.setdefault("base" if result["row"] == "base (untrained)" else result["row"], result)
+    return found
+
+
 def _machine() -> str:
     """CPU model, core count and whether the bf16 matrix units are there (from /proc/cpuinfo)."""
     flags, model = set(), platform.machine()
@@ -183,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="worker processes; each trains its share of the rows one after another")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per row")
+    parser.add_argument("--from-logs", default="", help="comma-separated stderr logs of earlier runs: print their "
+                        "rows as one table (for a run split over several invocations)")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     plan = (args.steps, args.seq, args.batch)
@@ -194,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     skip = {r.strip() for r in args.skip.split(",") if r.strip()}
     rows = [r.strip() for r in args.methods.split(",") if r.strip()] or [*methods.names(), *EXTRA]
     rows = ["base", *(r for r in rows if r not in skip)]
+    if args.from_logs:
+        found = _logged(args.from_logs.split(","))
+        missing = [r for r in rows if r not in found]
+        print(table([found[r] for r in rows if r in found]))
+        print(f"\nNot measured: {', '.join(missing) or 'none'}.")
+        return 0
     start = time.perf_counter()
     jobs = max(1, min(args.jobs, len(rows)))
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
