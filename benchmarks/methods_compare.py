@@ -131,7 +131,7 @@ def _worker(rows: list[str], plan: tuple, threads: int) -> dict[str, dict]:
     drain.start()
     got = {}
     for line in proc.stdout:
-        if line.startswith("{"):
+        if line.startswith('{"row"'):  # the rows' own lines; the engine prints other dicts too
             result = json.loads(line)
             got[result["row"] if result["row"] != "base (untrained)" else "base"] = result
             print(f"{result['row']}: {result}", file=sys.stderr, flush=True)
