@@ -2,7 +2,9 @@
 trainable parameters (count and % of the base), whether the count declared from the config alone equals
 the real one, and the size of the saved result. Prints a markdown table.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/methods_table.py [--skip qlora,lora_8bit]
+    PYTHONPATH=. .venv/bin/python benchmarks/methods_table.py [--skip qlora,lora_8bit] [--only vera,lora+pissa]
+
+Each row is also printed to stderr as soon as it is measured, so a long run shows what it has.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ def _declared(arch) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip", default="", help="comma-separated methods to leave out")
+    parser.add_argument("--only", default="", help="comma-separated rows to measure, in this order (lora+pissa "
+                        "and lora+olora name the initialisation rows)")
     parser.add_argument("--declared", action="store_true",
                         help="only the counts declared from the config (meta-device copy): no weights load, seconds")
     args = parser.parse_args(argv)
@@ -96,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if args.declared:
         return _declared(arch)
+    plan = [(n, None) for n in methods.names()] + EXTRA_ROWS
+    if args.only:
+        named = {f"{n}+{k['init']}" if k else n: (n, k) for n, k in plan}
+        plan = [named[r.strip()] for r in args.only.split(",") if r.strip()]
     rows = []
-    for name, knobs in [(n, None) for n in methods.names()] + EXTRA_ROWS:
+    for name, knobs in plan:
         if name in skip:
             rows.append({"name": name, "skipped": "--skip"})
             continue
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(measure(name, base_spec, arch, knobs))
         except ConfigError as err:
             rows.append({"name": name, "skipped": str(err)})
-        print(f"measured {name}", file=sys.stderr, flush=True)
+        print(table(rows[-1:], arch.num_parameters).splitlines()[-1], file=sys.stderr, flush=True)
     print(f"Base: SmolLM2-135M-Instruct, {arch.num_parameters:,} parameters (fp32 on CPU). "
           f"Machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.\n")
     print(table(rows, arch.num_parameters))

@@ -85,6 +85,8 @@ class Method:
             method's own words; None gives the general line.
         checkpointing_refusal: why the method cannot train with gradient checkpointing ('' when it can).
         reference_refusal: why the method cannot train an objective with a reference model ('' when it can).
+        machine_refusal: ``(knob values, device) -> line`` why these knobs cannot run on this machine's device
+            ('cuda' or 'cpu'), '' when they can; preflight asks it before any weights load (QLoRA's LoftQ).
     """
 
     name: str
@@ -113,6 +115,7 @@ class Method:
     trial_refusal: Callable[[Any, Any, str], str] | None = None
     checkpointing_refusal: str = ""
     reference_refusal: str = ""
+    machine_refusal: Callable[[dict, str], str] | None = None
 
     def knob(self, name: str, prefix: str = "method") -> Knob:
         """The knob called ``name`` (ConfigError naming the allowed ones)."""

@@ -73,6 +73,9 @@ def _settings(cfg: RunConfig, machine: bool) -> list[str]:
             resolve_precision(t.precision)
     except ConfigError as err:
         out += err.problems
+    method = methods.get(cfg.method.name)
+    refusal = method.machine_refusal(method.values(cfg.method), _device()) if machine and method.machine_refusal else ""
+    out += [refusal] if refusal else []
     if t.loraplus_ratio and methods.get(cfg.method.name).family != "lora":
         out.append(f"train.loraplus_ratio: LoRA+ sets the learning rate of LoRA's B matrices; {cfg.method.name} has "
                    "none (set it to 0 or pick a LoRA-family method)")

@@ -11,8 +11,9 @@ from conftest import tiny_model
 from test_training import make_cfg, run_job
 from transformers import TrainerCallback, TrainingArguments
 
-from studio import memory, methods, models, preflight, runs
+from studio import cli, memory, methods, models, preflight, runs
 from studio.config import MethodSpec, ModelSpec, RunConfig
+from studio.method_defs.lora_init import LOFTQ_NEEDS_CUDA
 from studio.methods import Context
 from studio.models import ArchSpec
 from studio.train_parts import StudioTrainer, build_args
@@ -101,6 +102,24 @@ def test_loftq_absorbs_the_quantisation_error(tiny_dirs):
             error("loftq")
         return
     assert error("loftq") < 0.8 * error("default")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_loftq_without_cuda_is_one_line_before_anything_loads(tiny_dirs, chat_file, tmp_path, capsys):  # noqa: F811
+    cfg = make_cfg(tiny_dirs, chat_file, tmp_path)
+    cfg.method = MethodSpec("qlora", {"r": 4, "init": "loftq"})
+    assert preflight.problems(cfg) == [LOFTQ_NEEDS_CUDA]
+    assert preflight.problems(cfg, machine=False) == []  # planning for a GPU machine: no objection
+    cfg.method = MethodSpec("qlora", {"r": 4})
+    assert LOFTQ_NEEDS_CUDA not in preflight.problems(cfg)
+    preset = tmp_path / "loftq.yaml"
+    preset.write_text(json.dumps({**make_cfg(tiny_dirs, chat_file, tmp_path).to_dict(),
+                                  "method": {"name": "qlora", "r": 4, "init": "loftq"}}))
+    assert cli.main(["train", str(preset), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.strip()] == [f"error: {LOFTQ_NEEDS_CUDA}"]
+    assert not list((tmp_path / "runs").glob("*/adapter"))
 
 
 def test_loraplus_puts_b_in_its_own_group_at_the_ratio(tmp_path):

@@ -311,10 +311,11 @@ def test_mixed_batch_flags_match_what_peft_allows():
                 model(input_ids=ids, adapter_names=["__base__", "default"])
 
 
-@pytest.mark.parametrize("name", [m.name for m in methods.all_methods() if m.fmt != "weights" and not m.quantized])
-def test_adapter_off_runs_the_base(name, tiny_dirs):
-    base_logits = _logits(tiny_model(_family(name)))
-    model, _ = _applied(name, _family(name), tiny_dirs)
+@pytest.mark.parametrize("name,family", _runs_on([m.name for m in methods.all_methods()
+                                                 if m.fmt != "weights" and not m.quantized], FAMILIES))
+def test_adapter_off_runs_the_base(name, family, tiny_dirs):
+    base_logits = _logits(tiny_model(family))
+    model, _ = _applied(name, family, tiny_dirs)
     _perturbed(model)
     with methods.adapter_off(model):
         off = _logits(model)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import threading
 import time
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -83,6 +85,27 @@ def test_method_groups_show_one():
     assert sum(u["visible"] for u in updates) == 1
 
 
+def test_method_dropdown_and_knobs_come_from_the_registry(app_form):
+    from studio import methods
+
+    dropdown = app_form.components[app_form.index("method.name")]
+    assert [value for _, value in dropdown.choices] == methods.names()
+    for m in methods.all_methods():
+        for knob in m.knobs:
+            assert f"knob:{m.name}:{knob.name}" in app_form.keys, (m.name, knob.name)
+    # no per-method branch in the UI: no method's name is compared with a method or a name in studio/ui
+    # ("prompt" as a table column is not the prompt method)
+    names, found = set(methods.names()), []
+    for path in (Path(__file__).resolve().parent.parent / "studio" / "ui").glob("*.py"):
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Compare) and any(w in ast.get_source_segment(source, node) for w in
+                                                     ("method", "name")):
+                found += [f"{path.name}:{c.lineno} {c.value!r}" for c in ast.walk(node)
+                          if isinstance(c, ast.Constant) and c.value in names]
+    assert found == []
+
+
 def test_target_choices_from_model(tiny_dirs):
     gpt2 = method_tab.target_choices(str(tiny_dirs["gpt2"]))
     assert "c_attn" in gpt2 and "all-linear" in gpt2
@@ -123,6 +146,16 @@ def test_estimate_changes_with_rank(tiny_dirs):
     big = method_tab.estimate_view(cfg)
     assert small[0] != big[0] and "trainable" in small[0]
 
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_loftq_without_cuda_is_one_line_on_the_method_tab(tiny_dirs):
+    from studio.method_defs.lora_init import LOFTQ_NEEDS_CUDA
+
+    cfg = RunConfig.from_dict({"model": {"id": str(tiny_dirs["llama"])},
+                               "method": {"name": "qlora", "r": 4, "init": "loftq"}})
+    verdict = method_tab.estimate_view(cfg)[2]
+    assert f"- {LOFTQ_NEEDS_CUDA}\n" in verdict and "Traceback" not in verdict
+    assert LOFTQ_NEEDS_CUDA not in method_tab.estimate_view(cfg, "H100 80GB")[2]  # planned for a GPU
 
 # ---- data, train, runs, chat -------------------------------------------------------------------------------
 

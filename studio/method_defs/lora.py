@@ -119,7 +119,7 @@ LORA = register(Method(
 QLORA = register(Method(
     name="qlora", title="QLoRA", summary="LoRA on a frozen 4-bit (NF4/FP4) base: the least memory for a big model",
     knobs=QLORA_KNOBS, apply=_apply_kbit, trainable=lambda arch, spec: lora_trainable(arch, QLORA.values(spec)),
-    quantized="4bit", overrides=_four_bit, **_LORA_COMMON,
+    quantized="4bit", overrides=_four_bit, machine_refusal=lora_init.machine_refusal, **_LORA_COMMON,
 ))
 
 LORA8 = register(Method(

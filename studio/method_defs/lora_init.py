@@ -15,8 +15,8 @@ from pathlib import Path
 from studio.config import ConfigError
 from studio.method_api import Context, Knob
 
-__all__ = ["INIT_KNOBS", "QLORA_INIT_KNOBS", "KBIT_INIT_KNOBS", "RESIDUAL", "DATA_PASS", "peft_init", "after_wrap",
-           "save_converted"]
+__all__ = ["INIT_KNOBS", "QLORA_INIT_KNOBS", "KBIT_INIT_KNOBS", "RESIDUAL", "DATA_PASS", "LOFTQ_NEEDS_CUDA",
+           "peft_init", "after_wrap", "save_converted", "machine_refusal"]
 
 RESIDUAL = ("pissa", "pissa_fast", "olora", "corda")
 """Initialisations that change the base weights: their results are converted to plain LoRA at save."""
@@ -39,6 +39,8 @@ KBIT_INIT_KNOBS = (
     Knob("init", str, "default", "how A and B start: default (A random, B zero) or gaussian",
          choices=("default", "gaussian")),
 )
+LOFTQ_NEEDS_CUDA = ("method.init: PEFT's LoftQ runs on a CUDA GPU only (it computes on 'cuda', hard-coded); "
+                    "use init default on this machine")
 _EVA_BATCHES = 64  # EVA stops earlier once the singular vectors settle (its tau)
 
 
@@ -90,12 +92,17 @@ def after_wrap(peft_model, values: dict, ctx: Context, model_path: str | None = 
     return peft_model
 
 
+def machine_refusal(values: dict, device: str) -> str:
+    """Why the ``init`` knob cannot run on ``device`` ('cuda' or 'cpu'): LoftQ off CUDA; '' otherwise."""
+    return LOFTQ_NEEDS_CUDA if values.get("init") == "loftq" and device != "cuda" else ""
+
+
 def _loftq(peft_model, model_path: str | None) -> None:
     import torch
     from peft import replace_lora_weights_loftq
 
     if not torch.cuda.is_available():  # PEFT's LoftQ computes on "cuda" (or XPU), hard-coded
-        raise ConfigError("method.init: PEFT's LoftQ runs on a CUDA GPU only; use init default on this machine")
+        raise ConfigError(LOFTQ_NEEDS_CUDA)
 
     files = sorted(Path(model_path).glob("*.safetensors")) if model_path and Path(model_path).is_dir() else []
     if len(files) != 1:

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from studio import methods, objectives, validation
-from studio.config import ConfigError, RunConfig, Setting, TrainSpec, setting
+from studio.config import ConfigError, MethodSpec, RunConfig, Setting, TrainSpec, setting
 from studio.ui import paths
 
 __all__ = ["Form", "setting_widget", "field_widget", "layer_widgets", "OPTIONAL_ZERO", "LAYERS", "OBJECTIVE_KNOB"]
@@ -121,7 +121,7 @@ class Form:
         if len(values) != len(self.keys):
             raise ConfigError(f"the form has {len(self.keys)} settings, got {len(values)} values")
         data: dict = {"model": {}, "method": {}, "data": {}, "train": {}}
-        method = values[self.index("method.name")] if "method.name" in self.keys else "lora"
+        method = values[self.index("method.name")] if "method.name" in self.keys else MethodSpec().name
         objective = values[self.index("train.objective.name")] if "train.objective.name" in self.keys else "sft"
         for key, value in zip(self.keys, values):
             if key.startswith(f"{OBJECTIVE_KNOB}:"):

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from studio import fit as advisor
 from studio import hardware, memory, meta_model, methods, models, preflight, targets
-from studio.config import ConfigError, RunConfig, TrainSpec
+from studio.config import ConfigError, MethodSpec, RunConfig, TrainSpec
 from studio.ui import paths, plots
 from studio.ui.form import LAYERS, Form, field_widget, layer_widgets, setting_widget
 from studio.ui.model_tab import HERE
@@ -152,12 +152,13 @@ def build_method_tab(form: Form, model_id: str) -> MethodTab:
     """Method dropdown, generated knob widgets and training shape (left); estimate (right)."""
     all_methods = methods.all_methods()
     choices = [(f"{m.title}: {m.summary}", m.name) for m in all_methods]
+    first = MethodSpec().name  # the config's default method: the UI names no method of its own
     groups, model_widgets = [], []
     with gr.Row():
         with gr.Column(scale=3):
-            method = form.add("method.name", gr.Dropdown(choices, value="lora", label="method", elem_id="method"))
+            method = form.add("method.name", gr.Dropdown(choices, value=first, label="method", elem_id="method"))
             for m in all_methods:
-                with gr.Group(visible=m.name == "lora") as group:
+                with gr.Group(visible=m.name == first) as group:
                     for knob in m.knobs:
                         model_widgets += _knob_widgets(form, m.name, knob, model_id)
                 groups.append(group)
