@@ -119,7 +119,7 @@ TRL_VOCAB_TILE = 32768
 
 
 def trl_logprob_bytes(vocab: int, hidden: int, tokens: int, c_bytes: int, device: str) -> tuple[float, float]:
-    """(forward, backward) bytes of the log-probabilities TRL's DPO and KTO trainers compute through its fused
+    """(forward, backward) bytes of the log-probabilities TRL's DPO, KTO and GRPO trainers compute through its fused
     LM head (never the whole logits): the counterpart of activations.logits for those objectives.
 
     Both passes hold one [min(tokens, 4096), 32768] tile buffer in the compute dtype. On a GPU a Triton kernel

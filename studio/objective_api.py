@@ -43,7 +43,7 @@ class Objective:
         memory_levers: knob values -> [(what to do, {setting: value})], single changes of its own knobs
             that lower memory, offered by the fit verdict.
         fused_head: its TRL trainer computes log-probabilities through TRL's chunked LM head instead of
-            whole logits (DPO, KTO), which the memory estimate counts instead (losses.trl_logprob_bytes).
+            whole logits (DPO, KTO, GRPO), which the memory estimate counts instead (losses.trl_logprob_bytes).
     """
 
     name: str

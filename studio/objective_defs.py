@@ -140,7 +140,7 @@ GRPO = register(Objective(
                 "per-answer mean; dr_grpo: a constant normaliser; bnpo: local batch; cispo and sapo: softer "
                 "clipping", choices=("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")),
     ),
-    data="prompts", trainer=_grpo_trainer, online=True,
+    data="prompts", trainer=_grpo_trainer, online=True, fused_head=True,
     trainer_args=lambda v: {"num_generations": v["num_generations"],
                             "max_completion_length": v["max_completion_length"],
                             "temperature": v["temperature"], "beta": v["beta"], "loss_type": v["loss_type"]},
