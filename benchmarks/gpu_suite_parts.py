@@ -81,12 +81,8 @@ def _build(config, cfg: RunConfig, cuda: bool):
 
 def _chunked_step(model, opt, batch, chunk: int):
     """A step as StudioTrainer takes it with train.loss_chunk_tokens: hidden states only, loss in chunks."""
-    labels = batch["labels"]
-    out = model(input_ids=batch["input_ids"], output_hidden_states=True,
-                logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
     head = losses.head_for_chunked_loss(model)
-    loss = losses.chunked_lm_loss(out.hidden_states[-1], head.weight, labels, chunk) / labels[:, 1:].numel()
-    del out
+    loss = losses.chunked_model_loss(model, batch, head, chunk) / batch["labels"][:, 1:].numel()
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)

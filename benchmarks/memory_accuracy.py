@@ -222,12 +222,8 @@ def _quantise(model, config, spec, dtype):
 
 def _step(model, opt, batch, chunk: int = 0):
     if chunk:  # as StudioTrainer with train.loss_chunk_tokens: hidden states only, the loss in chunks
-        labels = batch["labels"]
-        out = model(input_ids=batch["input_ids"], output_hidden_states=True,
-                    logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
         head = losses.head_for_chunked_loss(model)
-        loss = losses.chunked_lm_loss(out.hidden_states[-1], head.weight, labels, chunk) / labels[:, 1:].numel()
-        del out
+        loss = losses.chunked_model_loss(model, batch, head, chunk) / batch["labels"][:, 1:].numel()
     else:
         loss = model(**batch).loss  # the outputs (logits) go out of scope here, as in Trainer.compute_loss
     loss.backward()

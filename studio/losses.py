@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["IGNORE", "chunked_lm_loss", "chunked_loss_bytes", "head_for_chunked_loss", "trl_logprob_bytes"]
+__all__ = ["IGNORE", "chunked_lm_loss", "chunked_loss_bytes", "chunked_model_loss", "head_for_chunked_loss",
+           "trl_logprob_bytes"]
 
 IGNORE = -100
 """Label of positions that carry no loss (transformers' and PyTorch's convention)."""
@@ -96,6 +97,16 @@ def head_for_chunked_loss(model) -> torch.nn.Linear | None:
     if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.requires_grad or post:
         return None
     return head
+
+
+def chunked_model_loss(model, inputs: dict, head: torch.nn.Linear, chunk: int) -> torch.Tensor:
+    """The summed next-token loss of ``model`` on ``inputs`` (with ``labels``) without whole logits: the model
+    stops at its last hidden states (``logits_to_keep`` empty) and ``chunked_lm_loss`` makes the logits through
+    ``head`` (from ``head_for_chunked_loss``) ``chunk`` tokens at a time. The outputs go out of scope here."""
+    labels = inputs["labels"]
+    outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, output_hidden_states=True,
+                    logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
+    return chunked_lm_loss(outputs.hidden_states[-1], head.weight, labels, chunk)
 
 
 def chunked_loss_bytes(vocab: int, hidden: int, loss_tokens: int, chunk: int, c_bytes: int) -> tuple[float, float]:

@@ -181,9 +181,7 @@ class StudioTrainer(Trainer):
         chunk = getattr(self.args, "loss_chunk_tokens", 0)
         head = losses.head_for_chunked_loss(model) if chunk else None
         if head is not None:  # no logits from the model at all: the loss makes them a chunk at a time
-            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, output_hidden_states=True,
-                            logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
-            loss = losses.chunked_lm_loss(outputs.hidden_states[-1], head.weight, labels, chunk)
+            loss = losses.chunked_model_loss(model, inputs, head, chunk)
             return self._normalise(loss, labels[:, 1:], num_items_in_batch)
         if not self.sparse_logits:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

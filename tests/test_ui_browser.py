@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import pick, set_number, shot, tab
+from tests.browser import pick, set_number, shot, start_run, tab
 
 pytestmark = pytest.mark.browser
 
@@ -32,14 +32,7 @@ def test_studio_end_to_end(studio_url, page):
     shot(page, "02-method-rank-16")
 
     tab(page, "4 · Train")
-    set_number(page, "#train-max_steps input", 8)
-    set_number(page, "#train-logging_steps input", 1)
-    page.locator("#run-name textarea, #run-name input").first.fill("browser-run")
-    page.locator("#start-btn").click()
-    page.wait_for_selector("#train-message :text('Started')")
-    # the view may still show an earlier run of this process until the next tick: wait for this one's chart
-    page.wait_for_function(
-        "(document.querySelector('#loss-plot .gtitle') || {}).textContent?.includes('browser-run')")
+    start_run(page, "browser-run", max_steps=8, logging_steps=1)
     page.wait_for_function(
         "document.querySelectorAll('#loss-plot .scatterlayer .trace:first-child .point').length >= 2")
     shot(page, "03-training")

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from tests.browser import ARTIFACTS, pick, set_number, shot, tab
+from tests.browser import ARTIFACTS, pick, set_number, shot, start_run, tab
 
 pytestmark = pytest.mark.browser
 
@@ -62,14 +62,7 @@ def test_lr_finder_live_charts_and_a_checkpoint_in_chat(studio_url, page):
     shot(page, "practice-01-lr-finder")
 
     # a short run that checkpoints: grad norm and the hardware (CPU %, RAM on this machine) fill while it trains
-    set_number(page, "#train-max_steps input", 8)
-    set_number(page, "#train-logging_steps input", 1)
-    set_number(page, "#train-save_steps input", 4)
-    page.locator("#run-name textarea, #run-name input").first.fill("practice")
-    page.locator("#start-btn").click()
-    page.wait_for_selector("#train-message :text('Started')")
-    page.wait_for_function(
-        "(document.querySelector('#loss-plot .gtitle') || {}).textContent?.includes('practice')")
+    start_run(page, "practice", max_steps=8, logging_steps=1, save_steps=4)
     _wait_points(page, "loss-plot", "grad norm", 2)
     _wait_points(page, "loss-plot", "CPU %", 1)
     shot(page, "practice-02-training")

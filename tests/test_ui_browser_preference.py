@@ -12,7 +12,7 @@ import json
 import pytest
 
 from studio import validation
-from tests.browser import pick, set_number, shot, tab
+from tests.browser import pick, shot, start_run, tab
 from tests.test_training import run_job
 
 pytestmark = pytest.mark.browser
@@ -70,13 +70,7 @@ def test_preference_run_pair_margin_and_three_panes(sft_run, studio_url, page, t
     pick(page, "train-objective", "DPO: prefer")
     page.wait_for_selector("#objective-dpo-beta", state="visible")
     _option(page, "train-adapter-from", sft_run.name)
-    set_number(page, "#train-max_steps input", 4)
-    set_number(page, "#train-logging_steps input", 1)
-    page.locator("#run-name textarea, #run-name input").first.fill("browser-dpo")
-    page.locator("#start-btn").click()
-    page.wait_for_selector("#train-message :text('Started')")
-    page.wait_for_function(
-        "(document.querySelector('#loss-plot .gtitle') || {}).textContent?.includes('browser-dpo')")
+    start_run(page, "browser-dpo", max_steps=4, logging_steps=1)
     page.wait_for_selector("#loss-plot .legendtext:text-is('reward margin')", timeout=300_000)  # streamed
     page.wait_for_selector("#train-progress-label:has-text('done')", timeout=300_000)
     page.wait_for_selector("#train-result :text('Finished')")
