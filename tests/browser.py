@@ -43,3 +43,13 @@ def start_run(page, name: str, chart: str = "loss-plot", **numbers) -> None:
     page.locator("#start-btn").click()
     page.wait_for_selector("#train-message :text('Started')")
     page.wait_for_function(f"(document.querySelector('#{chart} .gtitle') || {{}}).textContent?.includes('{name}')")
+
+
+def ask(page, text: str, panes=("chat-base", "chat-tuned")) -> None:
+    """Send ``text`` from the Chat tab and wait until every pane in ``panes`` has a non-empty answer."""
+    page.locator("#chat-input textarea").fill(text)
+    page.locator("#chat-send").click()
+    for pane in panes:
+        page.wait_for_function(
+            f"[...document.querySelectorAll('#{pane} .bot-row')].some(e => e.innerText.trim().length > 0)",
+            timeout=120_000)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import pick, set_number, shot, start_run, tab
+from tests.browser import ask, pick, set_number, shot, start_run, tab
 
 pytestmark = pytest.mark.browser
 
@@ -45,12 +45,7 @@ def test_studio_end_to_end(studio_url, page):
     tab(page, "5 · Chat")
     page.locator("#chat-run input").first.click()
     page.get_by_role("option").first.click()
-    page.locator("#chat-input textarea").fill("Who are you?")
-    page.locator("#chat-send").click()
-    for pane in ("chat-base", "chat-tuned"):
-        page.wait_for_function(
-            f"[...document.querySelectorAll('#{pane} .bot-row')].some(e => e.innerText.trim().length > 0)",
-            timeout=120_000)
+    ask(page, "Who are you?")
     shot(page, "05-chat")
     assert page.locator("#chat-input textarea").input_value() == ""  # sent: the box is empty for the next one
     assert not page.locator("#chat-extra-1").is_visible()  # no run picked to compare

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from tests.browser import ARTIFACTS, pick, set_number, shot, start_run, tab
+from tests.browser import ARTIFACTS, ask, pick, set_number, shot, start_run, tab
 
 pytestmark = pytest.mark.browser
 
@@ -81,11 +81,6 @@ def test_lr_finder_live_charts_and_a_checkpoint_in_chat(studio_url, page):
     tab(page, "5 · Chat")
     pick(page, "chat-run", "practice @ step 4")
     assert "practice @ step 4" in page.locator("#chat-run input").first.input_value()
-    page.locator("#chat-input textarea").fill("Who are you?")
-    page.locator("#chat-send").click()
-    for pane in ("chat-base", "chat-tuned"):
-        page.wait_for_function(
-            f"[...document.querySelectorAll('#{pane} .bot-row')].some(e => e.innerText.trim().length > 0)",
-            timeout=120_000)
+    ask(page, "Who are you?")
     assert "Cannot chat" not in page.locator("#chat-note").inner_text()
     shot(page, "practice-03-checkpoint-chat")
