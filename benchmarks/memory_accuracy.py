@@ -32,6 +32,7 @@ from studio import losses, memory, methods  # noqa: E402
 from studio.config import MethodSpec, ObjectiveSpec, RunConfig  # noqa: E402
 from studio.methods import Context  # noqa: E402
 from studio.models import ArchSpec  # noqa: E402
+from studio.train_parts import OptimizerInBackward  # noqa: E402
 
 
 def _shapes() -> dict:
@@ -137,6 +138,10 @@ LEVER_ROWS = [
     ("smollm2-135m", "lora", False, 1, 512, "fp32", "sdpa", {}, "adamw", {"loss_chunk_tokens": 256}),
     ("llama-gqa", "lora", False, 2, 256, "fp32", "sdpa", {}, "adamw_fused"),
     ("llama-gqa", "full", False, 2, 128, "fp32", "sdpa", {}, "adamw_fused"),
+    ("llama-gqa", "full", False, 2, 128, "fp32", "sdpa", {}, "adamw", {"optimizer_in_backward": True,
+                                                                       "max_grad_norm": 0.0}),
+    ("smollm2-135m", "full", False, 1, 128, "fp32", "sdpa", {}, "adamw", {"optimizer_in_backward": True,
+                                                                          "max_grad_norm": 0.0}),
 ]
 MATRIX += LEVER_ROWS
 
@@ -275,12 +280,16 @@ def measure_preference(model, cfg: RunConfig, vocab: int, reference=None) -> tup
     return tracker.peak, "cpu live storage, TRL step"
 
 
-def measure(model, batch_size: int, seq: int, vocab: int, optimizer: str = "adamw", chunk: int = 0) -> tuple[int, str]:
-    """Peak bytes of the second training step and the measure used (``chunk``: train.loss_chunk_tokens)."""
+def measure(model, batch_size: int, seq: int, vocab: int, optimizer: str = "adamw", chunk: int = 0,
+            in_backward: bool = False) -> tuple[int, str]:
+    """Peak bytes of the second training step and the measure used (``chunk``: train.loss_chunk_tokens,
+    ``in_backward``: train.optimizer_in_backward)."""
     ids = torch.randint(0, vocab, (batch_size, seq), generator=torch.Generator().manual_seed(0))
     batch = {"input_ids": ids, "labels": ids.clone()}  # no padding: causal sdpa, as with packing
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4) if optimizer == "adamw" else _optimizer(optimizer, params)
+    if in_backward:
+        opt = OptimizerInBackward(opt)
     if torch.cuda.is_available():
         batch = {k: v.cuda() for k, v in batch.items()}
         _step(model, opt, batch, chunk)
@@ -307,7 +316,8 @@ class LiveStorage(TorchDispatchMode):
         self._seen: dict[int, weakref.ref] = {}
         self.live = 0
         tensors = list(model.parameters()) + list(model.buffers())
-        tensors += [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+        states = [st for o in getattr(opt, "optimizers", [opt]) for st in o.state.values()]  # in-backward: one each
+        tensors += [v for st in states for v in st.values() if isinstance(v, torch.Tensor)]
         for t in tensors:
             self._track(t)
         self.peak = self.live
@@ -361,7 +371,8 @@ def run(rows) -> list[dict]:
         try:
             if objective == "sft":
                 model = _build(config, cfg)
-                measured, how = measure(model, b, s, arch.vocab_size, optimizer, train.get("loss_chunk_tokens", 0))
+                measured, how = measure(model, b, s, arch.vocab_size, optimizer, train.get("loss_chunk_tokens", 0),
+                                        train.get("optimizer_in_backward", False))
             else:
                 model, reference = _build_with_reference(config, cfg)
                 measured, how = measure_preference(model, cfg, arch.vocab_size, reference)

@@ -4,9 +4,11 @@
 
 Every contender trains through transformers' Trainer, so one callback (Meter) measures all of them the
 same way: seconds from on_train_begin to on_train_end, the peak memory during that loop (the process's
-resident set sampled every 5 ms on a CPU; torch.cuda.max_memory_allocated on a GPU), and Trainer's
-``train_loss`` (the mean of the per-step losses). The recipe is run unchanged (runpy), with the Meter
-added to its Trainer's callbacks from outside.
+resident set sampled every 5 ms on a CPU; torch.cuda.max_memory_allocated on a GPU), Trainer's
+``train_loss`` (the mean of the per-step losses), and, after the clock has stopped, the trained model's
+loss over every conversation of the data, each on its own (``loss_after``: the same tokens for every
+contender, whatever rows its packing made and in whatever order it saw them). The recipe is run unchanged
+(runpy), with the Meter added to its Trainer's callbacks from outside.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Meter(TrainerCallback):
-    """Times the training loop and samples peak memory inside it."""
+    """Times the training loop and samples peak memory inside it; then scores the trained model."""
 
-    def __init__(self):
-        self.seconds = self.loss = None
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self.seconds = self.loss = self.loss_after = None
         self.rss_start = self.peak_rss = self.peak_cuda = 0
         self._stop = threading.Event()
         self._thread = None
@@ -59,18 +62,45 @@ class Meter(TrainerCallback):
         self._thread.join()
         self.loss = next((h["train_loss"] for h in reversed(state.log_history) if "train_loss" in h), None)
         self.steps = state.global_step
+        self.loss_after = loss_after(kw["model"], self.settings)
 
     def report(self, name: str, tokens: int) -> dict:
         return {"contender": name, "steps": self.steps, "real_tokens": tokens, "train_seconds": round(self.seconds, 3),
                 "real_tokens_per_second": round(tokens / self.seconds, 2), "mean_loss": round(self.loss, 4),
+                "loss_after": round(self.loss_after, 4),
                 "peak_rss_mib": round(self.peak_rss / 2**20, 1),
                 "train_rss_growth_mib": round((self.peak_rss - self.rss_start) / 2**20, 1),
                 "peak_cuda_mib": round(self.peak_cuda / 2**20, 1) if self.peak_cuda else None}
 
 
+@torch.no_grad()
+def loss_after(model, s: dict) -> float:
+    """The trained model's mean loss per predicted token over every conversation, one at a time.
+
+    Every token counts (the runs here train on all of them), each row cut to max_seq_len, computed in the
+    contender's own precision (bf16 autocast, or fp32 for the recipe) in eval mode.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(s["model_dir"])
+    rows = [json.loads(line) for line in Path(s["data"]).read_text().splitlines() if line.strip()]
+    device = next(model.parameters()).device
+    bf16 = s.get("recipe") is None and s["precision"] == "bf16"
+    was_training, total, count = model.training, 0.0, 0
+    model.eval()
+    for row in rows:
+        ids = tok(tok.apply_chat_template(row["messages"], tokenize=False))["input_ids"][: s["max_seq_len"]]
+        ids = torch.tensor([ids], device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, labels=ids).loss
+        total, count = total + loss.item() * (ids.shape[1] - 1), count + ids.shape[1] - 1
+    model.train(was_training)
+    return total / count
+
+
 def run_recipe(s: dict) -> dict:
     """The tutorial recipe as it is, with the Meter slipped into its Trainer."""
-    meter, init = Meter(), Trainer.__init__
+    meter, init = Meter(s), Trainer.__init__
 
     def with_meter(self, *a, **kw):
         kw["callbacks"] = [*(kw.get("callbacks") or []), meter]
@@ -128,7 +158,7 @@ def run_trl(s: dict) -> dict:
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=s.get("targets", ["q_proj", "v_proj"]),
                       task_type="CAUSAL_LM")
     data = load_dataset("json", data_files=s["data"], split="train")
-    meter = Meter()
+    meter = Meter(s)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok, peft_config=lora,
                          callbacks=[meter])
     tokens_per_epoch = sum(len(r) for r in trainer.train_dataset["input_ids"])
@@ -153,7 +183,7 @@ def run_studio(s: dict) -> dict:
                    "targets": s.get("targets", ["q_proj", "v_proj"])},
         "data": {"path": s["data"], "train_on": "all", "packing": True, **lever.get("data", {})},
         "train": {**train, **lever.get("train", {})}})
-    meter = Meter()
+    meter = Meter(s)
     job = training.TrainingJob(cfg, callbacks=(meter,)).start()
     job.wait()
     if job.state != "done":

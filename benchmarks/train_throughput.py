@@ -53,6 +53,7 @@ LEVERS = {
     "fused AdamW": {"train": {"optimizer": "adamw_fused"}},
     "torch.compile": {"train": {"compile": True}},
     "eager attention": {"model": {"attn_implementation": "eager"}},
+    "optimizer in backward (no clipping)": {"train": {"optimizer_in_backward": True, "max_grad_norm": 0.0}},
 }
 NOT_ON_CPU = {
     "activation offload": "moves activations from accelerator memory to host memory; on a CPU they are in host "
@@ -251,14 +252,14 @@ def _print(report: dict, as_json: bool) -> None:
           f"{peaks['fp32'] * 1e3:.1f} GFLOP/s; {report['threads']} threads; load {report['load_before']:.2f} -> "
           f"{report['load_after']:.2f}")
     memory = "peak CUDA MiB" if any(r.get("peak_cuda_mib") for r in ok) else "peak RSS MiB (growth)"
-    print(f"{'contender':<34} {'steps':>5} {'real tok/s':>10} {'seconds':>8} {'mean loss':>9} {memory:>22} "
+    print(f"{'contender':<34} {'steps':>5} {'real tok/s':>10} {'seconds':>8} {'mean loss':>9} {'loss after':>10} {memory:>22} "
           f"{'MFU':>7} {'vs TRL':>6} {'mem vs TRL':>10} {'vs recipe':>9}")
     for r in report["results"]:
         if "error" in r:
             print(f"{r['contender']:<34} failed: {r['error']}")
             continue
         print(f"{r['contender']:<34} {r['steps']:>5} {r['real_tokens_per_second']:>10.1f} {r['train_seconds']:>8.1f} "
-              f"{r['mean_loss']:>9.4f} {_memory_text(r):>22} {r['mfu']:>7.2%} {r.get('vs_trl', '-'):>6} "
+              f"{r['mean_loss']:>9.4f} {r['loss_after']:>10.4f} {_memory_text(r):>22} {r['mfu']:>7.2%} {r.get('vs_trl', '-'):>6} "
               f"{r.get('vs_trl_memory', '-'):>10} {r.get('vs_recipe', '-'):>9}")
     _print_ablation(ok)
 
@@ -280,11 +281,13 @@ def _print_ablation(ok: list[dict]) -> None:
         return
     print(f"\nablation against the studio's default ({base['real_tokens_per_second']:.1f} tok/s, "
           f"{_memory(base):.0f} MiB, mean loss {base['mean_loss']:.4f}):")
-    print(f"{'lever (on)':<34} {'real tok/s':>10} {'speed':>6} {'peak MiB':>9} {'memory':>7} {'loss change':>11}")
+    print(f"{'lever (on)':<34} {'real tok/s':>10} {'speed':>6} {'peak MiB':>9} {'memory':>7} {'loss change':>11} "
+          f"{'loss after change':>17}")
     for r in levers:
         print(f"{r['contender'][7:]:<34} {r['real_tokens_per_second']:>10.1f} "
               f"{r['real_tokens_per_second'] / base['real_tokens_per_second']:>5.2f}x {_memory(r):>9.0f} "
-              f"{_memory(r) / _memory(base) - 1:>+7.1%} {r['mean_loss'] - base['mean_loss']:>+11.4f}")
+              f"{_memory(r) / _memory(base) - 1:>+7.1%} {r['mean_loss'] - base['mean_loss']:>+11.4f} "
+              f"{r['loss_after'] - base['loss_after']:>+17.4f}")
     for lever, why in NOT_ON_CPU.items():
         if not torch.cuda.is_available():
             print(f"{lever:<34} not on this CPU: {why}")

@@ -50,6 +50,7 @@ class Run:
     reference_weights: bool = False  # a reference objective on a method without a switchable adapter
     gen_batch: int = 0  # answers generated at once by an online objective (GRPO), 0 for none
     fused_head: bool = False  # log-probabilities through TRL's chunked LM head (DPO, KTO, GRPO), not whole logits
+    in_backward: bool = False  # train.optimizer_in_backward: each tensor stepped and its gradient freed in backward
 
 
 def _saves_input(r: Run, name: str, layer_trains: bool) -> bool:

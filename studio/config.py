@@ -454,6 +454,10 @@ class DistributedSpec(_Section):
 NOTHING_TO_TRAIN = "train.epochs is 0 and train.max_steps is not set: nothing to train"
 
 
+IN_BACKWARD_OPTIMIZERS = ("adamw", "adamw_fused", "sgd")
+"""The optimizers train.optimizer_in_backward can run one tensor at a time."""
+
+
 @dataclass
 class TrainSpec(_Section):
     """How long and how the run trains."""
@@ -473,6 +477,10 @@ class TrainSpec(_Section):
                         "keeps factored second moments only (least state)",
                         choices=("adamw", "adamw_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd",
                                  "adafactor", "lion", "lion_8bit"))
+    optimizer_in_backward: bool = _f(False, "step each trained tensor as soon as its gradient is made and free "
+                                     "that gradient (torchtune's optimizer-in-backward): full fine-tuning holds one "
+                                     "tensor's gradient at a time instead of all; needs grad_accum 1, "
+                                     "max_grad_norm 0, adamw, adamw_fused or sgd, and an sft run")
     loraplus_ratio: float = _f(0.0, "LoRA+: B matrices learn this many times faster than A (Hayou et al. 2024 "
                                "suggest 16); 0: off. LoRA-family methods only", min=0.0, max=1000.0)
     neftune_alpha: float = _f(0.0, "NEFTune: uniform noise of this scale on the input embeddings while training "
@@ -513,6 +521,24 @@ class TrainSpec(_Section):
                                   factory=ObjectiveSpec)
     rewards: list = _f(None, "GRPO's rewards: a list of {kind: match|format|length|contains|excludes|model, "
                        "weight, ...its settings} (studio/rewards.py)", factory=list)
+
+    def problems(self, prefix: str = "train") -> list[str]:
+        return super().problems(prefix) + self._in_backward_problems(prefix)
+
+    def _in_backward_problems(self, prefix: str) -> list[str]:
+        """What optimizer_in_backward cannot go with: each tensor's step runs inside backward, alone."""
+        if not self.optimizer_in_backward:
+            return []
+        key, out = f"{prefix}.optimizer_in_backward", []
+        if self.grad_accum > 1:
+            out.append(f"{key}: needs grad_accum 1 (each gradient is applied as soon as it is made)")
+        if self.max_grad_norm > 0:
+            out.append(f"{key}: needs max_grad_norm 0 (clipping needs every gradient at once)")
+        if self.optimizer not in IN_BACKWARD_OPTIMIZERS:
+            out.append(f"{key}: works with {', '.join(IN_BACKWARD_OPTIMIZERS)}, not {self.optimizer}")
+        if self.objective.name != "sft":
+            out.append(f"{key}: sft runs only (the {self.objective.name} trainer steps its optimizer itself)")
+        return out
 
     def trains_nothing(self) -> bool:
         """No steps to take: epochs is 0 and max_steps is not set (``NOTHING_TO_TRAIN`` says so)."""

@@ -154,6 +154,7 @@ def _resolve(arch: ArchSpec, cfg: RunConfig, world_size: int, device: str) -> Ru
         checkpointing=cfg.train.gradient_checkpointing or bool(values.get("gradient_checkpointing")),
         device=device, optimizer=cfg.train.optimizer, world=max(1, world_size),
         strategy=dist.strategy if world_size > 1 else "none", offload=dist.offload, grad_accum=cfg.train.grad_accum,
+        in_backward=cfg.train.optimizer_in_backward,
     )
 
 
@@ -231,6 +232,17 @@ def _guard(arch: ArchSpec, cfg: RunConfig, r: Run) -> tuple[int, int]:
     return ewc, kl
 
 
+def _largest_trainable(arch: ArchSpec, r: Run, t) -> int:
+    """Parameters of the largest trained tensor (traced where the architecture was, else from its shape)."""
+    if t is not None:
+        return t.largest_trainable
+    if r.embed_trains:
+        return min(r.trainable, arch.vocab_size * arch.hidden_size)
+    if r.base_trains:
+        return min(r.trainable, arch.hidden_size * arch.intermediate_size)
+    return r.trainable // max(1, arch.num_layers)
+
+
 def _step_transient(arch: ArchSpec, r: Run, largest: int | None = None) -> int:
     """Temporaries of optimizer.step(). torch's foreach AdamW (default on CUDA) makes one sqrt(exp_avg_sq)
     buffer over all parameters; the single-tensor loop (CPU) one per parameter (torch/optim/adamw.py)."""
@@ -239,8 +251,7 @@ def _step_transient(arch: ArchSpec, r: Run, largest: int | None = None) -> int:
     pb = 4 if r.optimizer == "paged_adamw_32bit" else _param_bytes(r)
     if r.device == "cuda":
         return r.trainable * pb
-    biggest = largest if largest is not None else arch.vocab_size * arch.hidden_size if r.embed_trains else (
-        arch.hidden_size * arch.intermediate_size if r.base_trains else r.trainable // max(1, arch.num_layers))
+    biggest = largest if largest is not None else _largest_trainable(arch, r, None)
     return min(r.trainable, biggest) * pb
 
 
@@ -295,6 +306,11 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
         "backward_end": static + grads + extra_grads + terms["working"],
         "optimizer_step": static + grads + extra_grads + transient,
     }
+    if r.in_backward:  # one tensor's gradient and its step at a time: the gradients never add up
+        grads = _largest_trainable(arch, r, t) * _param_bytes(r)
+        transient = 0 if r.optimizer in ("sgd", "adamw_fused") else grads  # the loop's temporaries of that tensor
+        phases["backward_end"] = static + grads + terms["working"] + transient
+        del phases["optimizer_step"]  # nothing is left for it to do
     if gen_kv:
         phases["generation"] = static + gen_kv
     # during backward activations shrink while gradients grow (both linear in the layer index), so the

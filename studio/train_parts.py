@@ -19,7 +19,7 @@ from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
 from studio.hardware import resolve_precision
 from studio.rewards import chart_values
 
-__all__ = ["OPTIMIZERS", "REWARD_METRICS", "StudioArguments", "build_args", "memory_now", "Progress", "EarlyStop",
+__all__ = ["OPTIMIZERS", "REWARD_METRICS", "OptimizerInBackward", "StudioArguments", "build_args", "memory_now", "Progress", "EarlyStop",
            "StudioTrainer", "TokenCountingCollator", "total_steps", "train_batches"]
 
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit",
@@ -37,6 +37,7 @@ class StudioArguments(TrainingArguments):
     """TrainingArguments and the studio's own step settings (TrainSpec's levers)."""
 
     loss_chunk_tokens: int = field(default=0, metadata={"help": "loss tokens per chunk of the loss; 0: whole"})
+    optimizer_in_backward: bool = field(default=False, metadata={"help": "step each tensor from its gradient hook"})
 
 
 def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int, has_eval: bool,
@@ -59,7 +60,7 @@ def build_args(cfg: RunConfig, output_dir: Path, *, lr: float, total_steps: int,
         extra = {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False,
                  **extra}
     if issubclass(args_class, StudioArguments):  # the studio's own trainer reads its levers from here
-        extra = {"loss_chunk_tokens": t.loss_chunk_tokens, **extra}
+        extra = {"loss_chunk_tokens": t.loss_chunk_tokens, "optimizer_in_backward": t.optimizer_in_backward, **extra}
     return args_class(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.micro_batch_size,
@@ -142,6 +143,55 @@ class TokenCountingCollator:
         return batch
 
 
+class OptimizerInBackward(torch.optim.Optimizer):
+    """Runs ``built`` one trained tensor at a time, inside backward, and frees each gradient once applied.
+
+    Every trained tensor gets its own optimizer of ``built``'s class and group settings, stepped from a
+    post-accumulate-grad hook as soon as autograd has made its gradient (torchtune's optimizer-in-backward):
+    at no time do all the gradients exist. ``step`` and ``zero_grad`` have nothing left to do. The
+    learning-rate scheduler reaches the inner optimizers through ``param_groups``, which are theirs. Clipping
+    by the global norm and gradient accumulation cannot work this way (config refuses them).
+    """
+
+    def __init__(self, built: torch.optim.Optimizer):
+        self.optimizers, self._hooks = [], []
+        for group in built.param_groups:
+            settings = {k: v for k, v in group.items() if k != "params"}
+            for p in group["params"]:
+                if p.requires_grad:
+                    self.optimizers.append(type(built)([{**settings, "params": [p]}]))
+                    self._hooks.append(p.register_post_accumulate_grad_hook(self._stepper(self.optimizers[-1])))
+        super().__init__([p for o in self.optimizers for p in o.param_groups[0]["params"]], dict(built.defaults))
+        self.param_groups = [o.param_groups[0] for o in self.optimizers]
+
+    @staticmethod
+    def _stepper(opt):
+        def step(_param):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    def step(self, closure=None):
+        return closure() if closure is not None else None
+
+    def zero_grad(self, set_to_none: bool = True):
+        pass
+
+    def state_dict(self) -> dict:
+        return {"in_backward": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for opt, own in zip(self.optimizers, state_dict["in_backward"], strict=True):
+            opt.load_state_dict(own)
+        self.param_groups = [o.param_groups[0] for o in self.optimizers]  # loading made new group dicts
+
+    def remove_hooks(self) -> None:
+        """Stop stepping from backward (after training: the model may go on to other work)."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
+
 class StudioTrainer(Trainer):
     """Trainer that counts real tokens and computes logits only where a token carries loss.
 
@@ -157,16 +207,29 @@ class StudioTrainer(Trainer):
     loraplus_ratio: float = 0.0  # LoRA+: B matrices in their own parameter group at this multiple of the lr
 
     def create_optimizer(self, model=None):
-        if not self.loraplus_ratio or self.optimizer is not None:
+        if self.optimizer is not None:
             return super().create_optimizer(model)
-        from peft.optimizers import create_loraplus_optimizer
+        if not self.loraplus_ratio:
+            super().create_optimizer(model)
+        else:
+            from peft.optimizers import create_loraplus_optimizer
 
-        cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
-        kwargs.pop("lr", None)
-        self.optimizer = create_loraplus_optimizer(self.model, cls, lr=self.args.learning_rate,
-                                                   loraplus_lr_ratio=self.loraplus_ratio,
-                                                   weight_decay=self.args.weight_decay, **kwargs)
+            cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            kwargs.pop("lr", None)
+            self.optimizer = create_loraplus_optimizer(self.model, cls, lr=self.args.learning_rate,
+                                                       loraplus_lr_ratio=self.loraplus_ratio,
+                                                       weight_decay=self.args.weight_decay, **kwargs)
+        if getattr(self.args, "optimizer_in_backward", False):
+            self.optimizer = OptimizerInBackward(self.optimizer)
         return self.optimizer
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:  # the hooks step only while this trainer trains
+            inner = getattr(self.optimizer, "optimizer", self.optimizer)  # under accelerate's wrapper
+            if isinstance(inner, OptimizerInBackward):
+                inner.remove_hooks()
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.studio_tokens += int(inputs.pop("real_tokens", 0))

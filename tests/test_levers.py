@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import tiny_model
 from studio import losses, runs, training
 from studio.config import RunConfig, TrainSpec
-from studio.train_parts import build_args
+from studio.train_parts import OptimizerInBackward, build_args
 
 
 def _plain(hidden, weight, labels):
@@ -109,10 +109,10 @@ def chat_file(tmp_path_factory):
     return path
 
 
-def _curve(tiny_dirs, chat_file, tmp_path, name, train_on, model=None, **train):
+def _curve(tiny_dirs, chat_file, tmp_path, name, train_on, model=None, method=None, **train):
     cfg = RunConfig.from_dict({
         "model": {"id": str(tiny_dirs["llama"]), **(model or {})},
-        "method": {"name": "lora", "r": 4, "targets": ["all-linear"]},
+        "method": method or {"name": "lora", "r": 4, "targets": ["all-linear"]},
         "data": {"path": str(chat_file), "packing": True, "train_on": train_on},
         "train": {"max_steps": 4, "micro_batch_size": 1, "grad_accum": 2, "max_seq_len": 128,
                   "learning_rate": 1e-2, "precision": "fp32", "output_dir": str(tmp_path / "runs"),
@@ -205,3 +205,95 @@ def test_compiled_run_gives_the_same_curve(tiny_dirs, chat_file, tmp_path, plain
     compiled = _curve(tiny_dirs, chat_file, tmp_path, "compiled", "all", compile=True)
     assert calls  # the model went through torch.compile
     assert compiled == pytest.approx(plain_curve, rel=1e-3, abs=1e-4)
+
+
+def _twin_models():
+    torch.manual_seed(0)
+    make = lambda: torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))  # noqa: E731
+    a = make()
+    b = make()
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def _scheduled(opt):
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / 10)
+
+
+def test_optimizer_in_backward_steps_like_the_optimizer_and_frees_each_gradient():
+    plain_model, model = _twin_models()
+    plain = torch.optim.AdamW(plain_model.parameters(), lr=1e-2, weight_decay=0.1)
+    inside = OptimizerInBackward(torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1))
+    schedules = [_scheduled(plain), _scheduled(inside)]
+    x, y = torch.randn(5, 6), torch.randn(5, 3)
+    for _ in range(3):
+        F.mse_loss(plain_model(x), y).backward()
+        plain.step()
+        plain.zero_grad()
+        F.mse_loss(model(x), y).backward()
+        assert all(p.grad is None for p in model.parameters())  # stepped and freed inside backward
+        inside.step()  # what Trainer calls: nothing left to do
+        for schedule in schedules:
+            schedule.step()
+    for got, want in zip(model.parameters(), plain_model.parameters(), strict=True):
+        torch.testing.assert_close(got, want)
+    assert inside.param_groups[0]["lr"] == pytest.approx(plain.param_groups[0]["lr"])  # the schedule reached it
+
+    saved = inside.state_dict()
+    again = OptimizerInBackward(torch.optim.AdamW(_twin_models()[1].parameters(), lr=1e-2))
+    again.load_state_dict(saved)
+    assert again.optimizers[0].state_dict()["state"][0]["step"] == 3  # resume keeps each tensor's moments
+    again.param_groups[0]["lr"] = 0.5  # a scheduler after loading (accelerate loads it once) still reaches them
+    assert again.optimizers[0].param_groups[0]["lr"] == 0.5
+    inside.remove_hooks()
+    F.mse_loss(model(x), y).backward()
+    assert all(p.grad is not None for p in model.parameters())  # after training backward is plain again
+
+
+@pytest.mark.parametrize("method", [{"name": "full"}, {"name": "lora", "r": 4, "targets": ["all-linear"]}],
+                         ids=["full", "lora"])
+def test_optimizer_in_backward_gives_the_same_curve(tiny_dirs, chat_file, tmp_path, monkeypatch, method):
+    calls = []
+    real = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **kw: calls.append(1) or real(self, *a, **kw))
+    settings = {"grad_accum": 1, "max_grad_norm": 0.0, "method": method}
+    off = _curve(tiny_dirs, chat_file, tmp_path, f"off-{method['name']}", "all", **settings)
+    assert len(calls) == 4 and off[-1] < off[0]  # one step of one optimizer for all tensors, and it learns
+    calls.clear()
+    on = _curve(tiny_dirs, chat_file, tmp_path, f"in-backward-{method['name']}", "all", optimizer_in_backward=True,
+                **settings)
+    assert len(calls) > 4 * 8  # one optimizer per trained tensor, each stepped in every backward
+    assert on == pytest.approx(off, rel=1e-5, abs=1e-6)
+
+
+def test_optimizer_in_backward_is_refused_where_it_cannot_work(tmp_path):
+    def problems(**train):
+        return [p for p in TrainSpec(optimizer_in_backward=True, **train).problems("train")
+                if p.startswith("train.optimizer_in_backward")]
+
+    assert problems(max_grad_norm=0.0) == []
+    assert problems() == ["train.optimizer_in_backward: needs max_grad_norm 0 (clipping needs every gradient at once)"]
+    assert "grad_accum 1" in problems(max_grad_norm=0.0, grad_accum=4)[0]
+    assert problems(max_grad_norm=0.0, optimizer="adamw_8bit") == [
+        "train.optimizer_in_backward: works with adamw, adamw_fused, sgd, not adamw_8bit"]
+    cfg = RunConfig.from_dict({"train": {"optimizer_in_backward": True, "max_grad_norm": 0, "precision": "fp32"}})
+    assert build_args(cfg, tmp_path, lr=1e-4, total_steps=10, has_eval=False).optimizer_in_backward is True
+    with pytest.raises(Exception, match="sft runs only"):
+        RunConfig.from_dict({"train": {"optimizer_in_backward": True, "max_grad_norm": 0, "objective": "dpo"}})
+
+
+def test_the_estimate_holds_one_gradient_with_the_optimizer_in_backward():
+    from conftest import tiny_config
+    from studio import memory
+    from studio.models import ArchSpec
+
+    config = tiny_config("llama")
+    config.num_hidden_layers = 16  # the largest tensor (the embedding) a small share of all, as in real models
+    arch = ArchSpec.from_config(config)
+    plain = RunConfig.from_dict({"method": {"name": "full"}, "train": {  # short rows: the gradients' share shows
+        "max_grad_norm": 0, "precision": "fp32", "max_seq_len": 32, "micro_batch_size": 1}})
+    inside = plain.with_overrides(["train.optimizer_in_backward=true"])
+    a, b = memory.estimate(arch, plain, device="cpu"), memory.estimate(arch, inside, device="cpu")
+    assert a.gradients == 4 * a.trainable_params  # every fp32 gradient at the optimizer step
+    assert b.gradients == 4 * arch.vocab_size * arch.hidden_size  # the embedding, the largest tensor, alone
+    assert "optimizer_step" not in b.phases and b.allocated_peak_bytes < a.allocated_peak_bytes
