@@ -65,3 +65,17 @@ def test_fit_offers_attention_only_lora_for_a_mixture_of_experts():
     v = fit.fit(bd, hardware.find("H200"), arch, cfg)
     moe = [c for c in v.changes if "experts of every layer stay frozen" in c.text]
     assert v.verdict == "does not fit" and moe and moe[0].peak_bytes < bd.peak_bytes / 3
+
+
+def test_fit_offers_the_optimizer_in_backward_for_full_training():
+    arch = KNOWN["llama-3.2-1b"]
+    cfg = _cfg(max_seq_len=512, micro_batch_size=1)
+    cfg.method = MethodSpec("full", {})
+    bd = memory.estimate(arch, cfg)
+    v = fit.fit(bd, hardware.find("3060 12"), arch, cfg)
+    step = [c for c in v.changes if "in backward" in c.text]
+    assert step and step[0].overrides == ["train.optimizer_in_backward=True", "train.max_grad_norm=0.0"]
+    assert bd.peak_bytes - step[0].peak_bytes > 0.5 * bd.gradients  # every gradient gives way to the largest
+    lora = _cfg(max_seq_len=512, micro_batch_size=1)
+    assert not any("in backward" in c.text for c in fit.fit(memory.estimate(arch, lora), hardware.find("T4"), arch,
+                                                               lora).changes)
