@@ -60,6 +60,8 @@ NOT_ON_CPU = {
                           "memory already, there is nothing to offload to",
     "varlen / flash attention": "flash_attention_2 (the varlen path that keeps packed rows apart without a mask) "
                                 "needs CUDA; on a CPU packed rows go through sdpa with a block-diagonal mask",
+    "FlexAttention": "torch 2.13 raises 'FlexAttention does not support backward on CPU' on its first training "
+                     "step; on CUDA packed rows are kept apart without a mask by flash_attention_2",
     "Liger kernels": "liger-kernel 0.8.5 with triton 3.9.0 installs here, but its first kernel fails with "
                      "'RuntimeError: 0 active drivers ([]). There should only be one.': Triton has no CPU driver",
 }
