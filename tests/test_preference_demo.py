@@ -1,6 +1,6 @@
 """The DPO demo preset on the embedded model: held-out reward accuracy above 0.9, and greedy answers to new
-prompts that take the chosen style ("In short: ...") where the base model's do not (at least 2 of 5; a
-majority is not reached yet: docs/objectives.md).
+prompts that take the chosen style ("In short: ...") where the base model's do not (at least 4 of 5; 5 of 5
+measured with bf16 autocast and with fp32, two seeds each: docs/objectives.md).
 
 The rejected answers in presets/data/concise-preference.jsonl are the base model's own greedy answers, so
 DPO pushes down the very openings greedy decoding picked ("The capital of ... is ..."), not a style the
@@ -67,5 +67,5 @@ def test_dpo_demo_moves_held_out_accuracy_and_greedy_answers(tmp_path):
     base, tuned = greedy_answers(run_dir, HELD_OUT)
     print(f"base:  {base}\ntuned: {tuned}")
     assert styled(base) == 0  # the embedded model does not answer this way on its own
-    # measured 2026-12-02: 2 of 5 tuned answers open "In short:" (the other three open oddly: "Aw, no, no")
-    assert styled(tuned) >= 2
+    # measured 2026-12-02: 5 of 5 tuned answers open "In short:" in bf16 and fp32, seeds 0 and 1
+    assert styled(tuned) >= 4
