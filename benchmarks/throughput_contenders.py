@@ -73,6 +73,16 @@ class Meter(TrainerCallback):
                 "peak_cuda_mib": round(self.peak_cuda / 2**20, 1) if self.peak_cuda else None}
 
 
+def conversation_ids(path: Path, model_dir: Path, max_len: int) -> list[list[int]]:
+    """Every conversation of the .jsonl at ``path`` as the recipe renders it (the model's chat template), cut
+    to ``max_len`` tokens."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [tok(tok.apply_chat_template(r["messages"], tokenize=False))["input_ids"][:max_len] for r in rows]
+
+
 @torch.no_grad()
 def loss_after(model, s: dict) -> float:
     """The trained model's mean loss per predicted token over every conversation, one at a time.
@@ -80,16 +90,11 @@ def loss_after(model, s: dict) -> float:
     Every token counts (the runs here train on all of them), each row cut to max_seq_len, computed in the
     contender's own precision (bf16 autocast, or fp32 for the recipe) in eval mode.
     """
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(s["model_dir"])
-    rows = [json.loads(line) for line in Path(s["data"]).read_text().splitlines() if line.strip()]
     device = next(model.parameters()).device
     bf16 = s.get("recipe") is None and s["precision"] == "bf16"
     was_training, total, count = model.training, 0.0, 0
     model.eval()
-    for row in rows:
-        ids = tok(tok.apply_chat_template(row["messages"], tokenize=False))["input_ids"][: s["max_seq_len"]]
+    for ids in conversation_ids(Path(s["data"]), Path(s["model_dir"]), s["max_seq_len"]):
         ids = torch.tensor([ids], device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model(input_ids=ids, labels=ids).loss

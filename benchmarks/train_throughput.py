@@ -112,11 +112,9 @@ def flops_per_token(config, targets: tuple[str, ...], rank: int, context: float)
 
 def token_lengths(path: Path, model_dir: Path, max_len: int) -> list[int]:
     """Token length of every row as the recipe renders it (the model's chat template), cut to max_len."""
-    from transformers import AutoTokenizer
+    from throughput_contenders import conversation_ids
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [min(max_len, len(tok(tok.apply_chat_template(r["messages"], tokenize=False))["input_ids"])) for r in rows]
+    return [len(ids) for ids in conversation_ids(path, model_dir, max_len)]
 
 
 def run(kind: str, settings: dict, work: Path, timeout: float | None = None) -> dict:

@@ -523,9 +523,9 @@ class TrainSpec(_Section):
                        "weight, ...its settings} (studio/rewards.py)", factory=list)
 
     def problems(self, prefix: str = "train") -> list[str]:
-        return super().problems(prefix) + self._in_backward_problems(prefix)
+        return super().problems(prefix) + self.in_backward_problems(prefix)
 
-    def _in_backward_problems(self, prefix: str) -> list[str]:
+    def in_backward_problems(self, prefix: str = "train") -> list[str]:
         """What optimizer_in_backward cannot go with: each tensor's step runs inside backward, alone."""
         if not self.optimizer_in_backward:
             return []

@@ -8,10 +8,10 @@ micro-batch and sequence length that do.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from studio import memory, methods, objectives
-from studio.config import IN_BACKWARD_OPTIMIZERS, RunConfig
+from studio.config import RunConfig
 from studio.hardware import GB, Device
 from studio.models import ArchSpec
 
@@ -117,10 +117,10 @@ def _candidates(cfg: RunConfig, arch: ArchSpec) -> list[tuple[str, dict]]:
     if cfg.model.quantization == "none" and method.quantized is None and method.family != "weights":
         out.append(("load the base in 4-bit NF4 (QLoRA)", {"model.quantization": "nf4"}))
     elif method.family == "weights" and "lora" in methods.names():
-        if (not t.optimizer_in_backward and t.objective.name == "sft" and t.grad_accum == 1
-                and t.optimizer in IN_BACKWARD_OPTIMIZERS):  # every weight's gradient is the large term
+        in_backward = {"optimizer_in_backward": True, "max_grad_norm": 0.0}  # every weight's gradient is large
+        if not t.optimizer_in_backward and not replace(t, **in_backward).in_backward_problems():
             out.append(("step each weight in backward, so its gradient is freed at once (no gradient clipping)",
-                        {"train.optimizer_in_backward": True, "train.max_grad_norm": 0.0}))
+                        {f"train.{k}": v for k, v in in_backward.items()}))
         out.append(("LoRA instead of training every weight", {"method.name": "lora"}))
         if arch.num_experts:  # the experts hold most weights; LoRA on attention leaves them frozen
             out.append((f"LoRA on attention only: the {arch.num_experts} experts of every layer stay frozen",

@@ -243,7 +243,7 @@ def _largest_trainable(arch: ArchSpec, r: Run, t) -> int:
     return r.trainable // max(1, arch.num_layers)
 
 
-def _step_transient(arch: ArchSpec, r: Run, largest: int | None = None) -> int:
+def _step_transient(r: Run, largest: int) -> int:
     """Temporaries of optimizer.step(). torch's foreach AdamW (default on CUDA) makes one sqrt(exp_avg_sq)
     buffer over all parameters; the single-tensor loop (CPU) one per parameter (torch/optim/adamw.py)."""
     if r.optimizer in ("sgd", "lion", "adamw_fused") or r.optimizer.endswith("8bit"):  # fused: updates in place
@@ -251,8 +251,7 @@ def _step_transient(arch: ArchSpec, r: Run, largest: int | None = None) -> int:
     pb = 4 if r.optimizer == "paged_adamw_32bit" else _param_bytes(r)
     if r.device == "cuda":
         return r.trainable * pb
-    biggest = largest if largest is not None else _largest_trainable(arch, r, None)
-    return min(r.trainable, biggest) * pb
+    return min(r.trainable, largest) * pb
 
 
 # ---------------------------------------------------------------- the estimate
@@ -287,7 +286,8 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
     trainable = _trainable_bytes(r)
     grads = r.trainable * _param_bytes(r)
     optim = _optimizer(r)
-    transient = _step_transient(arch, r, t.largest_trainable if t is not None else None)
+    largest = _largest_trainable(arch, r, t)
+    transient = _step_transient(r, largest)
     if cfg.train.loss_chunk_tokens and not (r.embed_trains or r.virtual or r.kv_seq != r.seq):  # studio.losses
         terms["logits_forward"], terms["logits_backward"] = losses.chunked_loss_bytes(
             arch.vocab_size, arch.hidden_size, r.batch * r.seq, cfg.train.loss_chunk_tokens, r.c_bytes)
@@ -307,7 +307,7 @@ def estimate(arch: ArchSpec, cfg: RunConfig, world_size: int = 1, device: str = 
         "optimizer_step": static + grads + extra_grads + transient,
     }
     if r.in_backward:  # one tensor's gradient and its step at a time: the gradients never add up
-        grads = _largest_trainable(arch, r, t) * _param_bytes(r)
+        grads = largest * _param_bytes(r)
         transient = 0 if r.optimizer in ("sgd", "adamw_fused") else grads  # the loop's temporaries of that tensor
         phases["backward_end"] = static + grads + terms["working"] + transient
         del phases["optimizer_step"]  # nothing is left for it to do

@@ -28,7 +28,8 @@ def pick(page, elem_id: str, option: str) -> None:
     page.get_by_role("option", name=option).first.click()
 
 
-def set_number(page, selector: str, value) -> None:
+def enter(page, selector: str, value) -> None:
+    """Type ``value`` into the box at ``selector`` (a number field, a data path) and press Enter."""
     box = page.locator(selector).first
     box.fill(str(value))
     box.press("Enter")
@@ -38,7 +39,7 @@ def start_run(page, name: str, chart: str = "loss-plot", **numbers) -> None:
     """Set the Train tab's number fields (``max_steps=8`` sets ``#train-max_steps``), name the run, press Start
     and wait until ``#chart`` is this run's: it may still show an earlier run of the process until the next tick."""
     for field, value in numbers.items():
-        set_number(page, f"#train-{field} input", value)
+        enter(page, f"#train-{field} input", value)
     page.locator("#run-name textarea, #run-name input").first.fill(name)
     page.locator("#start-btn").click()
     page.wait_for_selector("#train-message :text('Started')")

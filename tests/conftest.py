@@ -82,15 +82,19 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     return {f: save_tiny(f, base / f) for f in ("llama", "gpt2", "qwen2")}
 
 
+def write_chat_rows(path: Path, count: int) -> Path:
+    """``count`` short chat rows of varied length, as .jsonl at ``path`` (the training tests' data)."""
+    rows = [{"messages": [{"role": "user", "content": f"question {i}?" + " more" * (i % 5)},
+                          {"role": "assistant", "content": f"answer number {i}." + " yes" * (i % 7)}]}
+            for i in range(count)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
 @pytest.fixture
 def chat_file(tmp_path):
     """24 short chat rows of varied length in tmp (the training tests' data)."""
-    path = tmp_path / "chat.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"question {i}?" + " more" * (i % 5)},
-                          {"role": "assistant", "content": f"answer number {i}." + " yes" * (i % 7)}]}
-            for i in range(24)]
-    path.write_text("\n".join(json.dumps(r) for r in rows))
-    return path
+    return write_chat_rows(tmp_path / "chat.jsonl", 24)
 
 
 @pytest.fixture

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_model
+from conftest import tiny_model, write_chat_rows
 from studio import losses, runs, training
 from studio.config import RunConfig, TrainSpec
 from studio.train_parts import OptimizerInBackward, build_args
@@ -101,12 +99,7 @@ def test_estimate_term_is_below_the_plain_logits_at_long_sequences():
 
 @pytest.fixture(scope="module")
 def chat_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("levers") / "chat.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"question {i}?" + " more" * (i % 5)},
-                          {"role": "assistant", "content": f"answer number {i}." + " yes" * (i % 7)}]}
-            for i in range(16)]
-    path.write_text("\n".join(json.dumps(r) for r in rows))
-    return path
+    return write_chat_rows(tmp_path_factory.mktemp("levers") / "chat.jsonl", 16)
 
 
 def _curve(tiny_dirs, chat_file, tmp_path, name, train_on, model=None, method=None, **train):

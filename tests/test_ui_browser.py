@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import ask, pick, set_number, shot, start_run, tab
+from tests.browser import ask, enter, pick, shot, start_run, tab
 
 pytestmark = pytest.mark.browser
 
@@ -25,7 +25,7 @@ def test_studio_end_to_end(studio_url, page):
     page.wait_for_function("document.querySelector('#trainable').innerText.includes('trainable')")
     before = trainable.inner_text()
     estimate_before = page.locator("#estimate-text").inner_text()
-    set_number(page, "#knob-lora-r input[type=number]", 16)  # at most the tiny model's k_proj width (32)
+    enter(page, "#knob-lora-r input[type=number]", 16)  # at most the tiny model's k_proj width (32)
     page.wait_for_function("t => document.querySelector('#trainable').innerText !== t", arg=before)
     assert trainable.inner_text() != before
     page.wait_for_function("t => document.querySelector('#estimate-text').innerText !== t", arg=estimate_before)

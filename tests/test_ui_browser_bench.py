@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from studio import bench
-from tests.browser import set_number, shot, tab
+from tests.browser import enter, shot, tab
 from tests.runfolders import make_run
 
 pytestmark = pytest.mark.browser
@@ -28,7 +28,7 @@ def test_benchmarks_panel_shows_table_and_chart(studio_url, page, tiny_dirs, tmp
     page.wait_for_selector("#bench-run")
     ticked = page.locator("#bench-tasks label:has(input:checked)")
     assert ticked.all_inner_texts() == ["studio_mc"]  # the shipped multiple-choice task, ticked by default
-    set_number(page, "#bench-limit input[type=number]", 4)
+    enter(page, "#bench-limit input[type=number]", 4)
     page.locator("#bench-run").click()
     # when done, one line: what ran and where it was saved, or why not
     page.wait_for_function("['saved', 'Cannot', 'failed'].some(w => "

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from studio.ui import paths
-from tests.browser import pick, shot, tab
+from tests.browser import enter, pick, shot, tab
 from tests.runfolders import make_run
 
 pytestmark = pytest.mark.browser
@@ -31,9 +31,7 @@ def test_drop_duplicates_then_combine_two_runs(studio_url, page, tiny_dirs, tmp_
     page.goto(studio_url)
     page.wait_for_selector("#arch-card table")
     tab(page, "3 · Data")
-    box = page.locator("#data-path input").first
-    box.fill(str(source))
-    box.press("Enter")
+    enter(page, "#data-path input", source)
     page.wait_for_function("document.querySelector('#data-summary').innerText.includes('rows:** 7')"
                            " || document.querySelector('#data-summary').innerText.includes('rows: 7')")
     page.get_by_text("quality filters (applied before training)").click()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import pick, set_number, shot, tab
+from tests.browser import enter, pick, shot, tab
 
 pytestmark = pytest.mark.browser
 
@@ -33,9 +33,9 @@ def test_grpo_rewards_built_by_clicking_and_watched_live(studio_url, page):
     assert any(o.startswith("GRPO (rewards)") for o in offered), offered
     page.get_by_role("option", name="GRPO (rewards)").first.click()
     page.wait_for_selector("#objective-grpo-num_generations", state="visible")
-    set_number(page, "#objective-grpo-max_completion_length input[type=number]", 6)
-    set_number(page, "#train-max_steps input", 3)
-    set_number(page, "#train-logging_steps input", 1)
+    enter(page, "#objective-grpo-max_completion_length input[type=number]", 6)
+    enter(page, "#train-max_steps input", 3)
+    enter(page, "#train-logging_steps input", 1)
     page.locator("#run-name textarea, #run-name input").first.fill("browser-grpo")
 
     page.get_by_text("Rewards (GRPO)", exact=True).click()  # open the accordion
@@ -53,7 +53,7 @@ def test_grpo_rewards_built_by_clicking_and_watched_live(studio_url, page):
     page.wait_for_selector("#reward-message :text('Not added')")
     assert "not a valid regex" in page.locator("#reward-message").inner_text()
     page.locator("#reward-pattern textarea, #reward-pattern input").first.fill(r"^\s*\d+\s*$")
-    set_number(page, "#reward-weight input[type=number]", 0.5)
+    enter(page, "#reward-weight input[type=number]", 0.5)
     page.locator("#reward-add").click()
     page.wait_for_selector("#reward-message :text('added reward 2')")
     listed = page.locator("#reward-list").inner_text()

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from tests.browser import ARTIFACTS, ask, pick, set_number, shot, start_run, tab
+from tests.browser import ARTIFACTS, ask, enter, pick, shot, start_run, tab
 
 pytestmark = pytest.mark.browser
 
@@ -43,7 +43,7 @@ def test_lr_finder_live_charts_and_a_checkpoint_in_chat(studio_url, page):
 
     # the learning-rate finder: plot, suggestion, and one click puts it into the form
     page.get_by_text("Find a learning rate", exact=True).click()
-    set_number(page, "#lr-steps input[type=number]", 20)
+    enter(page, "#lr-steps input[type=number]", 20)
     page.locator("#lr-find-btn").click()
     page.wait_for_selector("#lr-message :text('suggested train.learning_rate')", timeout=90_000)
     _wait_points(page, "lr-plot", "smoothed", 5)

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from studio import validation
-from tests.browser import pick, shot, start_run, tab
+from tests.browser import enter, pick, shot, start_run, tab
 from tests.test_training import run_job
 
 pytestmark = pytest.mark.browser
@@ -54,9 +54,7 @@ def test_preference_run_pair_margin_and_three_panes(sft_run, studio_url, page, t
     page.wait_for_selector("#arch-card table")
 
     tab(page, "3 · Data")
-    box = page.locator("#data-path input").first
-    box.fill(str(pairs))
-    box.press("Enter")
+    enter(page, "#data-path input", pairs)
     page.locator("#data-preview-btn").click()
     page.wait_for_selector("#data-preview .pair mark.chosen")
     first = page.locator("#data-preview .pair").first

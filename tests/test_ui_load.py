@@ -21,7 +21,7 @@ import yaml
 from studio import headless, runs, training
 from studio.config import RunConfig
 from studio.ui import launch
-from conftest import free_port
+from conftest import free_port, write_chat_rows
 
 POLLERS, CHATTERS, STEPS = 10, 2, 40
 _LABEL = re.compile(r"id='train-progress-label'>(\w+) · step (\d+)/(\d+|\?)")
@@ -130,12 +130,7 @@ class Chatter(threading.Thread):
 
 @pytest.fixture
 def chat_data(tmp_path):
-    path = tmp_path / "chat.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"question {i}?" + " more" * (i % 5)},
-                          {"role": "assistant", "content": f"answer number {i}." + " yes" * (i % 7)}]}
-            for i in range(32)]
-    path.write_text("\n".join(json.dumps(r) for r in rows))
-    return path
+    return write_chat_rows(tmp_path / "chat.jsonl", 32)
 
 
 def _cfg(model: str, data: str, **train) -> dict:
