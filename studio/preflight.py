@@ -76,14 +76,13 @@ def _settings(cfg: RunConfig, machine: bool) -> list[str]:
     method = methods.get(cfg.method.name)
     refusal = method.machine_refusal(method.values(cfg.method), _device()) if machine and method.machine_refusal else ""
     out += [refusal] if refusal else []
-    if t.loraplus_ratio and methods.get(cfg.method.name).family != "lora":
+    if t.loraplus_ratio and method.family != "lora":
         out.append(f"train.loraplus_ratio: LoRA+ sets the learning rate of LoRA's B matrices; {cfg.method.name} has "
                    "none (set it to 0 or pick a LoRA-family method)")
     out += trackers.problems(t.report_to)
     out += _keep_best_problems(cfg)
-    refusal = methods.get(cfg.method.name).checkpointing_refusal
-    if refusal and t.gradient_checkpointing:
-        out.append(f"train.gradient_checkpointing: {refusal}")
+    if method.checkpointing_refusal and t.gradient_checkpointing:
+        out.append(f"train.gradient_checkpointing: {method.checkpointing_refusal}")
     objective = objectives.get(t.objective.name)
     if t.micro_batch_size < objective.min_micro_batch:
         out.append(f"train.micro_batch_size: {objective.name} needs at least {objective.min_micro_batch} rows per "

@@ -170,14 +170,11 @@ def preview_view(cfg: RunConfig, n: int = 3) -> tuple[str, str, go.Figure]:
         view = data.preview(cfg, tokenizer, n=int(n))
     except ConfigError as err:
         problems = err.problems
-        pairs = _pairs_or_none(cfg, tokenizer, int(n))
+        pairs, prompt_problems = _pairs_or_prompts(cfg, tokenizer, int(n))
         if pairs:  # preference rows (prompt / chosen / rejected): shown as pairs; prompt-only rows: the prompts
             return (*pairs, plots.empty("Tokens per example"))
-        if tokenizer is not None and objectives.get(cfg.train.objective.name).online:
-            try:  # an objective that writes its own answers reads prompt rows: say why these are none
-                prompt_summary(cfg, tokenizer, int(n))
-            except ConfigError as own:
-                problems = own.problems
+        if prompt_problems and objectives.get(cfg.train.objective.name).online:
+            problems = prompt_problems  # an objective that writes its own answers reads prompt rows: why none
         return "**Cannot read the data:** " + "; ".join(problems), "", plots.empty("Tokens per example")
     lines = [f"**Format:** {view.format} · **rows:** {view.rows} · **skipped:** {view.skipped} · "
              f"**longer than max_seq_len ({view.max_seq_len}):** {view.over_max}"]
@@ -199,17 +196,19 @@ def strictness_view(cfg: RunConfig) -> go.Figure:
     return plots.strictness_chart(quality.strictness_curve(rows))
 
 
-def _pairs_or_none(cfg: RunConfig, tokenizer, n: int) -> tuple[str, str] | None:
-    """The pair view when the data holds preference rows, the prompt view when it holds prompt rows (and the
-    tokenizer loaded), else None."""
+def _pairs_or_prompts(cfg: RunConfig, tokenizer, n: int) -> tuple[tuple[str, str] | None, list[str]]:
+    """(the pair view when the data holds preference rows, else the prompt view when it holds prompt rows, else
+    None; why the rows are not prompt rows, empty when they are or the tokenizer did not load)."""
     if tokenizer is None:
-        return None
-    for view in (pair_summary, prompt_summary):
-        try:
-            return view(cfg, tokenizer, n)
-        except ConfigError:
-            continue
-    return None
+        return None, []
+    try:
+        return pair_summary(cfg, tokenizer, n), []
+    except ConfigError:
+        pass
+    try:
+        return prompt_summary(cfg, tokenizer, n), []
+    except ConfigError as err:
+        return None, err.problems
 
 
 def _mapping_widgets(form: Form) -> list:
