@@ -19,8 +19,8 @@ from studio.config import NOTHING_TO_TRAIN, ConfigError, RunConfig
 from studio.hardware import resolve_precision
 from studio.rewards import chart_values
 
-__all__ = ["OPTIMIZERS", "REWARD_METRICS", "OptimizerInBackward", "StudioArguments", "build_args", "memory_now", "Progress", "EarlyStop",
-           "StudioTrainer", "TokenCountingCollator", "total_steps", "train_batches"]
+__all__ = ["OPTIMIZERS", "REWARD_METRICS", "OptimizerInBackward", "StudioArguments", "build_args", "memory_now",
+           "Progress", "EarlyStop", "StudioTrainer", "TokenCountingCollator", "total_steps", "train_batches"]
 
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit",
               "paged_adamw_8bit": "paged_adamw_8bit", "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd",
